@@ -1,0 +1,134 @@
+"""Loads the one typed CDP config from conf/cdp.yaml (plus environment overrides); writes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONF = PROJECT_ROOT / "conf" / "cdp.yaml"
+CHANNELS = ("app_events", "wechat", "crm", "orders", "pos", "ad_leads")
+
+# Environment variable -> dotted config key it overrides.
+ENV_OVERRIDES = {
+    "CDP_ENGINE": "engine.kind",
+    "CDP_SPARK_REMOTE": "engine.remote",
+    "CDP_LANDING": "paths.landing",
+    "CDP_LAKEHOUSE": "paths.lakehouse",
+}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file and the key to fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SailConfig(_Strict):
+    session_timeout_secs: int = Field(86400, gt=0)
+    parallelism: int | None = Field(None, gt=0)
+
+
+class EngineConfig(_Strict):
+    kind: Literal["local", "connect", "classic"] = "local"
+    remote: str = "sc://localhost:15002"
+    classic_master: str = "local[*]"
+    classic_delta: bool = True
+    sail: SailConfig = SailConfig()
+
+    @field_validator("remote")
+    @classmethod
+    def _remote_is_spark_connect(cls, v: str) -> str:
+        if not v.startswith("sc://"):
+            raise ValueError(f"must be a Spark Connect URL like sc://host:15002, got {v!r}")
+        return v
+
+
+class PathsConfig(_Strict):
+    landing: str = "landing"
+    lakehouse: str = "lakehouse"
+
+    def landing_path(self) -> Path:
+        return _resolve(self.landing)
+
+    def lakehouse_uri(self) -> str:
+        """The table root: object-store URIs are kept as they are, local paths made absolute."""
+        if "://" in self.lakehouse:
+            return self.lakehouse.rstrip("/")
+        return str(_resolve(self.lakehouse))
+
+
+class IngestConfig(_Strict):
+    channels: tuple[str, ...] = CHANNELS
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(v) - set(CHANNELS))
+        if unknown:
+            raise ValueError(f"unknown channel(s) {unknown}; known: {list(CHANNELS)}")
+        return v
+
+
+class StandardiseConfig(_Strict):
+    phone_region: str = Field("CN", min_length=2, max_length=2)
+    timezone: str = "Asia/Shanghai"  # local day of an event (event_date)
+
+
+class GenerateDefaults(_Strict):
+    people: int = Field(20000, ge=1)
+    days: int = Field(3, ge=1)
+    seed: int = 42
+    start: dt.date = dt.date(2026, 11, 1)
+
+
+class CdpConfig(_Strict):
+    engine: EngineConfig = EngineConfig()
+    paths: PathsConfig = PathsConfig()
+    ingest: IngestConfig = IngestConfig()
+    standardise: StandardiseConfig = StandardiseConfig()
+    generate: GenerateDefaults = GenerateDefaults()
+
+
+def _resolve(p: str) -> Path:
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
+
+
+def _set_dotted(data: dict, dotted: str, value: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {}) or {}
+    node[leaf] = value
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> CdpConfig:
+    """Load conf/cdp.yaml (or `path`, or $CDP_CONF), apply CDP_* environment overrides, validate."""
+    env = os.environ if env is None else env
+    conf_path = Path(path or env.get("CDP_CONF") or DEFAULT_CONF)
+    try:
+        data = yaml.safe_load(conf_path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {conf_path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{conf_path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{conf_path}: the top level must be a mapping of sections")
+    for var, dotted in ENV_OVERRIDES.items():
+        if env.get(var):
+            _set_dotted(data, dotted, env[var])
+    try:
+        return CdpConfig.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"{conf_path}: {problems}") from None

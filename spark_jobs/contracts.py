@@ -1,0 +1,245 @@
+"""Declares the contract (columns, types, nullability, partitioning, keys) of every CDP table; no I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pyspark.sql import types as T
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # string | long | int | double | boolean | date | timestamp | decimal(p,s)
+    nullable: bool = True
+    doc: str = ""
+
+    def spark_type(self) -> T.DataType:
+        return spark_type(self.type)
+
+
+@dataclass(frozen=True)
+class TableContract:
+    """One table's declared shape. Tables are created from it with every column nullable in storage
+    (Sail drops columns on later schema-merging appends to tables created non-nullable); the declared
+    nullability is enforced on the data by every write instead."""
+
+    name: str
+    columns: tuple[Column, ...]
+    partition_by: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+    doc: str = ""
+    layer: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        layer = self.name.split("_", 1)[0]
+        if layer not in LAYERS:
+            raise ValueError(f"table {self.name!r} must start with one of {LAYERS}")
+        object.__setattr__(self, "layer", layer)
+        names = [c.name for c in self.columns]
+        for col in (*self.partition_by, *self.keys):
+            if col not in names:
+                raise ValueError(f"{self.name}: partition/key column {col!r} is not a column")
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def schema(self) -> T.StructType:
+        """The storage schema: declared types, all nullable."""
+        return T.StructType([T.StructField(c.name, c.spark_type(), True) for c in self.columns])
+
+    def required(self) -> list[str]:
+        return [c.name for c in self.columns if not c.nullable]
+
+
+LAYERS = ("bronze", "silver", "gold", "ops")
+
+_SIMPLE = {
+    "string": T.StringType(),
+    "long": T.LongType(),
+    "int": T.IntegerType(),
+    "double": T.DoubleType(),
+    "boolean": T.BooleanType(),
+    "date": T.DateType(),
+    "timestamp": T.TimestampType(),
+}
+_DECIMAL = re.compile(r"decimal\((\d+),\s*(\d+)\)")
+
+
+def spark_type(name: str) -> T.DataType:
+    if name in _SIMPLE:
+        return _SIMPLE[name]
+    m = _DECIMAL.fullmatch(name)
+    if m:
+        return T.DecimalType(int(m.group(1)), int(m.group(2)))
+    raise ValueError(f"unknown column type {name!r}")
+
+
+def _c(name: str, type_: str = "string", nullable: bool = True, doc: str = "") -> Column:
+    return Column(name, type_, nullable, doc)
+
+
+# --- bronze: typed rows of each channel, plus lineage ------------------------------------------
+LINEAGE = (
+    _c("_source_file", nullable=False, doc="path of the landing file, relative to landing/"),
+    _c("_line", "long", nullable=False, doc="1-based line number in the file"),
+    _c("_batch_date", "date", nullable=False, doc="the batch (landing folder) date"),
+    _c("_ingested_at", "timestamp", nullable=False, doc="when the ingest run started"),
+    _c("_row_hash", nullable=False, doc="sha256 of the raw line"),
+)
+
+# Raw fields of each channel, in file order (docs/channels.md). Types are what bronze stores; a
+# present value that does not parse as its type sends the row to quarantine (never a silent NULL).
+CHANNEL_FIELDS: dict[str, tuple[Column, ...]] = {
+    "app_events": (
+        _c("event_id", nullable=False), _c("device_id"), _c("login_id"), _c("platform"),
+        _c("event_name", nullable=False), _c("event_time", "timestamp", nullable=False),
+        _c("props", doc="event properties as a JSON object string"),
+    ),
+    "wechat": (
+        _c("event_id", nullable=False), _c("appid", nullable=False), _c("openid", nullable=False),
+        _c("unionid"), _c("phone"), _c("event_name", nullable=False),
+        _c("event_time", "timestamp", nullable=False), _c("props", doc="JSON object string"),
+    ),
+    "crm": (
+        _c("member_id", nullable=False), _c("name"), _c("phone"), _c("email"), _c("gender"),
+        _c("birthday", "date"), _c("city"), _c("tier"), _c("registered_at", "timestamp"),
+        _c("updated_at", "timestamp", nullable=False),
+    ),
+    "orders": (
+        _c("order_id", nullable=False), _c("member_id"), _c("phone"), _c("items"),
+        _c("amount", "decimal(12,2)", nullable=False), _c("paid_time", "timestamp", nullable=False),
+        _c("category"),
+    ),
+    "pos": (
+        _c("txn_id", nullable=False), _c("store_id", nullable=False), _c("member_phone"),
+        _c("amount", "decimal(12,2)", nullable=False), _c("txn_time", "timestamp", nullable=False),
+    ),
+    "ad_leads": (
+        _c("lead_id", nullable=False), _c("phone"), _c("campaign"), _c("ad_platform"),
+        _c("booking_store"), _c("created_at", "timestamp", nullable=False),
+    ),
+}
+CHANNEL_FORMAT = {
+    "app_events": "jsonl", "wechat": "jsonl", "crm": "csv", "orders": "csv", "pos": "csv",
+    "ad_leads": "csv",
+}
+CHANNEL_KEY = {
+    "app_events": "event_id", "wechat": "event_id", "crm": "member_id", "orders": "order_id",
+    "pos": "txn_id", "ad_leads": "lead_id",
+}
+
+
+def bronze_name(channel: str) -> str:
+    return f"bronze_{channel}"
+
+
+_TABLES: list[TableContract] = [
+    TableContract(
+        bronze_name(ch), (*fields, *LINEAGE), partition_by=("_batch_date",),
+        keys=("_source_file", "_line"), doc=f"typed rows of the {ch} channel dumps",
+    )
+    for ch, fields in CHANNEL_FIELDS.items()
+]
+
+_TABLES += [
+    TableContract(
+        "bronze_quarantine",
+        (
+            _c("channel", nullable=False), _c("_source_file", nullable=False),
+            _c("_line", "long", nullable=False), _c("raw", doc="the raw line as read"),
+            _c("reason", nullable=False, doc="why the line was not loaded"),
+            _c("_batch_date", "date", nullable=False), _c("_ingested_at", "timestamp", nullable=False),
+            _c("_row_hash", nullable=False),
+        ),
+        partition_by=("_batch_date", "channel"), keys=("_source_file", "_line"),
+        doc="lines that failed parsing or the contract, with the reason",
+    ),
+    TableContract(
+        "ops_ingest_files",
+        (
+            _c("batch_date", "date", nullable=False), _c("channel", nullable=False),
+            _c("file", nullable=False, doc="path relative to landing/"),
+            _c("checksum", nullable=False, doc="sha256 of the file's bytes"),
+            _c("bytes", "long", nullable=False), _c("lines", "long", nullable=False),
+            _c("loaded", "long", nullable=False), _c("quarantined", "long", nullable=False),
+            _c("duplicate_of", doc="the file with the same checksum that was loaded instead"),
+            _c("ingested_at", "timestamp", nullable=False),
+        ),
+        partition_by=("batch_date", "channel"), keys=("file",),
+        doc="per-file accounting: lines = loaded + quarantined, or the file is a duplicate",
+    ),
+    TableContract(
+        "silver_events",
+        (
+            _c("event_id", nullable=False), _c("channel", nullable=False), _c("event_name", nullable=False),
+            _c("event_time", "timestamp", nullable=False), _c("event_date", "date", nullable=False),
+            _c("device_id"), _c("login_id"), _c("openid"), _c("unionid"), _c("appid"), _c("phone"),
+            _c("platform"), _c("props"), _c("_batch_date", "date", nullable=False),
+        ),
+        partition_by=("_batch_date",), keys=("channel", "event_id"),
+        doc="app/web and WeChat events in one model, identifiers canonical",
+    ),
+    TableContract(
+        "silver_orders",
+        (
+            _c("order_id", nullable=False), _c("channel", nullable=False), _c("member_id"), _c("phone"),
+            _c("store_id"), _c("items"), _c("category"), _c("amount", "decimal(12,2)", nullable=False),
+            _c("paid_time", "timestamp", nullable=False), _c("_batch_date", "date", nullable=False),
+        ),
+        partition_by=("_batch_date",), keys=("channel", "order_id"),
+        doc="e-commerce orders and offline POS transactions",
+    ),
+    TableContract(
+        "silver_contacts",
+        (
+            _c("contact_id", nullable=False), _c("source", nullable=False), _c("member_id"), _c("name"),
+            _c("phone"), _c("email"), _c("gender"), _c("birthday", "date"), _c("city"), _c("tier"),
+            _c("campaign"), _c("ad_platform"), _c("registered_at", "timestamp"),
+            _c("updated_at", "timestamp", nullable=False), _c("_batch_date", "date", nullable=False),
+        ),
+        partition_by=("_batch_date",), keys=("source", "contact_id"),
+        doc="CRM members and ad-platform leads, latest version per contact and batch",
+    ),
+    TableContract(
+        "silver_identifiers",
+        (
+            _c("id_type", nullable=False), _c("id_value", nullable=False), _c("source", nullable=False),
+            _c("link_id", nullable=False, doc="hash of the set of identifiers seen together on a record"),
+            _c("record_ref", nullable=False, doc="one record that carried this set: <channel>:<id>"),
+            _c("records", "long", nullable=False), _c("first_seen", "timestamp", nullable=False),
+            _c("last_seen", "timestamp", nullable=False), _c("_batch_date", "date", nullable=False),
+        ),
+        partition_by=("_batch_date",), keys=("id_type", "id_value", "source", "link_id"),
+        doc="one row per observed canonical identifier and identifier set",
+    ),
+    TableContract(
+        "silver_id_links",
+        (
+            _c("link_id", nullable=False), _c("src_type", nullable=False), _c("src_value", nullable=False),
+            _c("dst_type", nullable=False), _c("dst_value", nullable=False), _c("source", nullable=False),
+            _c("records", "long", nullable=False), _c("first_seen", "timestamp", nullable=False),
+            _c("last_seen", "timestamp", nullable=False), _c("_batch_date", "date", nullable=False),
+        ),
+        partition_by=("_batch_date",), keys=("source", "link_id", "src_type", "src_value", "dst_type", "dst_value"),
+        doc="pairs of identifiers seen on the same record: the edges One-ID resolves",
+    ),
+]
+
+CONTRACTS: dict[str, TableContract] = {t.name: t for t in _TABLES}
+
+
+class UnknownTableError(KeyError):
+    """No contract declares this table."""
+
+    def __str__(self) -> str:
+        return f"unknown table {self.args[0]!r}; declared tables: {sorted(CONTRACTS)}"
+
+
+def contract(name: str) -> TableContract:
+    try:
+        return CONTRACTS[name]
+    except KeyError:
+        raise UnknownTableError(name) from None

@@ -1,0 +1,285 @@
+"""Ingest: reads landing/<channel>/<date>/ files; writes bronze_<channel>, bronze_quarantine and ops_ingest_files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from dataclasses import dataclass
+from functools import reduce
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_jobs.contracts import CHANNEL_FIELDS, CHANNEL_FORMAT, bronze_name, contract
+from spark_jobs.tables import Lakehouse
+
+log = logging.getLogger(__name__)
+
+# Accepted timestamp layouts, tried in order (ISO-8601 with offset, with and without milliseconds).
+TIMESTAMP_FORMATS = (
+    "yyyy-MM-dd'T'HH:mm:ss.SSSXXX",
+    "yyyy-MM-dd'T'HH:mm:ssXXX",
+    "yyyy-MM-dd HH:mm:ss",
+)
+DATE_FORMAT = "yyyy-MM-dd"
+
+
+class IngestError(RuntimeError):
+    """Ingest cannot account for every line it read; nothing is published for this channel-day."""
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    """One landing file, measured in Python from its bytes (independently of Spark)."""
+
+    path: Path
+    rel: str  # path relative to the landing root, as stored in _source_file
+    checksum: str
+    bytes: int
+    lines: int  # data lines: all lines, less the CSV header
+    header: str | None
+
+
+def scan_file(path: Path, landing: Path, fmt: str) -> LandedFile:
+    """Checksum and count the data lines of one file in a single streaming pass."""
+    sha = hashlib.sha256()
+    newlines = 0
+    size = 0
+    last = b""
+    header = None
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 22):
+            if header is None and fmt == "csv":
+                header = chunk.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
+            sha.update(chunk)
+            newlines += chunk.count(b"\n")
+            size += len(chunk)
+            last = chunk[-1:]
+    lines = newlines + (1 if size and last != b"\n" else 0)
+    if fmt == "csv" and lines:
+        lines -= 1
+    return LandedFile(path, str(path.relative_to(landing)), sha.hexdigest(), size, lines, header)
+
+
+def list_batch(landing: Path, channel: str, batch_date: dt.date) -> list[LandedFile]:
+    folder = landing / channel / batch_date.isoformat()
+    if not folder.is_dir():
+        log.warning("no landing folder %s: nothing to ingest for %s on %s", folder, channel, batch_date)
+        return []
+    fmt = CHANNEL_FORMAT[channel]
+    # Shortest name first, so an original `part-00001.csv` is loaded before its `part-00001-resend.csv`.
+    files = sorted(
+        (p for p in folder.iterdir() if p.is_file() and not p.name.startswith((".", "_"))),
+        key=lambda p: (len(p.name), p.name),
+    )
+    return [scan_file(p, landing, fmt) for p in files]
+
+
+def plan_duplicates(files: list[LandedFile], loaded_elsewhere: dict[str, str]) -> dict[str, str | None]:
+    """Map each file to the file it duplicates (same checksum, loaded earlier), or None to load it."""
+    seen = dict(loaded_elsewhere)
+    plan: dict[str, str | None] = {}
+    for f in files:
+        original = seen.get(f.checksum)
+        plan[f.rel] = original if original and original != f.rel else None
+        seen.setdefault(f.checksum, f.rel)
+    return plan
+
+
+def read_lines(spark: SparkSession, files: list[LandedFile], fmt: str) -> DataFrame:
+    """One row per line: _source_file, _line (1-based, as in the file), raw. Whole-file reads keep
+    exact line numbers on every engine (input_file_name() is unsupported on Sail)."""
+    frames = []
+    for f in files:
+        lines = (
+            spark.read.text(str(f.path), wholetext=True)
+            .select(F.posexplode(F.split(F.col("value"), "\n")).alias("pos", "raw"))
+            .select(F.lit(f.rel).alias("_source_file"), (F.col("pos") + 1).cast("long").alias("_line"), "raw")
+        )
+        # The split after a final newline yields one empty element that is not a line.
+        lines = lines.where(F.col("_line") <= F.lit(f.lines + (1 if fmt == "csv" else 0)))
+        if fmt == "csv":
+            lines = lines.where(F.col("_line") > 1)
+        frames.append(lines.withColumn("raw", F.regexp_replace("raw", "\r$", "")))
+    return reduce(DataFrame.unionByName, frames)
+
+
+def _blank_to_null(c: Column) -> Column:
+    trimmed = F.trim(c)
+    return F.when(F.length(trimmed) > 0, trimmed)
+
+
+def _parse_timestamp(c: Column) -> Column:
+    return F.coalesce(*[F.try_to_timestamp(c, F.lit(fmt)) for fmt in TIMESTAMP_FORMATS])
+
+
+def _typed(text: Column, type_: str, staged_name: str) -> tuple[Column, str | None]:
+    """The typed value and the quarantine reason prefix when a present value fails to parse."""
+    if type_ == "string":
+        return text, None
+    if type_ == "timestamp":
+        return _parse_timestamp(text), "bad_timestamp"
+    if type_ == "date":
+        return F.to_date(F.try_to_timestamp(text, F.lit(DATE_FORMAT))), "bad_date"
+    return F.expr(f"try_cast(`{staged_name}` as {type_})"), "bad_number"
+
+
+def parse_lines(lines: DataFrame, channel: str) -> DataFrame:
+    """Parse raw lines into the channel's typed fields plus `reason` (NULL when the row is good).
+    A present value that does not parse as its type is a reason, never a silent NULL."""
+    fields = CHANNEL_FIELDS[channel]
+    fmt = CHANNEL_FORMAT[channel]
+    raw = F.col("raw")
+    if fmt == "jsonl":
+        schema = T.StructType([T.StructField(c.name, T.StringType()) for c in fields])
+        structural = F.when(
+            F.expr("try_parse_json(raw)").isNull() | ~F.ltrim(raw).startswith("{"), F.lit("malformed_json")
+        )
+        parsed = lines.withColumn("__j", F.from_json(raw, schema))
+        texts = {c.name: _blank_to_null(F.col(f"__j.{c.name}")) for c in fields}
+    else:
+        parts = F.split(raw, ",", -1)
+        structural = F.when(
+            F.size(parts) != len(fields),
+            F.concat(F.lit(f"wrong_column_count: expected {len(fields)}, got "), F.size(parts).cast("string")),
+        )
+        parsed = lines.withColumn("__parts", parts)
+        texts = {c.name: _blank_to_null(F.get(F.col("__parts"), i)) for i, c in enumerate(fields)}
+    empty = F.when(F.length(F.trim(raw)) == 0, F.lit("empty_line"))
+
+    checks = [empty, structural]
+    typed: dict[str, Column] = {}
+    for c in fields:
+        text = texts[c.name]
+        value, prefix = _typed(text, c.type, _tmp(c.name))
+        typed[c.name] = value
+        if not c.nullable:
+            checks.append(F.when(text.isNull(), F.lit(f"missing_required: {c.name}")))
+        if prefix:
+            checks.append(F.when(text.isNotNull() & value.isNull(), F.lit(f"{prefix}: {c.name}")))
+    # Numbers are cast from a staged text column (try_cast is reached through SQL).
+    staged = parsed.select("*", *[texts[c.name].alias(_tmp(c.name)) for c in fields])
+    return staged.select(
+        "_source_file", "_line", "raw",
+        *[typed[c.name].cast(c.spark_type()).alias(c.name) for c in fields],
+        F.coalesce(*checks).alias("reason"),
+    )
+
+
+def _tmp(name: str) -> str:
+    return f"__t_{name}"
+
+
+def build_bronze(parsed: DataFrame, channel: str, batch_date: dt.date, ingested_at: dt.datetime) -> DataFrame:
+    """Good rows of `parsed` as bronze_<channel> rows (typed fields + lineage)."""
+    names = [c.name for c in CHANNEL_FIELDS[channel]]
+    return parsed.where(F.col("reason").isNull()).select(
+        *names, "_source_file", "_line",
+        F.lit(batch_date).alias("_batch_date"),
+        F.lit(ingested_at).cast("timestamp").alias("_ingested_at"),
+        F.sha2(F.col("raw"), 256).alias("_row_hash"),
+    )
+
+
+def build_quarantine(parsed: DataFrame, channel: str, batch_date: dt.date, ingested_at: dt.datetime) -> DataFrame:
+    """Rows of `parsed` that failed, with the raw text and the reason."""
+    return parsed.where(F.col("reason").isNotNull()).select(
+        F.lit(channel).alias("channel"), "_source_file", "_line", "raw", "reason",
+        F.lit(batch_date).alias("_batch_date"),
+        F.lit(ingested_at).cast("timestamp").alias("_ingested_at"),
+        F.sha2(F.col("raw"), 256).alias("_row_hash"),
+    )
+
+
+def _header_reason(f: LandedFile, channel: str) -> str | None:
+    if CHANNEL_FORMAT[channel] != "csv":
+        return None
+    expected = ",".join(c.name for c in CHANNEL_FIELDS[channel])
+    if (f.header or "").strip().lstrip("\ufeff") != expected:
+        return f"bad_header: expected '{expected}', got '{(f.header or '')[:200]}'"
+    return None
+
+
+def _loaded_checksums(lh: Lakehouse, channel: str, batch_date: dt.date) -> dict[str, str]:
+    """Checksums of files loaded by earlier batches of this channel (a bounded, per-file table)."""
+    if not lh.exists("ops_ingest_files"):
+        return {}
+    rows = (
+        lh.read("ops_ingest_files")
+        .where((F.col("channel") == channel) & (F.col("batch_date") != F.lit(batch_date)) & F.col("duplicate_of").isNull())
+        .select("checksum", "file")
+        .collect()
+    )
+    return {r["checksum"]: r["file"] for r in sorted(rows, key=lambda r: r["file"])}
+
+
+def run(spark: SparkSession, lh: Lakehouse, landing: Path, channel: str, batch_date: dt.date, ingested_at: dt.datetime) -> dict:
+    """Load one channel-day into bronze; return its accounting (also written to ops_ingest_files)."""
+    fmt = CHANNEL_FORMAT[channel]
+    files = list_batch(landing, channel, batch_date)
+    plan = plan_duplicates(files, _loaded_checksums(lh, channel, batch_date))
+    to_load = [f for f in files if plan[f.rel] is None]
+    bad_header = {f.rel: r for f in to_load if (r := _header_reason(f, channel))}
+    readable = [f for f in to_load if f.rel not in bad_header and f.lines > 0]
+
+    if readable:
+        parsed = parse_lines(read_lines(spark, readable, fmt), channel)
+    else:
+        parsed = None
+    bronze_table = bronze_name(channel)
+    part = {"_batch_date": batch_date}
+    if parsed is not None:
+        bronze = build_bronze(parsed, channel, batch_date, ingested_at)
+        quarantine = build_quarantine(parsed, channel, batch_date, ingested_at)
+    else:
+        bronze = spark.createDataFrame([], contract(bronze_table).schema())
+        quarantine = spark.createDataFrame([], contract("bronze_quarantine").schema())
+    if bad_header:
+        whole = read_lines(spark, [f for f in to_load if f.rel in bad_header], fmt)
+        reasons = F.create_map(*[x for k, v in bad_header.items() for x in (F.lit(k), F.lit(v))])
+        quarantine = quarantine.unionByName(
+            whole.select(
+                F.lit(channel).alias("channel"), "_source_file", "_line", "raw",
+                reasons[F.col("_source_file")].alias("reason"),
+                F.lit(batch_date).alias("_batch_date"), F.lit(ingested_at).cast("timestamp").alias("_ingested_at"),
+                F.sha2(F.col("raw"), 256).alias("_row_hash"),
+            )
+        )
+    lh.write_partition(bronze_table, bronze, part)
+    lh.write_partition("bronze_quarantine", quarantine, {**part, "channel": channel})
+
+    loaded = _count_by_file(lh.read(bronze_table, part))
+    quarantined = _count_by_file(lh.read("bronze_quarantine", {**part, "channel": channel}))
+    rows = []
+    for f in files:
+        dup = plan[f.rel]
+        n_loaded, n_quar = (0, 0) if dup else (loaded.get(f.rel, 0), quarantined.get(f.rel, 0))
+        if not dup and n_loaded + n_quar != f.lines:
+            raise IngestError(
+                f"{f.rel}: read {f.lines} lines but bronze has {n_loaded} and quarantine {n_quar}; "
+                "bronze was written, ops_ingest_files was not: investigate before re-running"
+            )
+        rows.append((batch_date, channel, f.rel, f.checksum, f.bytes, f.lines, n_loaded, n_quar, dup, ingested_at))
+    files_df = spark.createDataFrame(rows, contract("ops_ingest_files").schema())
+    lh.write_partition("ops_ingest_files", files_df, {"batch_date": batch_date, "channel": channel})
+
+    reasons = (
+        lh.read("bronze_quarantine", {**part, "channel": channel})
+        .select(F.split("reason", ":")[0].alias("kind")).groupBy("kind").count().collect()
+    )
+    return {
+        "channel": channel,
+        "files": len(files),
+        "duplicate_files": sum(1 for v in plan.values() if v),
+        "lines": sum(f.lines for f in files if plan[f.rel] is None),
+        "loaded": sum(loaded.values()),
+        "quarantined": sum(quarantined.values()),
+        "quarantine_reasons": {r["kind"]: r["count"] for r in sorted(reasons, key=lambda r: r["kind"])},
+    }
+
+
+def _count_by_file(df: DataFrame) -> dict[str, int]:
+    return {r["_source_file"]: r["count"] for r in df.groupBy("_source_file").count().collect()}

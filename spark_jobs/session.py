@@ -1,0 +1,104 @@
+"""Makes every SparkSession of the CDP (Sail in-process, Spark Connect, or JVM Spark); reads and writes no data."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+from pyspark.sql import SparkSession
+
+from spark_jobs.config import EngineConfig
+
+log = logging.getLogger(__name__)
+
+
+class EngineError(RuntimeError):
+    """The Spark engine could not be started or reached; the message says what to check."""
+
+
+def _sail_env(cfg: EngineConfig) -> dict[str, str]:
+    # Sail reads its settings from SAIL_<KEY> environment variables ('.' -> '__').
+    env = {"SAIL_SPARK__SESSION_TIMEOUT_SECS": str(cfg.sail.session_timeout_secs)}
+    if cfg.sail.parallelism:
+        env["SAIL_EXECUTION__DEFAULT_PARALLELISM"] = str(cfg.sail.parallelism)
+    return env
+
+
+@contextlib.contextmanager
+def _local_sail(cfg: EngineConfig) -> Iterator[SparkSession]:
+    from pysail.spark import SparkConnectServer
+
+    for key, value in _sail_env(cfg).items():
+        os.environ.setdefault(key, value)
+    server = SparkConnectServer(ip="127.0.0.1", port=0)
+    try:
+        server.start(background=True)
+    except Exception as e:  # pragma: no cover - depends on the machine
+        raise EngineError(f"could not start the embedded Sail engine: {e}") from e
+    host, port = server.listening_address
+    spark = None
+    try:
+        spark = SparkSession.builder.remote(f"sc://{host}:{port}").getOrCreate()
+        yield spark
+    finally:
+        # Order matters: stopping the server before the session hangs the process ~120 s at exit.
+        if spark is not None:
+            spark.stop()
+        server.stop()
+
+
+@contextlib.contextmanager
+def _connect(cfg: EngineConfig) -> Iterator[SparkSession]:
+    try:
+        spark = SparkSession.builder.remote(cfg.remote).getOrCreate()
+    except Exception as e:
+        raise EngineError(f"could not reach Spark Connect at {cfg.remote}: {e}") from e
+    try:
+        yield spark
+    finally:
+        spark.stop()
+
+
+@contextlib.contextmanager
+def _classic(cfg: EngineConfig) -> Iterator[SparkSession]:
+    builder = (
+        SparkSession.builder.master(cfg.classic_master)
+        .appName("cdp")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(os.cpu_count() or 2))
+    )
+    if cfg.classic_delta:
+        from delta import configure_spark_with_delta_pip
+
+        builder = configure_spark_with_delta_pip(
+            builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension").config(
+                "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+            )
+        )
+    try:
+        spark = builder.getOrCreate()
+    except Exception as e:
+        raise EngineError(
+            f"could not start JVM Spark ({cfg.classic_master}): {e}. Java 17 must be on PATH; "
+            "with classic_delta the delta-spark JARs must be downloadable or on the classpath."
+        ) from e
+    try:
+        yield spark
+    finally:
+        spark.stop()
+
+
+_ENGINES = {"local": _local_sail, "connect": _connect, "classic": _classic}
+
+
+@contextlib.contextmanager
+def spark_session(cfg: EngineConfig) -> Iterator[SparkSession]:
+    """A SparkSession on the configured engine, stopped (and Sail shut down) on exit."""
+    log.info("starting Spark engine %s", cfg.kind)
+    with _ENGINES[cfg.kind](cfg) as spark:
+        if cfg.kind != "classic":
+            spark.conf.set("spark.sql.session.timeZone", "UTC")
+        yield spark

@@ -1,0 +1,183 @@
+"""Standardise: reads bronze_<channel> for a batch; writes silver_events, silver_orders, silver_contacts,
+silver_identifiers and silver_id_links (canonical identifiers and the links One-ID resolves)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from spark_jobs.config import CHANNELS, StandardiseConfig
+from spark_jobs.contracts import bronze_name
+from spark_jobs.normalise import device_id_col, email_col, with_canonical_phones
+from spark_jobs.tables import Lakehouse
+
+ID_TYPES = ("phone", "email", "device_id", "login_id", "member_id", "openid", "unionid")
+# Separators inside identifier tokens: control characters never found in identifier values.
+_SEP_TYPE, _SEP_ID = "\u0001", "\u0002"
+
+
+def _first_per_key(df: DataFrame, keys: list[str]) -> DataFrame:
+    """Keep one row per key: the first delivered (by source file and line)."""
+    w = Window.partitionBy(*keys).orderBy("_source_file", "_line")
+    return df.withColumn("__rn", F.row_number().over(w)).where("__rn = 1").drop("__rn")
+
+
+def _local_date(ts: Column, tz: str) -> Column:
+    return F.to_date(F.from_utc_timestamp(ts, tz))
+
+
+def _blank(c: str) -> Column:
+    return F.when(F.length(F.trim(F.col(c))) > 0, F.trim(F.col(c)))
+
+
+def build_events(app: DataFrame, wechat: DataFrame, cfg: StandardiseConfig, batch_date: dt.date) -> DataFrame:
+    """silver_events from bronze app/web and WeChat events: one model, canonical identifiers."""
+    null = F.lit(None).cast("string")
+    app_rows = _first_per_key(app, ["event_id"]).select(
+        "event_id", F.lit("app").alias("channel"), "event_name", "event_time",
+        device_id_col(F.col("device_id")).alias("device_id"), _blank("login_id").alias("login_id"),
+        null.alias("openid"), null.alias("unionid"), null.alias("appid"), null.alias("phone_raw"),
+        "platform", "props",
+    )
+    wx_rows = _first_per_key(wechat, ["event_id"]).select(
+        "event_id", F.lit("wechat").alias("channel"), "event_name", "event_time",
+        null.alias("device_id"), null.alias("login_id"), _blank("openid").alias("openid"),
+        _blank("unionid").alias("unionid"), "appid", F.col("phone").alias("phone_raw"),
+        F.lit("wechat").alias("platform"), "props",
+    )
+    events = with_canonical_phones(app_rows.unionByName(wx_rows), {"phone_raw": "phone"}, cfg.phone_region)
+    return events.select(
+        "event_id", "channel", "event_name", "event_time",
+        _local_date(F.col("event_time"), cfg.timezone).alias("event_date"),
+        "device_id", "login_id", "openid", "unionid", "appid", "phone", "platform", "props",
+        F.lit(batch_date).alias("_batch_date"),
+    )
+
+
+def build_orders(orders: DataFrame, pos: DataFrame, cfg: StandardiseConfig, batch_date: dt.date) -> DataFrame:
+    """silver_orders from e-commerce orders and offline POS transactions."""
+    null = F.lit(None).cast("string")
+    online = _first_per_key(orders, ["order_id"]).select(
+        "order_id", F.lit("ecommerce").alias("channel"), _blank("member_id").alias("member_id"),
+        F.col("phone").alias("phone_raw"), null.alias("store_id"), "items", "category", "amount", "paid_time",
+    )
+    offline = _first_per_key(pos, ["txn_id"]).select(
+        F.col("txn_id").alias("order_id"), F.lit("pos").alias("channel"), null.alias("member_id"),
+        F.col("member_phone").alias("phone_raw"), "store_id", null.alias("items"), null.alias("category"),
+        "amount", F.col("txn_time").alias("paid_time"),
+    )
+    both = with_canonical_phones(online.unionByName(offline), {"phone_raw": "phone"}, cfg.phone_region)
+    return both.select(
+        "order_id", "channel", "member_id", "phone", "store_id", "items", "category", "amount", "paid_time",
+        F.lit(batch_date).alias("_batch_date"),
+    )
+
+
+def build_contacts(crm: DataFrame, leads: DataFrame, cfg: StandardiseConfig, batch_date: dt.date) -> DataFrame:
+    """silver_contacts: the latest CRM version of each member and each ad lead, canonical phone/email."""
+    null = F.lit(None).cast("string")
+    latest = Window.partitionBy("member_id").orderBy(F.col("updated_at").desc(), F.col("_source_file").desc(), F.col("_line").desc())
+    members = (
+        crm.withColumn("__rn", F.row_number().over(latest)).where("__rn = 1")
+        .select(
+            F.col("member_id").alias("contact_id"), F.lit("crm").alias("source"), "member_id", _blank("name").alias("name"),
+            F.col("phone").alias("phone_raw"), email_col(F.col("email")).alias("email"),
+            F.upper(_blank("gender")).alias("gender"), "birthday", _blank("city").alias("city"),
+            F.lower(_blank("tier")).alias("tier"), null.alias("campaign"), null.alias("ad_platform"),
+            "registered_at", "updated_at",
+        )
+    )
+    lead_rows = _first_per_key(leads, ["lead_id"]).select(
+        F.col("lead_id").alias("contact_id"), F.lit("ad_leads").alias("source"), null.alias("member_id"),
+        null.alias("name"), F.col("phone").alias("phone_raw"), null.alias("email"), null.alias("gender"),
+        F.lit(None).cast("date").alias("birthday"), null.alias("city"), null.alias("tier"), "campaign",
+        "ad_platform", F.lit(None).cast("timestamp").alias("registered_at"), F.col("created_at").alias("updated_at"),
+    )
+    both = with_canonical_phones(members.unionByName(lead_rows), {"phone_raw": "phone"}, cfg.phone_region)
+    return both.select(
+        "contact_id", "source", "member_id", "name", "phone", "email", "gender", "birthday", "city", "tier",
+        "campaign", "ad_platform", "registered_at", "updated_at", F.lit(batch_date).alias("_batch_date"),
+    )
+
+
+def _id_set(source: Column, ref: Column, ts: Column, id_columns: tuple[str, ...]) -> list[Column]:
+    """Columns of one record's identifier set: source, record_ref, ts and sorted `type\x01value` tokens."""
+    tokens = [F.when(F.col(c).isNotNull(), F.concat(F.lit(c + _SEP_TYPE), F.col(c))) for c in id_columns]
+    return [
+        source.alias("source"), F.concat(source, F.lit(":"), ref).alias("record_ref"), ts.alias("ts"),
+        F.array_sort(F.array_compact(F.array(*tokens))).alias("ids"),
+    ]
+
+
+def build_identifier_sets(events: DataFrame, orders: DataFrame, contacts: DataFrame) -> DataFrame:
+    """One row per distinct set of canonical identifiers seen together on records of one source:
+    source, link_id, ids (sorted `type\x01value` tokens), records, first/last seen, one record_ref."""
+    app = events.where(F.col("channel") == "app").select(
+        *_id_set(F.lit("app_events"), F.col("event_id"), F.col("event_time"), ("device_id", "login_id"))
+    )
+    wx = events.where(F.col("channel") == "wechat").select(
+        *_id_set(F.lit("wechat"), F.col("event_id"), F.col("event_time"), ("openid", "unionid", "phone"))
+    )
+    order_source = F.when(F.col("channel") == "pos", F.lit("pos")).otherwise(F.lit("orders"))
+    ords = orders.select(*_id_set(order_source, F.col("order_id"), F.col("paid_time"), ("member_id", "phone")))
+    cons = contacts.select(
+        *_id_set(F.col("source"), F.col("contact_id"), F.col("updated_at"), ("member_id", "phone", "email"))
+    )
+    records = app.unionByName(wx).unionByName(ords).unionByName(cons).where(F.size("ids") > 0)
+    return (
+        records.withColumn("link_id", F.sha2(F.concat_ws(_SEP_ID, "ids"), 256))
+        .groupBy("source", "link_id")
+        .agg(
+            F.first("ids").alias("ids"), F.count(F.lit(1)).alias("records"), F.min("record_ref").alias("record_ref"),
+            F.min("ts").alias("first_seen"), F.max("ts").alias("last_seen"),
+        )
+    )
+
+
+def _split_token(token: Column, prefix: str) -> list[Column]:
+    parts = F.split(token, _SEP_TYPE, 2)
+    return [parts.getItem(0).alias(f"{prefix}type"), parts.getItem(1).alias(f"{prefix}value")]
+
+
+def build_identifiers(sets: DataFrame, batch_date: dt.date) -> DataFrame:
+    """silver_identifiers: one row per identifier per identifier set."""
+    one = sets.select("*", F.explode("ids").alias("__tok"))
+    return one.select(
+        *[c.alias(n) for c, n in zip(_split_token(F.col("__tok"), "id_"), ("id_type", "id_value"), strict=True)],
+        "source", "link_id", "record_ref", "records", "first_seen", "last_seen", F.lit(batch_date).alias("_batch_date"),
+    )
+
+
+def build_id_links(sets: DataFrame, batch_date: dt.date) -> DataFrame:
+    """silver_id_links: every pair of identifiers in a set (src < dst by type and value)."""
+    pairs = (
+        sets.where(F.size("ids") > 1)
+        .select("*", F.posexplode("ids").alias("__i", "__a"))
+        .select("*", F.posexplode("ids").alias("__j", "__b"))
+        .where(F.col("__i") < F.col("__j"))
+    )
+    return pairs.select(
+        "link_id", *_split_token(F.col("__a"), "src_"), *_split_token(F.col("__b"), "dst_"), "source", "records",
+        "first_seen", "last_seen", F.lit(batch_date).alias("_batch_date"),
+    )
+
+
+def run(lh: Lakehouse, cfg: StandardiseConfig, batch_date: dt.date) -> dict:
+    """Standardise one batch date; returns rows written per silver table."""
+    part = {"_batch_date": batch_date}
+    # A channel never ingested reads as empty: standardise still publishes every silver table.
+    b = {ch: lh.read_or_empty(bronze_name(ch), part) for ch in CHANNELS}
+    lh.write_partition("silver_events", build_events(b["app_events"], b["wechat"], cfg, batch_date), part)
+    lh.write_partition("silver_orders", build_orders(b["orders"], b["pos"], cfg, batch_date), part)
+    lh.write_partition("silver_contacts", build_contacts(b["crm"], b["ad_leads"], cfg, batch_date), part)
+    sets = build_identifier_sets(
+        lh.read("silver_events", part), lh.read("silver_orders", part), lh.read("silver_contacts", part)
+    )
+    lh.write_partition("silver_identifiers", build_identifiers(sets, batch_date), part)
+    lh.write_partition("silver_id_links", build_id_links(sets, batch_date), part)
+    return {name: lh.read(name, part).count() for name in
+            ("silver_events", "silver_orders", "silver_contacts", "silver_identifiers", "silver_id_links")}
+
+

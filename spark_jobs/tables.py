@@ -1,0 +1,178 @@
+"""The one place that reads and writes CDP tables (Delta by default) under <lakehouse>/<layer>/<table>."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Mapping
+
+from pyspark.sql import Column as SparkColumn
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spark_jobs.contracts import TableContract, contract
+
+log = logging.getLogger(__name__)
+
+_VIOLATION = "CDP_CONTRACT_VIOLATION"
+_CONFLICT_MARKERS = ("conflict", "concurrent", "version already exists", "commit failed")
+
+
+class ContractError(ValueError):
+    """A DataFrame does not match the declared contract of the table it is written to."""
+
+
+class TableNotFoundError(FileNotFoundError):
+    """A table was read before any run created it."""
+
+
+def _sql_literal(value: object) -> str:
+    if isinstance(value, dt.date | dt.datetime):
+        return f"'{value.isoformat()}'"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bool | int | float):
+        return str(value)
+    raise TypeError(f"cannot use {value!r} in a partition predicate")
+
+
+def partition_predicate(partition: Mapping[str, object]) -> str:
+    return " AND ".join(f"`{k}` = {_sql_literal(v)}" for k, v in partition.items())
+
+
+def check_contract(df: DataFrame, c: TableContract, partition: Mapping[str, object] | None = None) -> DataFrame:
+    """Return `df` in contract column order, guarded so that writing it fails (before any commit)
+    on a NULL in a required column or a row outside `partition`. Raises ContractError at once for
+    missing, extra or wrongly typed columns: Sail would write a wrong-typed value as NULL."""
+    actual = {f.name: f.dataType for f in df.schema.fields}
+    missing = [n for n in c.column_names if n not in actual]
+    extra = [n for n in actual if n not in set(c.column_names)]
+    problems = []
+    if missing:
+        problems.append(f"missing column(s) {missing}")
+    if extra:
+        problems.append(f"column(s) {extra} are not in the contract")
+    for col in c.columns:
+        if col.name in actual and actual[col.name] != col.spark_type():
+            problems.append(
+                f"column {col.name!r} has type {actual[col.name].simpleString()}, "
+                f"contract says {col.spark_type().simpleString()}"
+            )
+    if problems:
+        raise ContractError(f"{c.name}: " + "; ".join(problems))
+
+    partition = dict(partition or {})
+    unknown = [k for k in partition if k not in c.partition_by]
+    if unknown:
+        raise ContractError(f"{c.name}: {unknown} are not partition columns (they are {list(c.partition_by)})")
+
+    guards: list[tuple[SparkColumn, str]] = [(F.col(n).isNull(), f"required column {n!r} is NULL") for n in c.required()]
+    guards += [
+        (~F.col(k).eqNullSafe(F.lit(v)), f"{k!r} is outside the partition being written ({k} = {v})")
+        for k, v in partition.items()
+    ]
+    out = df.select(*c.column_names)
+    if not guards:
+        return out
+    violation = None
+    for cond, msg in reversed(guards):
+        text = F.lit(f"{_VIOLATION}: {c.name}: {msg}")
+        violation = F.when(cond, text) if violation is None else F.when(cond, text).otherwise(violation)
+    first = c.column_names[0]
+    guarded = F.when(violation.isNotNull(), F.raise_error(violation)).otherwise(F.col(first))
+    return out.withColumn(first, guarded.cast(c.columns[0].spark_type()))
+
+
+class Lakehouse:
+    """Reads and writes the CDP tables under one root (local path or object-store URI)."""
+
+    def __init__(self, spark: SparkSession, root: str, fmt: str = "delta", retries: int = 5):
+        self.spark = spark
+        self.root = root.rstrip("/")
+        self.fmt = fmt
+        self.retries = retries
+
+    def path(self, name: str) -> str:
+        c = contract(name)
+        return f"{self.root}/{c.layer}/{c.name}"
+
+    def exists(self, name: str) -> bool:
+        if self.fmt != "delta":
+            import os
+
+            return os.path.exists(self.path(name))
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(self.path(name))
+
+    def version(self, name: str) -> int | None:
+        """The table's current Delta version (None when it does not exist yet)."""
+        if not self.exists(name):
+            return None
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.path(name)).version()
+
+    def create(self, name: str) -> bool:
+        """Create the table from its contract if it does not exist; True when it was created."""
+        if self.exists(name):
+            return False
+        c = contract(name)
+        empty = self.spark.createDataFrame([], c.schema())
+        writer = empty.write.format(self.fmt).mode("append")
+        if c.partition_by:
+            writer = writer.partitionBy(*c.partition_by)
+        writer.save(self.path(name))
+        log.info("created table %s at %s", name, self.path(name))
+        return True
+
+    def read(self, name: str, where: Mapping[str, object] | None = None) -> DataFrame:
+        if not self.exists(name):
+            raise TableNotFoundError(f"table {name} does not exist at {self.path(name)}: run the stage that writes it first")
+        df = self.spark.read.format(self.fmt).load(self.path(name))
+        if where:
+            df = df.where(partition_predicate(where))
+        return df
+
+    def read_or_empty(self, name: str, where: Mapping[str, object] | None = None) -> DataFrame:
+        """Like read, but a table that does not exist yet reads as an empty frame of its contract."""
+        if self.exists(name):
+            return self.read(name, where)
+        return self.spark.createDataFrame([], contract(name).schema())
+
+    def write_partition(self, name: str, df: DataFrame, partition: Mapping[str, object]) -> None:
+        """Replace exactly the rows of `partition` with `df` (idempotent per batch), after checking
+        `df` against the table's contract. The write is one atomic commit: on any violation the table
+        is left as it was."""
+        c = contract(name)
+        if not partition:
+            raise ContractError(f"{name}: write_partition needs the partition values to replace")
+        guarded = check_contract(df, c, partition)
+        self.create(name)
+        writer = guarded.write.format(self.fmt).mode("overwrite")
+        if self.fmt == "delta":
+            writer = writer.option("replaceWhere", partition_predicate(partition))
+        else:  # plain Parquet (benchmarks on JVM Spark without Delta JARs)
+            writer = writer.option("partitionOverwriteMode", "dynamic")
+        if c.partition_by:
+            writer = writer.partitionBy(*c.partition_by)
+        self._commit(name, lambda: writer.save(self.path(name)))
+
+    def _commit(self, name: str, action) -> None:
+        for attempt in range(self.retries + 1):
+            try:
+                action()
+                return
+            except Exception as e:  # Spark Connect / JVM errors carry our guard message as text
+                text = str(e)
+                if _VIOLATION in text:
+                    detail = text[text.index(_VIOLATION) + len(_VIOLATION) + 2 :].split("\n")[0]
+                    raise ContractError(f"contract violation, nothing written: {detail}") from None
+                conflict = any(m in text.lower() for m in _CONFLICT_MARKERS)
+                if not conflict or attempt == self.retries:
+                    raise
+                delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
+                log.warning("commit conflict on %s (attempt %d), retrying in %.1fs", name, attempt + 1, delay)
+                time.sleep(delay)
