@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 
 from pyspark.sql import SparkSession
@@ -20,7 +21,7 @@ class EngineError(RuntimeError):
 
 def _sail_env(cfg: EngineConfig) -> dict[str, str]:
     # Sail reads its settings from SAIL_<KEY> environment variables ('.' -> '__').
-    env = {"SAIL_SPARK__SESSION_TIMEOUT_SECS": str(cfg.sail.session_timeout_secs)}
+    env = {"SAIL_SPARK__SESSION_TIMEOUT_SECS": str(cfg.sail.session_timeout_secs), "RUST_LOG": "warn"}
     if cfg.sail.parallelism:
         env["SAIL_EXECUTION__DEFAULT_PARALLELISM"] = str(cfg.sail.parallelism)
     return env
@@ -63,6 +64,11 @@ def _connect(cfg: EngineConfig) -> Iterator[SparkSession]:
 
 @contextlib.contextmanager
 def _classic(cfg: EngineConfig) -> Iterator[SparkSession]:
+    # pyspark routes every DataFrame function to Spark Connect while this is set (a Connect session
+    # made earlier in the process sets it); a JVM session needs it unset.
+    os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+    # Python workers must run the interpreter that has the project's packages (pandas, phonenumbers).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(cfg.classic_master)
         .appName("cdp")

@@ -1,0 +1,99 @@
+"""The `cdp` command line: generate sample data, run stages without Airflow, show the last run summary."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import typer
+
+from spark_jobs.config import ConfigError, load_config
+
+app = typer.Typer(help="Customer Data Platform: sample data, pipeline stages and run summaries.", no_args_is_help=True)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _config():
+    try:
+        return load_config()
+    except ConfigError as e:
+        _fail(str(e))
+
+
+@app.command()
+def generate(
+    people: int = typer.Option(None, help="number of synthetic people (default: conf generate.people)"),
+    days: int = typer.Option(None, help="number of daily batches (default: conf generate.days)"),
+    seed: int = typer.Option(None, help="random seed: the same seed writes the same files"),
+    start: str = typer.Option(None, help="first batch date, yyyy-mm-dd"),
+    landing: Path = typer.Option(None, help="landing folder (default: conf paths.landing)"),
+) -> None:
+    """Write realistic raw channel dumps with ground truth to landing/."""
+    from rich.console import Console
+
+    from spark_jobs.generate import GenerateError
+    from spark_jobs.generate import generate as run_generate
+
+    cfg = _config()
+    g = cfg.generate
+    try:
+        start_date = dt.date.fromisoformat(start) if start else g.start
+    except ValueError:
+        _fail(f"--start must be a date like 2026-11-01, got {start!r}")
+    console = Console(stderr=True)
+    out = landing or cfg.paths.landing_path()
+    try:
+        manifest = run_generate(
+            out, people=people or g.people, days=days or g.days, seed=g.seed if seed is None else seed,
+            start=start_date, progress=lambda msg: console.log(msg),
+        )
+    except GenerateError as e:
+        _fail(str(e))
+    console.log(f"wrote landing files to {out} ({manifest.model_dump().get('total_lines', 'see manifest')} lines)")
+
+
+@app.command("run")
+def run_cmd(
+    date: str = typer.Option(..., "--date", help="batch date yyyy-mm-dd"),
+    stage: list[str] = typer.Option(None, help="stage(s) to run (default: all)"),
+) -> None:
+    """Run the daily pipeline for one batch date without Airflow (development and debugging)."""
+    from spark_jobs.pipeline import STAGES, render_summary, run_stage, summarise
+
+    cfg = _config()
+    try:
+        batch = dt.date.fromisoformat(date)
+    except ValueError:
+        _fail(f"--date must be a date like 2026-11-01, got {date!r}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_id = f"cli__{batch.isoformat()}__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
+    for name in stage or STAGES:
+        if name == "ingest":
+            for channel in cfg.ingest.channels:
+                run_stage("ingest", batch, run_id, channel=channel, cfg=cfg)
+        else:
+            run_stage(name, batch, run_id, cfg=cfg)
+    typer.echo(render_summary(summarise(run_id, cfg)))
+
+
+@app.command()
+def summary() -> None:
+    """Print the latest run summary (lakehouse/_runs/latest.json)."""
+    import json
+
+    from spark_jobs.pipeline import render_summary, runs_dir
+
+    path = runs_dir(_config()) / "latest.json"
+    if not path.exists():
+        _fail(f"no run summary at {path}: run `make demo` or `cdp run --date ...` first")
+    typer.echo(render_summary(json.loads(path.read_text())))
+    typer.echo(f"(JSON: {path})")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,142 @@
+"""Runs one stage of the daily pipeline on the configured engine and records its figures under
+<lakehouse>/_runs/<run_id>/; summarise() merges them into _runs/latest.json."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import time
+from pathlib import Path
+
+from spark_jobs import ingest, standardise
+from spark_jobs.config import PROJECT_ROOT, CdpConfig, load_config
+from spark_jobs.session import spark_session
+from spark_jobs.tables import Lakehouse
+
+log = logging.getLogger(__name__)
+
+STAGES = ("ingest", "standardise")
+
+
+class PipelineError(ValueError):
+    """A stage was asked for something it cannot do (unknown stage or channel, bad date)."""
+
+
+def runs_dir(cfg: CdpConfig) -> Path:
+    root = cfg.paths.lakehouse_uri()
+    return (Path(root) if "://" not in root else PROJECT_ROOT / "lakehouse") / "_runs"
+
+
+def _safe(run_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
+
+
+def run_stage(
+    stage: str,
+    batch_date: dt.date,
+    run_id: str,
+    channel: str | None = None,
+    cfg: CdpConfig | None = None,
+    started_at: dt.datetime | None = None,
+) -> dict:
+    """Run `stage` for `batch_date` in its own Spark session; return and record its figures."""
+    cfg = cfg or load_config()
+    if stage not in STAGES:
+        raise PipelineError(f"unknown stage {stage!r}; stages: {list(STAGES)}")
+    if stage == "ingest" and channel not in cfg.ingest.channels:
+        raise PipelineError(f"ingest needs a configured channel, got {channel!r}; configured: {list(cfg.ingest.channels)}")
+    started_at = (started_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(tzinfo=None)
+    t0 = time.perf_counter()
+    with spark_session(cfg.engine) as spark:
+        lh = Lakehouse(spark, cfg.paths.lakehouse_uri())
+        if stage == "ingest":
+            result = ingest.run(spark, lh, cfg.paths.landing_path(), channel, batch_date, started_at)
+        else:
+            result = {"tables": standardise.run(lh, cfg.standardise, batch_date)}
+    figures = {
+        "stage": stage, "channel": channel, "batch_date": batch_date.isoformat(), "run_id": run_id,
+        "engine": cfg.engine.kind, "seconds": round(time.perf_counter() - t0, 2), **result,
+    }
+    out = runs_dir(cfg) / _safe(run_id) / (f"{stage}-{channel}.json" if channel else f"{stage}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2, sort_keys=True))
+    log.info("%s%s done in %.1fs", stage, f"[{channel}]" if channel else "", figures["seconds"])
+    return figures
+
+
+def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
+    """Merge the figures every stage of `run_id` recorded into one summary; write it to
+    _runs/<run_id>/summary.json and _runs/latest.json."""
+    cfg = cfg or load_config()
+    folder = runs_dir(cfg) / _safe(run_id)
+    stages = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.name != "summary.json"]
+    if not stages:
+        raise PipelineError(f"no stage figures recorded for run {run_id!r} in {folder}")
+    ingests = [s for s in stages if s["stage"] == "ingest"]
+    tables: dict[str, int] = {}
+    for s in ingests:
+        tables[f"bronze_{s['channel']}"] = s["loaded"]
+    tables["bronze_quarantine"] = sum(s["quarantined"] for s in ingests)
+    for s in stages:
+        tables.update(s.get("tables", {}))
+    reasons: dict[str, int] = {}
+    for s in ingests:
+        for k, v in s["quarantine_reasons"].items():
+            reasons[k] = reasons.get(k, 0) + v
+    seconds: dict[str, float] = {}
+    for s in stages:
+        seconds[s["stage"]] = round(seconds.get(s["stage"], 0.0) + s["seconds"], 2)
+    summary = {
+        "run_id": run_id,
+        "batch_date": stages[0]["batch_date"],
+        "engine": stages[0]["engine"],
+        "rows": tables,
+        "ingest": {
+            "files": sum(s["files"] for s in ingests),
+            "duplicate_files": sum(s["duplicate_files"] for s in ingests),
+            "lines": sum(s["lines"] for s in ingests),
+            "loaded": sum(s["loaded"] for s in ingests),
+            "quarantined": tables["bronze_quarantine"],
+            "quarantine_reasons": dict(sorted(reasons.items())),
+            "per_channel": {s["channel"]: {k: s[k] for k in ("files", "duplicate_files", "lines", "loaded", "quarantined")} for s in ingests},
+        },
+        "seconds": seconds,
+        "seconds_total": round(sum(seconds.values()), 2),
+    }
+    text = json.dumps(summary, indent=2)
+    (folder / "summary.json").write_text(text)
+    (runs_dir(cfg) / "latest.json").write_text(text)
+    return summary
+
+
+def render_summary(summary: dict) -> str:
+    """The run summary as readable text tables (rich)."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(record=True, width=100, file=io.StringIO())
+    rows = Table(title=f"CDP run {summary['run_id']}  batch {summary['batch_date']}  engine {summary['engine']}")
+    rows.add_column("table")
+    rows.add_column("rows", justify="right")
+    for name, n in summary["rows"].items():
+        rows.add_row(name, f"{n:,}")
+    console.print(rows)
+    ing = summary["ingest"]
+    console.print(
+        f"ingest: {ing['files']} files ({ing['duplicate_files']} duplicate, skipped), {ing['lines']:,} lines read = "
+        f"{ing['loaded']:,} loaded + {ing['quarantined']:,} quarantined"
+    )
+    if ing["quarantine_reasons"]:
+        console.print("quarantine reasons: " + ", ".join(f"{k} {v:,}" for k, v in ing["quarantine_reasons"].items()))
+    secs = Table(title="seconds per stage")
+    secs.add_column("stage")
+    secs.add_column("seconds", justify="right")
+    for name, s in summary["seconds"].items():
+        secs.add_row(name, f"{s:.1f}")
+    secs.add_row("total", f"{summary['seconds_total']:.1f}")
+    console.print(secs)
+    return console.export_text()

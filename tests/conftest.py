@@ -1,0 +1,60 @@
+"""Shared fixtures: one Sail session per test worker, one JVM Spark session for the engine matrix."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+
+import pytest
+
+from spark_jobs.config import EngineConfig
+from spark_jobs.session import spark_session
+
+_SESSIONS: dict[str, object] = {}
+_STACK = contextlib.ExitStack()
+
+
+def _session(kind: str):
+    if kind not in _SESSIONS:
+        cfg = EngineConfig(kind="local") if kind == "sail" else EngineConfig(
+            kind="classic", classic_master="local[2]", classic_delta=False
+        )
+        _SESSIONS[kind] = _STACK.enter_context(spark_session(cfg))
+    return _SESSIONS[kind]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _STACK.close()
+
+
+def _use(kind: str, monkeypatch):
+    session = _session(kind)
+    # pyspark picks Spark Connect or classic column functions by this variable, process-wide.
+    if kind == "sail":
+        monkeypatch.setenv("SPARK_CONNECT_MODE_ENABLED", "1")
+    else:
+        monkeypatch.delenv("SPARK_CONNECT_MODE_ENABLED", raising=False)
+    return session
+
+
+@pytest.fixture
+def sail(monkeypatch):
+    """Sail, the embedded default engine (Delta-capable)."""
+    return _use("sail", monkeypatch)
+
+
+@pytest.fixture(params=["sail", pytest.param("jvm", marks=pytest.mark.engine_matrix)])
+def spark(request, monkeypatch):
+    """The same test on Sail and on JVM Spark (classic, no Delta): transforms must be engine-portable."""
+    return _use(request.param, monkeypatch)
+
+
+@pytest.fixture
+def lakehouse(sail, tmp_path):
+    from spark_jobs.tables import Lakehouse
+
+    return Lakehouse(sail, str(tmp_path / "lakehouse"))
+
+
+BATCH = dt.date(2026, 11, 1)
+INGESTED_AT = dt.datetime(2026, 11, 2, 1, 0, 0)

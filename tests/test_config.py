@@ -1,0 +1,40 @@
+import pytest
+
+from spark_jobs.config import CHANNELS, ConfigError, load_config
+
+
+def test_load_config_defaults_to_local_engine_and_all_channels():
+    cfg = load_config(env={})
+    assert cfg.engine.kind == "local"
+    assert cfg.ingest.channels == CHANNELS
+    assert cfg.paths.lakehouse_uri().endswith("/lakehouse")
+
+
+def test_load_config_environment_overrides_engine_and_paths(tmp_path):
+    cfg = load_config(env={"CDP_ENGINE": "connect", "CDP_SPARK_REMOTE": "sc://spark:15002", "CDP_LAKEHOUSE": "s3://bucket/lh/"})
+    assert cfg.engine.kind == "connect"
+    assert cfg.engine.remote == "sc://spark:15002"
+    assert cfg.paths.lakehouse_uri() == "s3://bucket/lh"
+
+
+def test_load_config_rejects_unknown_engine_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"engine\.kind"):
+        load_config(env={"CDP_ENGINE": "flink"})
+
+
+def test_load_config_rejects_unknown_keys_and_channels(tmp_path):
+    conf = tmp_path / "cdp.yaml"
+    conf.write_text("ingest:\n  channels: [app_events, fax]\nengine:\n  kindd: local\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(conf, env={})
+    assert "fax" in str(err.value) and "kindd" in str(err.value) and str(conf) in str(err.value)
+
+
+def test_load_config_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml", env={})
+
+
+def test_load_config_bad_remote_url():
+    with pytest.raises(ConfigError, match="sc://"):
+        load_config(env={"CDP_ENGINE": "connect", "CDP_SPARK_REMOTE": "http://spark:15002"})
