@@ -1,0 +1,1167 @@
+"""Synthetic channel dumps: writes landing/<channel>/<yyyy-mm-dd>/part-*.jsonl|csv and landing/_truth/ (reads nothing)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from faker import Faker
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CHANNELS",
+    "CORRUPT_KINDS",
+    "CSV_HEADERS",
+    "EXTENSIONS",
+    "JUNK_IDENTIFIERS",
+    "MAX_LINES_PER_FILE",
+    "ChannelStats",
+    "DuplicateFile",
+    "FileStats",
+    "GenerateError",
+    "Manifest",
+    "NoiseRates",
+    "generate",
+]
+
+CHANNELS: tuple[str, ...] = ("app_events", "wechat", "crm", "orders", "pos", "ad_leads")
+EXTENSIONS: dict[str, str] = {
+    "app_events": "jsonl",
+    "wechat": "jsonl",
+    "crm": "csv",
+    "orders": "csv",
+    "pos": "csv",
+    "ad_leads": "csv",
+}
+CSV_HEADERS: dict[str, tuple[str, ...]] = {
+    "crm": ("member_id", "name", "phone", "email", "gender", "birthday", "city", "tier",
+            "registered_at", "updated_at"),
+    "orders": ("order_id", "member_id", "phone", "items", "amount", "paid_time", "category"),
+    "pos": ("txn_id", "store_id", "member_phone", "amount", "txn_time"),
+    "ad_leads": ("lead_id", "phone", "campaign", "ad_platform", "booking_store", "created_at"),
+}
+CorruptKind = Literal["truncated_json", "wrong_column_count", "bad_timestamp", "non_numeric_amount"]
+_KIND_NAMES: tuple[str, ...] = ("truncated_json", "wrong_column_count", "bad_timestamp",
+                                "non_numeric_amount")
+_TRUNCATED, _WRONG_COLUMNS, _BAD_TIMESTAMP, _BAD_AMOUNT = range(4)
+CORRUPT_KINDS: dict[str, tuple[str, ...]] = {
+    "app_events": ("truncated_json", "bad_timestamp"),
+    "wechat": ("truncated_json", "bad_timestamp"),
+    "crm": ("wrong_column_count", "bad_timestamp"),
+    "orders": ("wrong_column_count", "bad_timestamp", "non_numeric_amount"),
+    "pos": ("wrong_column_count", "bad_timestamp", "non_numeric_amount"),
+    "ad_leads": ("wrong_column_count", "bad_timestamp"),
+}
+# Records per part file; a truncated-JSON record split in two adds one physical line.
+MAX_LINES_PER_FILE = 500_000
+
+_ZERO_DEVICE = "00000000-0000-0000-0000-000000000000"
+_JUNK_PHONE_RAW = "13800000000"
+_JUNK_WORDS = ("null", "unknown")
+# Canonical forms of the blocklisted values the generator injects, per id_type.
+JUNK_IDENTIFIERS: dict[str, tuple[str, ...]] = {
+    "phone": ("+8613800000000",),
+    "email": ("test@test.com",),
+    "device_id": (_ZERO_DEVICE,),
+    "login_id": _JUNK_WORDS,
+    "unionid": _JUNK_WORDS,
+}
+_ID_TYPES = ("phone", "email", "device_id", "login_id", "member_id", "openid", "unionid")
+
+# Volume calibration: ~20 raw lines per person over 30 days (measured, see tests).
+_APP_EVENTS_PER_DAY = 0.62  # per app user at activity 1
+_WECHAT_EVENTS_PER_DAY = 0.42  # per WeChat user at activity 1
+_ORDERS_PER_DAY = 0.035  # at average propensity
+_POS_PER_DAY = 0.04  # per offline shopper at average propensity
+_LEADS_PER_DAY = 0.004
+_CRM_UPDATES_PER_DAY = 0.01
+_ACTIVITY_SIGMA = 1.0
+_PROPENSITY_AB = (2.0, 6.0)
+_CHURN_HAZARD = 0.008  # per day at activity 1; lower activity churns faster
+_CHURN_FADE_DAYS = 14.0  # activity fades over the two weeks before churn
+_NEVER = np.iinfo(np.int32).max // 2
+
+_APP_SHARE, _LOGIN_SHARE, _MEMBER_BASE = 0.75, 0.7, 0.3
+_WECHAT_SHARE, _UNIONID_SHARE, _PHONE_AUTH_SHARE = 0.6, 0.65, 0.35
+_EMAIL_SHARE, _SECOND_PHONE_SHARE, _POS_SHOPPER_SHARE = 0.6, 0.25, 0.5
+_LOGGED_IN_SHARE = 0.7  # share of a registered user's events sent while logged in
+_FAMILY_DEVICE_USE = 0.4  # share of a family member's app events on the family device
+_DEVICE_LOWER_CASE = 0.15  # SDKs that send device ids in lower case
+_POS_GIVES_PHONE = 0.65
+
+_PLATFORMS = ("ios", "android", "web")
+_APP_EVENT_NAMES = ("app_start", "page_view", "search", "view_item", "add_cart", "pay_order",
+                    "login", "register", "share")
+_APP_EVENT_P = np.array([0.16, 0.34, 0.08, 0.20, 0.08, 0.03, 0.05, 0.0, 0.06])
+(_APP_START, _PAGE_VIEW, _SEARCH, _VIEW_ITEM, _ADD_CART, _PAY_ORDER, _LOGIN, _REGISTER,
+ _SHARE) = range(9)
+_WECHAT_APPS = ("wx_mp_shop", "wx_oa_brand")
+_WECHAT_EVENT_NAMES = ("mp_open", "mp_view_item", "mp_add_cart", "mp_pay", "oa_follow",
+                       "oa_click", "phone_auth")
+_MP_EVENT_P = np.array([0.40, 0.38, 0.16, 0.06])
+_OA_EVENT_P = np.array([0.15, 0.85])
+_PAGES = ("home", "category", "item_detail", "cart", "checkout", "search_result",
+          "member_center", "coupon", "live_room")
+_OA_MENUS = ("menu_new_arrivals", "menu_member", "menu_coupon", "menu_stores")
+_CATEGORIES = ("apparel", "beauty", "shoes", "bags", "electronics", "home", "food", "baby",
+               "sports", "books")
+_CATEGORY_PRICE_YUAN = (199, 159, 399, 499, 899, 129, 49, 149, 259, 59)
+_KEYWORDS = ("连衣裙", "口红", "跑鞋", "面霜", "蓝牙耳机", "双肩包", "羽绒服", "洗面奶", "奶粉",
+             "瑜伽垫", "保温杯", "手机壳", "香水", "卫衣", "牛仔裤", "零食礼包", "空气炸锅",
+             "儿童绘本", "防晒霜", "运动裤")
+_CAMPAIGNS = ("new_member_gift", "double11_presale", "store_opening", "beauty_trial",
+              "618_warmup", "spring_new_arrivals", "live_stream_coupon")
+_AD_PLATFORMS = ("douyin", "kuaishou", "tencent_ads", "baidu", "xiaohongshu", "weibo")
+_TIERS = ("normal", "silver", "gold", "platinum")
+_EMAIL_DOMAINS = ("163.com", "126.com", "gmail.com", "sina.com", "hotmail.com", "outlook.com",
+                  "foxmail.com", "139.com", "yeah.net")
+_EMAIL_DOMAIN_P = np.array([0.30, 0.15, 0.10, 0.10, 0.08, 0.08, 0.09, 0.05, 0.05])
+_QQ_EMAIL_SHARE = 0.35
+# Mobile prefixes that libphonenumber accepts as valid Chinese mobiles.
+_MOBILE_PREFIXES = np.array([130, 131, 132, 133, 134, 135, 136, 137, 138, 139, 147, 150, 151, 152,
+                             153, 155, 156, 157, 158, 159, 166, 173, 175, 176, 177, 178, 180,
+                             181, 182, 183, 184, 185, 186, 187, 188, 189, 191, 198, 199])
+# (city, weight): first-tier, new first-tier, second-tier and lower-tier cities.
+_CITIES = (
+    ("北京", 5.0), ("上海", 5.0), ("广州", 4.5), ("深圳", 4.5),
+    ("成都", 3.0), ("杭州", 3.0), ("重庆", 3.0), ("武汉", 2.8), ("西安", 2.5), ("苏州", 2.5),
+    ("南京", 2.5), ("天津", 2.3), ("长沙", 2.2), ("郑州", 2.2), ("东莞", 2.0), ("青岛", 2.0),
+    ("合肥", 1.8), ("佛山", 1.8), ("宁波", 1.8),
+    ("昆明", 1.5), ("沈阳", 1.5), ("济南", 1.5), ("无锡", 1.4), ("厦门", 1.4), ("福州", 1.4),
+    ("温州", 1.3), ("哈尔滨", 1.3), ("石家庄", 1.3), ("大连", 1.2), ("南宁", 1.2), ("泉州", 1.2),
+    ("贵阳", 1.1), ("常州", 1.1), ("长春", 1.1), ("南昌", 1.1), ("太原", 1.0), ("嘉兴", 1.0),
+    ("珠海", 0.7), ("中山", 0.7), ("绍兴", 0.7), ("扬州", 0.6), ("兰州", 0.6), ("洛阳", 0.6),
+    ("潍坊", 0.6), ("台州", 0.6), ("汕头", 0.6), ("芜湖", 0.5), ("桂林", 0.5), ("赣州", 0.5),
+    ("遵义", 0.5), ("襄阳", 0.5), ("宜昌", 0.5), ("湛江", 0.5), ("柳州", 0.5), ("岳阳", 0.4),
+    ("九江", 0.4), ("绵阳", 0.4), ("曲靖", 0.4), ("邯郸", 0.4), ("商丘", 0.4),
+)
+# Hour-of-day weights (China local time) for online activity, store opening hours, CRM edits.
+_HOURS_ONLINE = np.array([1.5, 0.8, 0.4, 0.3, 0.3, 0.5, 1.2, 2.5, 3.5, 4.0, 4.2, 4.5,
+                          5.0, 4.6, 4.2, 4.2, 4.3, 4.5, 5.0, 5.8, 6.5, 7.0, 6.2, 3.5])
+_HOURS_STORE = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 4, 5, 4, 4, 4, 4, 5, 6, 7, 7, 5, 0, 0.0])
+_HOURS_OFFICE = np.array([0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.5, 2, 4, 4, 4,
+                          3, 4, 4, 4, 4, 3, 2, 1, 1, 0.8, 0.5, 0.3])
+
+
+class GenerateError(ValueError):
+    """A bad argument to `generate` (the message says what to change)."""
+
+
+Rate = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class NoiseRates(BaseModel):
+    """Shares of values/lines/households the generator spoils; every rate is in [0, 1]."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phone_format_variant: Rate = 0.3  # phones written as `139 1234 5678`, `+86 139...`, ...
+    email_format_variant: Rate = 0.2  # upper/capitalised case, surrounding spaces
+    name_typo: Rate = 0.02  # CRM names with one wrong character
+    missing_field: Rate = 0.03  # optional fields left empty / JSON keys absent
+    junk_identifier: Rate = 0.01  # identifier slots filled with a blocklisted junk value
+    shared_family_device: Rate = 0.2  # multi-person households that share one device
+    clerk_phone: Rate = 0.03  # POS txns where the clerk typed their own phone
+    corrupt_line: Rate = 0.001  # records written unparseable/invalid
+    duplicate_file: bool = True  # deliver one file a second time under another name
+
+
+class FileStats(BaseModel):
+    """One written file: path relative to the landing root, data lines, corrupt lines by kind."""
+
+    path: str
+    lines: int
+    corrupt_lines: dict[str, int]
+
+
+class DuplicateFile(BaseModel):
+    """A file delivered twice: `duplicate` has exactly the bytes of `original`."""
+
+    original: str
+    duplicate: str
+
+
+class ChannelStats(BaseModel):
+    """Totals over every file of a channel on disk (the duplicate included)."""
+
+    files: int = 0
+    lines: int = 0
+    corrupt_lines: dict[str, int] = Field(default_factory=dict)
+    duplicate_files: list[DuplicateFile] = Field(default_factory=list)
+    per_file: list[FileStats] = Field(default_factory=list)
+
+
+class Manifest(BaseModel):
+    """What `generate` wrote and injected; saved as landing/_truth/manifest.json."""
+
+    seed: int
+    people: int
+    days: int
+    start: dt.date
+    end: dt.date
+    noise: NoiseRates
+    channels: dict[str, ChannelStats]
+    identities: dict[str, int]  # identities.csv rows by kind
+
+
+# ---------------------------------------------------------------- string building (pyarrow)
+
+
+def _cat(*parts: pa.Array | str) -> pa.Array:
+    """Concatenate element-wise; a null part makes the result null."""
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _cat_present(*parts: pa.Array | str) -> pa.Array:
+    """Concatenate element-wise treating null parts as empty.
+
+    (pyarrow 25's null_handling="skip" drops rows whose parts are all null, so never use it.)
+    """
+    return pc.binary_join_element_wise(*parts, "", null_handling="replace", null_replacement="")
+
+
+def _where(mask: np.ndarray, if_true: pa.Array | str, if_false: pa.Array | str) -> pa.Array:
+    return pc.if_else(pa.array(mask, pa.bool_()), if_true, if_false)
+
+
+def _null_where(mask: np.ndarray, values: pa.Array) -> pa.Array:
+    return pc.if_else(pa.array(mask, pa.bool_()), pa.scalar(None, pa.string()), values)
+
+
+def _strings(values: tuple[str, ...] | list[str]) -> pa.Array:
+    return pa.array(list(values), pa.string())
+
+
+def _int_strings(values: np.ndarray, width: int = 0) -> pa.Array:
+    out = pc.cast(pa.array(values, pa.int64()), pa.string())
+    return pc.utf8_lpad(out, width=width, padding="0") if width else out
+
+
+def _fixed_width(chars: np.ndarray) -> pa.Array:
+    """A (n, w) uint8 matrix of ASCII codes as n strings of width w."""
+    n, w = chars.shape
+    offsets = np.arange(0, (n + 1) * w, w, dtype=np.int64)
+    if offsets[-1] < 2**31:
+        return pa.StringArray.from_buffers(
+            n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(np.ascontiguousarray(chars)))
+    return pa.LargeStringArray.from_buffers(
+        n, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(chars))).cast(pa.string())
+
+
+def _tokens(rng: np.random.Generator, n: int, length: int, alphabet: bytes) -> np.ndarray:
+    table = np.frombuffer(alphabet, np.uint8)
+    return table[rng.integers(0, len(table), size=(n, length), dtype=np.uint8)]
+
+
+def _uuids(rng: np.random.Generator, n: int, upper: bool) -> pa.Array:
+    """Random version-4 UUID strings."""
+    hexchars = b"0123456789ABCDEF" if upper else b"0123456789abcdef"
+    digits = _tokens(rng, n, 32, hexchars)
+    digits[:, 12] = ord("4")
+    digits[:, 16] = np.frombuffer(hexchars[8:12], np.uint8)[rng.integers(0, 4, n)]
+    out = np.full((n, 36), ord("-"), np.uint8)
+    for src, dst, width in ((0, 0, 8), (8, 9, 4), (12, 14, 4), (16, 19, 4), (20, 24, 12)):
+        out[:, dst:dst + width] = digits[:, src:src + width]
+    return _fixed_width(out)
+
+
+_HMS: pa.Array | None = None
+_MS3: pa.Array | None = None
+_CENTS2: pa.Array | None = None
+
+
+def _time_tables() -> tuple[pa.Array, pa.Array, pa.Array]:
+    global _HMS, _MS3, _CENTS2
+    if _HMS is None:
+        s = np.arange(86_400)
+        _HMS = _cat(_int_strings(s // 3600, 2), ":", _int_strings(s // 60 % 60, 2), ":",
+                    _int_strings(s % 60, 2))
+        _MS3 = _cat(".", _int_strings(np.arange(1000), 3))
+        _CENTS2 = _int_strings(np.arange(100), 2)
+    return _HMS, _MS3, _CENTS2
+
+
+def _timestamps(dates: str | pa.Array, ms_of_day: np.ndarray) -> pa.Array:
+    """`yyyy-MM-ddTHH:mm:ss.SSS+08:00`; `dates` is one `yyyy-MM-dd` or an array of them."""
+    hms, ms3, _ = _time_tables()
+    return _cat(dates, "T", hms.take(ms_of_day // 1000), ms3.take(ms_of_day % 1000), "+08:00")
+
+
+def _yuan(cents: np.ndarray) -> pa.Array:
+    _, _, cents2 = _time_tables()
+    return _cat(_int_strings(cents // 100), ".", cents2.take(cents % 100))
+
+
+def _dates(days_since_epoch: np.ndarray) -> pa.Array:
+    return pa.array(days_since_epoch.astype(np.int32), pa.date32()).cast(pa.string())
+
+
+def _json_str(key: str, values: pa.Array, lead: str = ",") -> pa.Array:
+    """`,"key":"value"` (null where the value is null)."""
+    return _cat(f'{lead}"{key}":"', values, '"')
+
+
+def _ms_of_day(rng: np.random.Generator, n: int, hour_weights: np.ndarray) -> np.ndarray:
+    hours = rng.choice(24, size=n, p=hour_weights / hour_weights.sum())
+    return hours * 3_600_000 + rng.integers(0, 3_600_000, n)
+
+
+def _sort_by_time(ms: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
+    order = np.argsort(ms, kind="stable")
+    return [ms[order], *(a[order] for a in arrays)]
+
+
+# ---------------------------------------------------------------- the population
+
+
+@dataclass
+class _World:
+    """Everything fixed over the window: people, their identifiers, stores, catalogue."""
+
+    n: int
+    days: int
+    start: dt.date
+    person_key: pa.Array
+    household_key: pa.Array
+    activity: np.ndarray
+    propensity: np.ndarray
+    signup_day: np.ndarray  # relative to start; negative = before the window
+    churn_day: np.ndarray  # _NEVER when the person does not churn in the window
+    gender: np.ndarray  # 0 M, 1 F
+    birthday: np.ndarray  # days since epoch
+    city: np.ndarray
+    tier: np.ndarray
+    name: pa.Array
+    name_chars: pa.Array
+    phone: pa.Array  # pool of 11-digit national numbers
+    phone_owner: np.ndarray
+    phone_start: np.ndarray
+    phone_count: np.ndarray
+    email: pa.Array  # per person, null when none
+    device: pa.Array  # pool, canonical upper case
+    device_platform: np.ndarray
+    device_owner: np.ndarray
+    device_start: np.ndarray
+    device_count: np.ndarray
+    family_device: np.ndarray  # per person: the household device they borrow, or -1
+    app_user: np.ndarray
+    has_login: np.ndarray
+    login_id: pa.Array  # per person, null when none
+    member: np.ndarray
+    member_id: pa.Array  # per person, null when none
+    wechat_app: np.ndarray  # (n, 2) bool: has wx_mp_shop / wx_oa_brand
+    openid: pa.Array  # pool of 2n: person p's openid in app a is at 2p + a
+    has_unionid: np.ndarray
+    unionid: pa.Array
+    phone_auth_day: np.ndarray
+    pos_shopper: np.ndarray
+    store_id: pa.Array
+    store_clerk: np.ndarray  # person index of each store's clerk
+    home_store: np.ndarray
+    sku_id: pa.Array
+    sku_category: np.ndarray
+    sku_cents: np.ndarray
+    sku_p: np.ndarray
+
+    def intensity(self, d: int, start_weekday: int) -> np.ndarray:
+        """Expected-activity multiplier per person on day d (0 when not alive)."""
+        alive = (self.signup_day <= d) & (d <= self.churn_day)
+        fade = np.clip((self.churn_day - d) / _CHURN_FADE_DAYS, 0.25, 1.0)
+        weekend = (start_weekday + d) % 7 >= 5
+        return alive * self.activity * fade * (1.15 if weekend else 0.94)
+
+    def pick_phone(self, rng: np.random.Generator, person: np.ndarray, second: float) -> np.ndarray:
+        use_second = (self.phone_count[person] > 1) & (rng.random(person.size) < second)
+        return self.phone_start[person] + use_second
+
+    def pick_skus(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.choice(self.sku_p.size, size=n, p=self.sku_p)
+
+
+@dataclass
+class _Seen:
+    """Which identifiers were written anywhere, and which turned out shared."""
+
+    phone: np.ndarray
+    phone_shared: np.ndarray
+    email: np.ndarray
+    device: np.ndarray
+    device_shared: np.ndarray
+    login_id: np.ndarray
+    member_id: np.ndarray
+    openid: np.ndarray
+    unionid: np.ndarray
+    junk: set[tuple[str, str]] = field(default_factory=set)
+
+    @classmethod
+    def empty(cls, w: _World) -> _Seen:
+        return cls(
+            phone=np.zeros(len(w.phone), bool), phone_shared=np.zeros(len(w.phone), bool),
+            email=np.zeros(w.n, bool), device=np.zeros(len(w.device), bool),
+            device_shared=np.zeros(len(w.device), bool), login_id=np.zeros(w.n, bool),
+            member_id=np.zeros(w.n, bool), openid=np.zeros(2 * w.n, bool),
+            unionid=np.zeros(w.n, bool))
+
+
+def _unique_phones(rng: np.random.Generator, count: int) -> np.ndarray:
+    taken = np.array([int(_JUNK_PHONE_RAW)], np.int64)
+    out = np.empty(0, np.int64)
+    while out.size < count:
+        need = count - out.size
+        draw = (_MOBILE_PREFIXES[rng.integers(0, _MOBILE_PREFIXES.size, need + need // 20 + 16)]
+                * 100_000_000 + rng.integers(0, 100_000_000, need + need // 20 + 16))
+        draw = np.concatenate([out, draw])
+        _, first = np.unique(draw, return_index=True)
+        draw = draw[np.sort(first)]
+        out = draw[~np.isin(draw, taken)][:count]
+    return out
+
+
+def _sequential_ids(rng: np.random.Generator, prefix: str, base: int, has: np.ndarray,
+                    signup_day: np.ndarray) -> pa.Array:
+    """Ids issued in signup order (with gaps), null for people without one."""
+    n = has.size
+    order = np.lexsort((rng.random(n), signup_day))
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    number = base + rank * 5 + rng.integers(0, 5, n)
+    return _null_where(~has, _cat(prefix, _int_strings(number)))
+
+
+def _emails(rng: np.random.Generator, fake: Faker, has: np.ndarray) -> pa.Array:
+    n = has.size
+    last = _strings(sorted({fake.last_romanized_name().lower() for _ in range(400)}))
+    first = _strings(sorted({fake.first_romanized_name().lower() for _ in range(400)}))
+    suffix = _where(rng.random(n) < 0.6, _int_strings(rng.integers(1, 9999, n)), "")
+    named = _cat(last.take(rng.integers(0, len(last), n)), first.take(rng.integers(0, len(first), n)),
+                 suffix)
+    qq = rng.random(n) < _QQ_EMAIL_SHARE
+    local = _where(qq, _int_strings(rng.integers(10_000, 3_000_000_000, n)), named)
+    domain = _strings(_EMAIL_DOMAINS).take(
+        rng.choice(len(_EMAIL_DOMAINS), size=n, p=_EMAIL_DOMAIN_P))
+    domain = _where(qq, "qq.com", domain)
+    email = _null_where(~has, _cat(local, "@", domain))
+    # Generated local parts never contain '.', so '.<index>' makes repeats unique.
+    dup = pd.Series(email.to_numpy(zero_copy_only=False)).duplicated().to_numpy() & has
+    if dup.any():
+        local = _where(dup, _cat(local, ".", _int_strings(np.arange(n))), local)
+        email = _null_where(~has, _cat(local, "@", domain))
+    return email
+
+
+def _build_world(people: int, days: int, start: dt.date, seed: int,
+                 noise: NoiseRates) -> _World:
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0, 0]))
+    fake = Faker("zh_CN")
+    fake.seed_instance(seed)
+    n = people
+    idx = np.arange(n)
+
+    activity = rng.lognormal(-_ACTIVITY_SIGMA**2 / 2, _ACTIVITY_SIGMA, n)
+    propensity = rng.beta(*_PROPENSITY_AB, n)
+    new_share = days / (days + 120)
+    signup_day = np.where(rng.random(n) < new_share, rng.integers(0, days, n),
+                          -rng.integers(1, 1096, n)).astype(np.int32)
+    first_day = np.maximum(signup_day, 0)
+    hazard = np.clip(_CHURN_HAZARD / np.sqrt(activity), 0.001, 0.05)
+    churns = rng.random(n) < 1 - np.exp(-hazard * (days - first_day))
+    churn_day = np.where(churns, first_day + (rng.random(n) * (days - first_day)).astype(np.int32),
+                         _NEVER).astype(np.int32)
+
+    # Households of 1-4 consecutive people sharing a city.
+    sizes = rng.choice([1, 2, 3, 4], size=n, p=[0.45, 0.30, 0.15, 0.10])
+    household = np.repeat(np.arange(n), sizes)[:n]
+    household_start = np.flatnonzero(np.r_[True, household[1:] != household[:-1]])
+    household_size = np.diff(np.r_[household_start, n])
+    city_p = np.array([w for _, w in _CITIES])
+    city = rng.choice(len(_CITIES), size=household_start.size, p=city_p / city_p.sum())[household]
+
+    gender = (rng.random(n) < 0.55).astype(np.int8)
+    age_days = (np.clip(rng.normal(34, 10, n), 16, 75) * 365.25).astype(np.int64)
+    birthday = (start - dt.date(1970, 1, 1)).days - age_days - rng.integers(0, 365, n)
+    spend = propensity * activity
+    spend_rank = np.argsort(np.argsort(spend)) / max(n - 1, 1)
+    tier = np.searchsorted([0.60, 0.87, 0.97], spend_rank, side="right").astype(np.int8)
+
+    # Names: faker surnames + one or two characters of faker given names, per gender.
+    surnames = _strings(sorted({fake.last_name() for _ in range(1500)}))
+    male = sorted({c for _ in range(1500) for c in fake.first_name_male()})
+    female = sorted({c for _ in range(1500) for c in fake.first_name_female()})
+    chars = _strings(male + female)
+    lo = np.where(gender == 1, len(male), 0)
+    width = np.where(gender == 1, len(female), len(male))
+    c1 = lo + (rng.random(n) * width).astype(np.int64)
+    c2 = lo + (rng.random(n) * width).astype(np.int64)
+    given = _where(rng.random(n) < 0.3, chars.take(c1), _cat(chars.take(c1), chars.take(c2)))
+    name = _cat(surnames.take(rng.integers(0, len(surnames), n)), given)
+
+    phone_count = 1 + (rng.random(n) < _SECOND_PHONE_SHARE)
+    phone_start = np.r_[0, np.cumsum(phone_count)[:-1]]
+    phone = _int_strings(_unique_phones(rng, int(phone_count.sum())))
+    phone_owner = np.repeat(idx, phone_count)
+
+    email = _emails(rng, fake, rng.random(n) < _EMAIL_SHARE)
+
+    device_count = rng.choice([1, 2, 3], size=n, p=[0.55, 0.33, 0.12])
+    device_start = np.r_[0, np.cumsum(device_count)[:-1]]
+    device = _uuids(rng, int(device_count.sum()), upper=True)
+    device_platform = rng.choice(3, size=len(device), p=[0.35, 0.50, 0.15]).astype(np.int8)
+    device_owner = np.repeat(idx, device_count)
+
+    app_user = rng.random(n) < _APP_SHARE
+    sharing = (household_size >= 2) & (rng.random(household_start.size) < noise.shared_family_device)
+    owner = household_start[household]
+    family_device = np.where(sharing[household] & (idx != owner), device_start[owner], -1)
+    app_user |= family_device >= 0  # people who borrow a family device do use the app
+    app_user[owner[family_device >= 0]] = True
+    has_login = app_user & (rng.random(n) < _LOGIN_SHARE)
+    login_id = _sequential_ids(rng, "U", 10_000_000, has_login, signup_day)
+    member = rng.random(n) < np.clip(_MEMBER_BASE + propensity, 0, 0.95)
+    member_id = _sequential_ids(rng, "M", 200_000_000, member, signup_day)
+
+    wechat_user = rng.random(n) < _WECHAT_SHARE
+    kind = rng.choice(3, size=n, p=[0.5, 0.2, 0.3])  # mp only, oa only, both
+    wechat_app = np.stack([wechat_user & (kind != 1), wechat_user & (kind != 0)], axis=1)
+    base64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    openid = _fixed_width(np.concatenate(
+        [np.full((2 * n, 1), ord("o"), np.uint8), _tokens(rng, 2 * n, 27, base64)], axis=1))
+    has_unionid = wechat_user & (rng.random(n) < _UNIONID_SHARE)
+    unionid = _fixed_width(np.concatenate(
+        [np.full((n, 1), ord("o"), np.uint8), _tokens(rng, n, 27, base64)], axis=1))
+    last_day = np.minimum(churn_day, days - 1)
+    auth_day = first_day + (rng.random(n) * (last_day - first_day + 1)).astype(np.int32)
+    phone_auth_day = np.where(wechat_app[:, 0] & (rng.random(n) < _PHONE_AUTH_SHARE), auth_day,
+                              _NEVER).astype(np.int32)
+
+    n_stores = int(np.clip(n // 2000, 3, 3000))
+    store_city = rng.choice(len(_CITIES), size=n_stores, p=city_p / city_p.sum())
+    by_city = np.argsort(store_city, kind="stable")
+    per_city = np.bincount(store_city, minlength=len(_CITIES))
+    city_first = np.cumsum(per_city) - per_city
+    u = rng.random(n)
+    home_store = np.where(per_city[city] > 0,
+                          by_city[np.minimum(city_first[city] + (u * per_city[city]).astype(np.int64),
+                                             n_stores - 1)],
+                          (u * n_stores).astype(np.int64))
+    store_id = _cat("S", _int_strings(np.arange(1, n_stores + 1), 4))
+    store_clerk = rng.integers(0, n, n_stores)
+
+    n_skus = 3000
+    sku_category = rng.integers(0, len(_CATEGORIES), n_skus)
+    base = np.array(_CATEGORY_PRICE_YUAN)[sku_category]
+    sku_cents = (np.round(base * rng.lognormal(0, 0.6, n_skus)) * 100 - 1).astype(np.int64)
+    sku_p = 1 / (np.arange(n_skus) + 20.0)
+
+    return _World(
+        n=n, days=days, start=start,
+        person_key=_cat("P", _int_strings(idx + 1, 8)),
+        household_key=_cat("H", _int_strings(household + 1, 8)),
+        activity=activity, propensity=propensity, signup_day=signup_day, churn_day=churn_day,
+        gender=gender, birthday=birthday, city=city, tier=tier, name=name, name_chars=chars,
+        phone=phone, phone_owner=phone_owner, phone_start=phone_start, phone_count=phone_count,
+        email=email, device=device, device_platform=device_platform, device_owner=device_owner,
+        device_start=device_start, device_count=device_count, family_device=family_device,
+        app_user=app_user, has_login=has_login, login_id=login_id, member=member,
+        member_id=member_id, wechat_app=wechat_app, openid=openid, has_unionid=has_unionid,
+        unionid=unionid, phone_auth_day=phone_auth_day,
+        pos_shopper=rng.random(n) < _POS_SHOPPER_SHARE, store_id=store_id,
+        store_clerk=store_clerk, home_store=home_store,
+        sku_id=_cat("SKU", _int_strings(np.arange(100_001, 100_001 + n_skus))),
+        sku_category=sku_category, sku_cents=sku_cents, sku_p=sku_p / sku_p.sum())
+
+
+# ---------------------------------------------------------------- per channel-day batches
+
+
+@dataclass
+class _Batch:
+    """One channel-day of records, time-ordered; fields are joined when written."""
+
+    fields: list[pa.Array | str]
+    is_json: bool
+    corrupt: np.ndarray  # per record: index into _KIND_NAMES, or -1
+    aux: np.ndarray  # (records, 2) uniforms that shape line-level corruption
+
+    def __len__(self) -> int:
+        return self.corrupt.size
+
+    def lines(self, a: int, b: int) -> pa.Array:
+        cols = [f.slice(a, b - a) if isinstance(f, pa.Array) else f for f in self.fields]
+        if self.is_json:
+            return _cat_present("{", *cols, "}\n")
+        joined = [c for col in cols for c in (col, ",")]
+        joined[-1] = "\n"
+        return _cat_present(*joined)
+
+
+def _pick_corrupt(rng: np.random.Generator, m: int, rate: float, channel: str) -> np.ndarray:
+    kinds = np.array([_KIND_NAMES.index(k) for k in CORRUPT_KINDS[channel]], np.int8)
+    hit = rng.random(m) < rate
+    return np.where(hit, kinds[rng.integers(0, kinds.size, m)], -1).astype(np.int8)
+
+
+def _spoil_timestamps(rng: np.random.Generator, ts: pa.Array, corrupt: np.ndarray,
+                      day: dt.date) -> pa.Array:
+    mask = corrupt == _BAD_TIMESTAMP
+    if not mask.any():
+        return ts
+    bad = _strings([f"{day.year}-13-45T25:61:00+08:00", "yesterday",
+                    f"{day.isoformat()}T25:61:00+08:00", "0000-00-00T00:00:00+08:00",
+                    f"{day.day:02d}/{day.month:02d}/{day.year} 99:99"])
+    return pc.replace_with_mask(ts, pa.array(mask), bad.take(rng.integers(0, len(bad), mask.sum())))
+
+
+def _spoil_amounts(rng: np.random.Generator, amount: pa.Array, corrupt: np.ndarray) -> pa.Array:
+    mask = corrupt == _BAD_AMOUNT
+    if not mask.any():
+        return amount
+    sub = amount.filter(pa.array(mask))
+    k = len(sub)
+    bad = pc.choose(pa.array(rng.integers(0, 4, k), pa.int8()),
+                    _cat(sub, ".", _int_strings(rng.integers(1, 10, k))),  # 12.34.5
+                    pa.array(["abc"] * k), _cat("¥", sub), pa.array(["--"] * k))
+    return pc.replace_with_mask(amount, pa.array(mask), bad)
+
+
+def _raw_phones(rng: np.random.Generator, digits: pa.Array, rate: float) -> pa.Array:
+    """National 11-digit numbers, a `rate` share rewritten in another common raw format."""
+    m = len(digits)
+    variant = np.where(rng.random(m) < rate, rng.integers(0, 7, m), -1)
+    mask = variant >= 0
+    if not mask.any():
+        return digits
+    sub = digits.filter(pa.array(mask))
+    a, b, c = (pc.utf8_slice_codeunits(sub, i, j) for i, j in ((0, 3), (3, 7), (7, 11)))
+    formatted = pc.choose(
+        pa.array(variant[mask], pa.int8()),
+        _cat(a, " ", b, " ", c), _cat(a, "-", b, "-", c), _cat("+86 ", sub), _cat("0086", sub),
+        _cat("86-", sub), _cat("+86", sub), _cat("+86 ", a, " ", b, " ", c))
+    return pc.replace_with_mask(digits, pa.array(mask), formatted)
+
+
+def _phone_values(rng: np.random.Generator, w: _World, seen: _Seen, noise: NoiseRates,
+                  phone_idx: np.ndarray, present: np.ndarray) -> pa.Array:
+    """Raw phone strings for pool indices; junk-replaced, format variants; null if not present."""
+    m = phone_idx.size
+    junk = present & (rng.random(m) < noise.junk_identifier)
+    if junk.any():
+        seen.junk.add(("phone", JUNK_IDENTIFIERS["phone"][0]))
+    seen.phone[phone_idx[present & ~junk]] = True
+    digits = _where(junk, _JUNK_PHONE_RAW, w.phone.take(np.where(present, phone_idx, 0)))
+    return _null_where(~present, _raw_phones(rng, digits, noise.phone_format_variant))
+
+
+def _props(rng: np.random.Generator, noise: NoiseRates, pieces: list[tuple[str, pa.Array,
+           np.ndarray]]) -> pa.Array:
+    """`,"props":{...}` from (key, values, present) triples; missing_field drops keys."""
+    parts = []
+    for key, values, present in pieces:
+        keep = present & (rng.random(present.size) >= noise.missing_field)
+        parts.append(_null_where(~keep, _json_str(key, values)))
+    body = pc.utf8_slice_codeunits(_cat_present(*parts), 1)  # drop the leading comma
+    return _cat(',"props":{', body, "}")
+
+
+def _build_app_events(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
+                      rng: np.random.Generator, intensity: np.ndarray) -> _Batch:
+    counts = rng.poisson(_APP_EVENTS_PER_DAY * intensity * w.app_user)
+    person = np.repeat(np.arange(w.n), counts)
+    name = rng.choice(len(_APP_EVENT_NAMES), size=person.size, p=_APP_EVENT_P)
+    registering = np.flatnonzero(w.has_login & (w.signup_day == d))
+    person = np.r_[person, registering]
+    name = np.r_[name, np.full(registering.size, _REGISTER)]
+    ms, person, name = _sort_by_time(_ms_of_day(rng, person.size, _HOURS_ONLINE), person, name)
+    m = person.size
+
+    logged = w.has_login[person] & (w.signup_day[person] <= d)
+    name[(name == _LOGIN) & ~logged] = _PAGE_VIEW
+    auth = (name == _LOGIN) | (name == _REGISTER)
+    login_on = logged & ((rng.random(m) < _LOGGED_IN_SHARE) | auth)
+
+    dev = w.device_start[person] + (w.device_count[person] * rng.random(m) ** 2).astype(np.int64)
+    family = w.family_device[person]
+    borrowed = (family >= 0) & (rng.random(m) < _FAMILY_DEVICE_USE)
+    dev = np.where(borrowed, family, dev)
+    seen.device_shared[dev[borrowed]] = True
+    junk_dev = rng.random(m) < noise.junk_identifier
+    seen.device[dev[~junk_dev]] = True
+    if junk_dev.any():
+        seen.junk.add(("device_id", _ZERO_DEVICE))
+    device = w.device.take(dev)
+    device = _where(rng.random(m) < _DEVICE_LOWER_CASE, pc.utf8_lower(device), device)
+    device = _where(junk_dev, _ZERO_DEVICE, device)
+    platform = _null_where(rng.random(m) < noise.missing_field,
+                           _json_str("platform", _strings(_PLATFORMS).take(w.device_platform[dev])))
+
+    junk_login = login_on & (rng.random(m) < noise.junk_identifier)
+    junk_word = rng.integers(0, 2, m)
+    for j in np.unique(junk_word[junk_login]):
+        seen.junk.add(("login_id", _JUNK_WORDS[j]))
+    login_missing = ~auth & (rng.random(m) < noise.missing_field)
+    seen.login_id[person[login_on & ~junk_login & ~login_missing]] = True
+    login = _where(junk_login, _strings(_JUNK_WORDS).take(junk_word), w.login_id.take(person))
+    login = _where(login_on, _json_str("login_id", login), ',"login_id":null')
+    login = _null_where(login_missing, login)
+
+    page = rng.integers(0, len(_PAGES), m)
+    for event, fixed in ((_APP_START, "home"), (_SEARCH, "search_result"),
+                         (_VIEW_ITEM, "item_detail"), (_LOGIN, "member_center"),
+                         (_REGISTER, "member_center"), (_ADD_CART, "item_detail")):
+        page[name == event] = _PAGES.index(fixed)
+    sku = w.pick_skus(rng, m)
+    cents = w.sku_cents[sku] * rng.integers(1, 4, m)
+    is_ = lambda *events: np.isin(name, events)  # noqa: E731
+    props = _props(rng, noise, [
+        ("page", _strings(_PAGES).take(page), is_(_APP_START, _PAGE_VIEW, _SEARCH, _VIEW_ITEM,
+                                                  _LOGIN, _REGISTER)),
+        ("keyword", _strings(_KEYWORDS).take(rng.integers(0, len(_KEYWORDS), m)), is_(_SEARCH)),
+        ("sku", w.sku_id.take(sku), is_(_VIEW_ITEM, _ADD_CART, _SHARE, _PAY_ORDER)),
+        ("category", _strings(_CATEGORIES).take(w.sku_category[sku]), is_(_VIEW_ITEM, _ADD_CART)),
+        ("amount", _yuan(cents), is_(_PAY_ORDER)),
+    ])
+
+    corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "app_events")
+    ts = _spoil_timestamps(rng, _timestamps(day.isoformat(), ms), corrupt, day)
+    fields = [_json_str("event_id", _uuids(rng, m, upper=False), lead=""),
+              _json_str("device_id", device), login, platform,
+              _json_str("event_name", _strings(_APP_EVENT_NAMES).take(name)),
+              _json_str("event_time", ts), props]
+    return _Batch(fields, True, corrupt, rng.random((m, 2)))
+
+
+def _build_wechat(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
+                  rng: np.random.Generator, intensity: np.ndarray) -> _Batch:
+    users = w.wechat_app.any(axis=1)
+    counts = rng.poisson(_WECHAT_EVENTS_PER_DAY * intensity * users)
+    person = np.repeat(np.arange(w.n), counts)
+    both = w.wechat_app[person].all(axis=1)
+    app = np.where(both, (rng.random(person.size) >= 0.7).astype(np.int64),
+                   w.wechat_app[person, 1].astype(np.int64))
+    name = np.where(app == 0, rng.choice(4, size=person.size, p=_MP_EVENT_P),
+                    4 + rng.choice(2, size=person.size, p=_OA_EVENT_P))
+    authorising = np.flatnonzero(w.phone_auth_day == d)
+    person = np.r_[person, authorising]
+    app = np.r_[app, np.zeros(authorising.size, np.int64)]
+    name = np.r_[name, np.full(authorising.size, 6)]
+    ms, person, app, name = _sort_by_time(_ms_of_day(rng, person.size, _HOURS_ONLINE),
+                                          person, app, name)
+    m = person.size
+
+    openid_idx = 2 * person + app
+    seen.openid[openid_idx] = True
+    has_union = w.has_unionid[person]
+    junk_union = rng.random(m) < noise.junk_identifier
+    junk_word = rng.integers(0, 2, m)
+    for j in np.unique(junk_word[junk_union]):
+        seen.junk.add(("unionid", _JUNK_WORDS[j]))
+    union_missing = rng.random(m) < noise.missing_field
+    seen.unionid[person[has_union & ~junk_union & ~union_missing]] = True
+    unionid = _where(junk_union, _strings(_JUNK_WORDS).take(junk_word), w.unionid.take(person))
+    unionid = _where(has_union | junk_union, _json_str("unionid", unionid), ',"unionid":null')
+    unionid = _null_where(union_missing, unionid)
+
+    auth = name == 6
+    phone = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.2), auth)
+    phone = _where(auth, _json_str("phone", phone), ',"phone":null')
+
+    sku = w.pick_skus(rng, m)
+    cents = w.sku_cents[sku] * rng.integers(1, 4, m)
+    is_ = lambda *events: np.isin(name, events)  # noqa: E731
+    page = _strings(_PAGES).take(rng.integers(0, len(_PAGES), m))
+    menu = _strings(_OA_MENUS).take(rng.integers(0, len(_OA_MENUS), m))
+    props = _props(rng, noise, [
+        ("page", _where(name == 5, menu, page), is_(0, 5)),
+        ("sku", w.sku_id.take(sku), is_(1, 2, 3)),
+        ("category", _strings(_CATEGORIES).take(w.sku_category[sku]), is_(1, 2)),
+        ("amount", _yuan(cents), is_(3)),
+    ])
+
+    corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "wechat")
+    ts = _spoil_timestamps(rng, _timestamps(day.isoformat(), ms), corrupt, day)
+    event_id = _fixed_width(_tokens(rng, m, 32, b"0123456789abcdef"))
+    fields = [_json_str("event_id", event_id, lead=""),
+              _json_str("appid", _strings(_WECHAT_APPS).take(app)),
+              _json_str("openid", w.openid.take(openid_idx)), unionid, phone,
+              _json_str("event_name", _strings(_WECHAT_EVENT_NAMES).take(name)),
+              _json_str("event_time", ts), props]
+    return _Batch(fields, False, corrupt, rng.random((m, 2))) if False else \
+        _Batch(fields, True, corrupt, rng.random((m, 2)))
+
+
+def _blank(rng: np.random.Generator, values: pa.Array, rate: float) -> pa.Array:
+    """Leave a `rate` share of an optional CSV field empty."""
+    return _null_where(rng.random(len(values)) < rate, values)
+
+
+def _build_crm(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
+               rng: np.random.Generator, intensity: np.ndarray) -> _Batch:
+    if d == 0:  # the first export is a full snapshot of existing members
+        rows = np.flatnonzero(w.member & (w.signup_day <= 0))
+    else:
+        changed = (w.signup_day < d) & (rng.random(w.n) < _CRM_UPDATES_PER_DAY
+                                        * np.sqrt(intensity))
+        rows = np.flatnonzero(w.member & ((w.signup_day == d) | changed))
+    ms, person = _sort_by_time(_ms_of_day(rng, rows.size, _HOURS_OFFICE), rows)
+    m = person.size
+    seen.member_id[person] = True
+    updated = _timestamps(day.isoformat(), ms)
+    created_today = w.signup_day[person] == d
+    registered = _timestamps(_dates((w.start - dt.date(1970, 1, 1)).days
+                                    + w.signup_day[person].astype(np.int64)),
+                             rng.integers(0, 86_400_000, m))
+    registered = _where(created_today, updated, registered)
+
+    phone_missing = rng.random(m) < noise.missing_field
+    phone = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.15), ~phone_missing)
+
+    email = w.email.take(person)
+    junk = rng.random(m) < noise.junk_identifier
+    email_missing = rng.random(m) < noise.missing_field
+    if junk.any():
+        seen.junk.add(("email", JUNK_IDENTIFIERS["email"][0]))
+    has_email = pc.is_valid(email).to_numpy(zero_copy_only=False)
+    seen.email[person[has_email & ~junk & ~email_missing]] = True
+    email = _where(junk, "test@test.com", email)
+    variant = rng.integers(0, 4, m)
+    styled = pc.choose(pa.array(variant, pa.int8()), pc.utf8_upper(email),
+                       pc.utf8_capitalize(email), _cat(" ", email, " "), _cat(email, " "))
+    email = _where(rng.random(m) < noise.email_format_variant, styled, email)
+    email = _null_where(email_missing, email)
+
+    name = w.name.take(person)
+    typo = rng.random(m) < noise.name_typo
+    if typo.any():
+        wrong = w.name_chars.take(rng.integers(0, len(w.name_chars), m))
+        name = _where(typo, _cat(pc.utf8_slice_codeunits(name, 0, -1), wrong), name)
+
+    corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "crm")
+    fields = [
+        w.member_id.take(person),
+        _blank(rng, name, noise.missing_field),
+        phone,
+        email,
+        _blank(rng, _strings(("M", "F")).take(w.gender[person]), noise.missing_field),
+        _blank(rng, _dates(w.birthday[person]), noise.missing_field),
+        _blank(rng, _strings([c for c, _ in _CITIES]).take(w.city[person]), noise.missing_field),
+        _strings(_TIERS).take(w.tier[person]),
+        registered,
+        _spoil_timestamps(rng, updated, corrupt, day),
+    ]
+    return _Batch(fields, False, corrupt, rng.random((m, 2)))
+
+
+def _build_orders(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
+                  rng: np.random.Generator, intensity: np.ndarray) -> _Batch:
+    mean_propensity = _PROPENSITY_AB[0] / sum(_PROPENSITY_AB)
+    counts = rng.poisson(_ORDERS_PER_DAY * intensity * w.propensity / mean_propensity)
+    ms, person = _sort_by_time(_ms_of_day(rng, int(counts.sum()), _HOURS_ONLINE),
+                               np.repeat(np.arange(w.n), counts))
+    m = person.size
+
+    n_items = rng.choice([1, 2, 3], size=m, p=[0.6, 0.3, 0.1])
+    sku = w.pick_skus(rng, int(n_items.sum()))
+    qty = rng.choice([1, 2, 3], size=sku.size, p=[0.8, 0.15, 0.05])
+    offsets = np.r_[0, np.cumsum(n_items)]
+    items = pc.binary_join(pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()), _cat(w.sku_id.take(sku), ":", _int_strings(qty))), "|")
+    cents = np.add.reduceat(w.sku_cents[sku] * qty, offsets[:-1]) if m else np.zeros(0, np.int64)
+    category = _strings(_CATEGORIES).take(w.sku_category[sku[offsets[:-1]]])
+
+    with_member = w.member[person] & (w.signup_day[person] <= d) & (rng.random(m) < 0.9)
+    with_phone = ~with_member | (rng.random(m) < 0.4)
+    drop = with_member & with_phone & (rng.random(m) < noise.missing_field)
+    drop_phone = drop & (rng.random(m) < 0.5)
+    with_member &= ~(drop & ~drop_phone)
+    with_phone &= ~drop_phone
+    seen.member_id[person[with_member]] = True
+    member_id = _null_where(~with_member, w.member_id.take(person))
+    phone = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.2), with_phone)
+
+    corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "orders")
+    fields = [
+        _cat("O", day.strftime("%Y%m%d"), _int_strings(np.arange(1, m + 1), 8)),
+        member_id, phone, items,
+        _spoil_amounts(rng, _yuan(cents), corrupt),
+        _spoil_timestamps(rng, _timestamps(day.isoformat(), ms), corrupt, day),
+        _blank(rng, category, noise.missing_field),
+    ]
+    return _Batch(fields, False, corrupt, rng.random((m, 2)))
+
+
+def _build_pos(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
+               rng: np.random.Generator, intensity: np.ndarray) -> _Batch:
+    mean_propensity = _PROPENSITY_AB[0] / sum(_PROPENSITY_AB)
+    counts = rng.poisson(_POS_PER_DAY * intensity * w.pos_shopper * w.propensity / mean_propensity)
+    ms, person = _sort_by_time(_ms_of_day(rng, int(counts.sum()), _HOURS_STORE),
+                               np.repeat(np.arange(w.n), counts))
+    m = person.size
+    store = np.where(rng.random(m) < 0.85, w.home_store[person],
+                     rng.integers(0, len(w.store_id), m))
+    phone_idx = w.pick_phone(rng, person, 0.1)
+    clerk = rng.random(m) < noise.clerk_phone
+    clerk_phone = w.phone_start[w.store_clerk[store]]
+    phone_idx = np.where(clerk, clerk_phone, phone_idx)
+    seen.phone_shared[clerk_phone[clerk]] = True
+    present = clerk | (rng.random(m) < _POS_GIVES_PHONE)
+    present &= ~(rng.random(m) < noise.missing_field)
+    phone = _phone_values(rng, w, seen, noise, phone_idx, present)
+    cents = np.maximum(np.round(rng.lognormal(np.log(150), 0.8, m) * 100), 100).astype(np.int64)
+
+    corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "pos")
+    fields = [
+        _cat("T", day.strftime("%Y%m%d"), _int_strings(np.arange(1, m + 1), 8)),
+        w.store_id.take(store), phone,
+        _spoil_amounts(rng, _yuan(cents), corrupt),
+        _spoil_timestamps(rng, _timestamps(day.isoformat(), ms), corrupt, day),
+    ]
+    return _Batch(fields, False, corrupt, rng.random((m, 2)))
+
+
+def _build_ad_leads(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
+                    rng: np.random.Generator, intensity: np.ndarray) -> _Batch:
+    recent = (d - w.signup_day >= 0) & (d - w.signup_day < 7)
+    counts = rng.poisson(_LEADS_PER_DAY * (intensity > 0) * (1 + 5 * recent))
+    ms, person = _sort_by_time(_ms_of_day(rng, int(counts.sum()), _HOURS_ONLINE),
+                               np.repeat(np.arange(w.n), counts))
+    m = person.size
+    phone = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.15), np.ones(m, bool))
+    store = _null_where(rng.random(m) >= 0.35, w.store_id.take(w.home_store[person]))
+
+    corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "ad_leads")
+    fields = [
+        _cat("L", day.strftime("%Y%m%d"), _int_strings(np.arange(1, m + 1), 8)),
+        phone,
+        _blank(rng, _strings(_CAMPAIGNS).take(rng.integers(0, len(_CAMPAIGNS), m)),
+               noise.missing_field),
+        _strings(_AD_PLATFORMS).take(rng.integers(0, len(_AD_PLATFORMS), m)),
+        store,
+        _spoil_timestamps(rng, _timestamps(day.isoformat(), ms), corrupt, day),
+    ]
+    return _Batch(fields, False, corrupt, rng.random((m, 2)))
+
+
+_BUILDERS = {
+    "app_events": _build_app_events,
+    "wechat": _build_wechat,
+    "crm": _build_crm,
+    "orders": _build_orders,
+    "pos": _build_pos,
+    "ad_leads": _build_ad_leads,
+}
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _break_lines(lines: pa.Array, corrupt: np.ndarray, aux: np.ndarray) -> tuple[pa.Array, int]:
+    """Truncate/split JSON records and shift CSV columns; returns lines and extra line count."""
+    idx = np.flatnonzero((corrupt == _TRUNCATED) | (corrupt == _WRONG_COLUMNS))
+    if not idx.size:
+        return lines, 0
+    extra = 0
+    broken = []
+    for text, kind, (u, v) in zip(lines.take(idx).to_pylist(), corrupt[idx], aux[idx]):
+        text = text[:-1]
+        if kind == _TRUNCATED:
+            cut = 1 + int((0.2 + 0.6 * u) * (len(text) - 2))
+            split = v < 0.5  # the writer crashed mid-record, or a raw newline split it
+            extra += split
+            broken.append(text[:cut] + "\n" + text[cut:] + "\n" if split else text[:cut] + "\n")
+        else:
+            cols = text.split(",")
+            at = 1 + int(u * (len(cols) - 1))
+            if v < 0.5:
+                del cols[at]
+            else:
+                cols.insert(at, cols[at - 1])
+            broken.append(",".join(cols) + "\n")
+    return pc.replace_with_mask(lines, pa.array(np.isin(np.arange(len(lines)), idx)),
+                                pa.array(broken, pa.string())), extra
+
+
+def _write_lines(path: Path, header: str | None, lines: pa.Array) -> None:
+    with open(path, "wb") as f:
+        if header:
+            f.write(header.encode())
+        if len(lines):
+            offset_type = np.int64 if pa.types.is_large_string(lines.type) else np.int32
+            offsets = np.frombuffer(lines.buffers()[1], offset_type)
+            first, last = offsets[lines.offset], offsets[lines.offset + len(lines)]
+            f.write(memoryview(lines.buffers()[2])[first:last])
+
+
+def _write_batch(landing: Path, channel: str, day: dt.date, batch: _Batch) -> list[FileStats]:
+    folder = landing / channel / day.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    ext = EXTENSIONS[channel]
+    header = ",".join(CSV_HEADERS[channel]) + "\n" if channel in CSV_HEADERS else None
+    limit = MAX_LINES_PER_FILE
+    stats = []
+    for part in range(max(1, math.ceil(len(batch) / limit))):
+        a, b = part * limit, min(len(batch), (part + 1) * limit)
+        corrupt = batch.corrupt[a:b]
+        lines, extra = _break_lines(batch.lines(a, b), corrupt, batch.aux[a:b])
+        path = folder / f"part-{part:05d}.{ext}"
+        _write_lines(path, header, lines)
+        counts = np.bincount(corrupt[corrupt >= 0], minlength=len(_KIND_NAMES))
+        counts[_TRUNCATED] += extra
+        stats.append(FileStats(
+            path=path.relative_to(landing).as_posix(), lines=b - a + extra,
+            corrupt_lines={k: int(counts[_KIND_NAMES.index(k)]) for k in CORRUPT_KINDS[channel]}))
+    return stats
+
+
+def _write_duplicate(landing: Path, days: int, seed: int,
+                     channels: dict[str, ChannelStats]) -> None:
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 100, 0]))
+    candidates = [(ch, f) for ch in CHANNELS for f in channels[ch].per_file
+                  if f.lines and (days == 1 or not f.path.split("/")[1] == _last_day(channels))]
+    if not candidates:
+        candidates = [(ch, f) for ch in CHANNELS for f in channels[ch].per_file]
+    channel, original = candidates[int(rng.integers(len(candidates)))]
+    _, day_text, filename = original.path.split("/")
+    day = dt.date.fromisoformat(day_text)
+    first = dt.date.fromisoformat(channels[channel].per_file[0].path.split("/")[1])
+    offset = (day - first).days
+    later = offset if days == 1 or offset == days - 1 else int(rng.integers(offset + 1, days))
+    target_day = first + dt.timedelta(days=later)
+    stem, ext = filename.rsplit(".", 1)
+    target = landing / channel / target_day.isoformat() / f"{stem}-resend.{ext}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(landing / original.path, target)
+    copy = FileStats(path=target.relative_to(landing).as_posix(), lines=original.lines,
+                     corrupt_lines=dict(original.corrupt_lines))
+    stats = channels[channel]
+    stats.per_file.append(copy)
+    stats.duplicate_files.append(DuplicateFile(original=original.path, duplicate=copy.path))
+
+
+def _last_day(channels: dict[str, ChannelStats]) -> str:
+    return max(f.path.split("/")[1] for ch in channels.values() for f in ch.per_file)
+
+
+def _write_truth(landing: Path, w: _World, seen: _Seen) -> dict[str, int]:
+    folder = landing / "_truth"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []  # (id_type, values, person index array, shared mask)
+    by_person = {"email": w.email, "login_id": w.login_id, "member_id": w.member_id,
+                 "unionid": w.unionid}
+    for id_type in _ID_TYPES:
+        if id_type == "phone":
+            i = np.flatnonzero(seen.phone)
+            rows.append((id_type, _cat("+86", w.phone.take(i)), w.phone_owner[i], seen.phone_shared[i]))
+        elif id_type == "device_id":
+            i = np.flatnonzero(seen.device)
+            rows.append((id_type, w.device.take(i), w.device_owner[i], seen.device_shared[i]))
+        elif id_type == "openid":
+            i = np.flatnonzero(seen.openid)
+            rows.append((id_type, w.openid.take(i), i // 2, np.zeros(i.size, bool)))
+        else:
+            i = np.flatnonzero(getattr(seen, id_type))
+            rows.append((id_type, by_person[id_type].take(i), i, np.zeros(i.size, bool)))
+    counts = {"personal": 0, "shared": 0, "junk": 0}
+    parts = []
+    for id_type, values, person, shared in rows:
+        kind = _where(shared, "shared", "personal")
+        parts.append(_cat(id_type, ",", values, ",", w.person_key.take(person), ",", kind, "\n"))
+        counts["shared"] += int(shared.sum())
+        counts["personal"] += int((~shared).sum())
+    junk = sorted(seen.junk, key=lambda t: (_ID_TYPES.index(t[0]), t[1]))
+    counts["junk"] = len(junk)
+    parts.append(_strings([f"{t},{v},,junk\n" for t, v in junk]))
+    lines = pa.concat_arrays([p.cast(pa.large_string()) for p in parts])
+    _write_lines(folder / "identities.csv", "id_type,id_value,person_key,kind\n", lines)
+
+    def fixed6(x: np.ndarray) -> pa.Array:
+        micro = np.round(x * 1_000_000).astype(np.int64)
+        return _cat(_int_strings(micro // 1_000_000), ".", _int_strings(micro % 1_000_000, 6))
+
+    epoch = (w.start - dt.date(1970, 1, 1)).days
+    churned = w.churn_day != _NEVER
+    people = _cat(w.person_key, ",", fixed6(w.activity), ",", fixed6(w.propensity), ",",
+                  _where(churned, _dates(epoch + np.where(churned, w.churn_day, 0)), ""), ",",
+                  _dates(epoch + w.signup_day.astype(np.int64)), ",", w.household_key, "\n")
+    _write_lines(folder / "people.csv",
+                 "person_key,activity,propensity,churn_date,signup_date,household_key\n", people)
+    return counts
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _check_arguments(landing: Path, people: int, days: int, seed: int, start: dt.date,
+                     noise: NoiseRates) -> None:
+    def is_int(x: object) -> bool:
+        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+    if not is_int(people) or people < 1:
+        raise GenerateError(f"people must be an integer >= 1, got {people!r}")
+    if people > 100_000_000:
+        raise GenerateError(f"people must be at most 100,000,000, got {people:,}")
+    if not is_int(days) or days < 1:
+        raise GenerateError(f"days must be an integer >= 1, got {days!r}")
+    if days > 3660:
+        raise GenerateError(f"days must be at most 3660 (ten years), got {days}")
+    if not is_int(seed) or seed < 0:
+        raise GenerateError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(start, dt.datetime) or not isinstance(start, dt.date):
+        raise GenerateError(f"start must be a datetime.date (not a datetime), got {start!r}")
+    if not isinstance(noise, NoiseRates):
+        raise GenerateError(f"noise must be a NoiseRates, got {type(noise).__name__}")
+    if landing.exists() and not landing.is_dir():
+        raise GenerateError(f"landing must be a directory, but {landing} is a file")
+
+
+def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
+             noise: NoiseRates = NoiseRates(),
+             progress: Callable[[str], None] | None = None) -> Manifest:
+    """Write `days` days of raw dumps of every channel for `people` people, plus ground truth.
+
+    Replaces landing/<channel>/ for every channel and landing/_truth/; the same arguments give
+    byte-identical files. Formats are in docs/channels.md.
+    """
+    landing = Path(landing)
+    _check_arguments(landing, people, days, seed, start, noise)
+    report = progress or (lambda message: None)
+    for folder in (*CHANNELS, "_truth"):
+        shutil.rmtree(landing / folder, ignore_errors=True)
+    landing.mkdir(parents=True, exist_ok=True)
+
+    world = _build_world(people, days, start, seed, noise)
+    seen = _Seen.empty(world)
+    channels = {ch: ChannelStats() for ch in CHANNELS}
+    report(f"population of {people:,} built")
+    for d in range(days):
+        day = start + dt.timedelta(days=d)
+        intensity = world.intensity(d, start.weekday())
+        written = 0
+        for number, channel in enumerate(CHANNELS):
+            rng = np.random.default_rng(np.random.SeedSequence([seed, 1 + number, d]))
+            batch = _BUILDERS[channel](world, seen, noise, d, day, rng, intensity)
+            stats = _write_batch(landing, channel, day, batch)
+            channels[channel].per_file.extend(stats)
+            written += sum(s.lines for s in stats)
+        report(f"{day.isoformat()}: {written:,} lines")
+    if noise.duplicate_file:
+        _write_duplicate(landing, days, seed, channels)
+    for stats in channels.values():
+        stats.files = len(stats.per_file)
+        stats.lines = sum(f.lines for f in stats.per_file)
+        stats.corrupt_lines = {k: sum(f.corrupt_lines[k] for f in stats.per_file)
+                               for k in stats.per_file[0].corrupt_lines}
+    identities = _write_truth(landing, world, seen)
+    manifest = Manifest(seed=seed, people=people, days=days, start=start,
+                        end=start + dt.timedelta(days=days - 1), noise=noise, channels=channels,
+                        identities=identities)
+    (landing / "_truth" / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
+    report(f"done: {sum(c.lines for c in channels.values()):,} lines")
+    return manifest
