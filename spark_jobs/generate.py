@@ -649,15 +649,19 @@ def _raw_phones(rng: np.random.Generator, digits: pa.Array, rate: float) -> pa.A
 
 
 def _phone_values(rng: np.random.Generator, w: _World, seen: _Seen, noise: NoiseRates,
-                  phone_idx: np.ndarray, present: np.ndarray) -> pa.Array:
-    """Raw phone strings for pool indices; junk-replaced, format variants; null if not present."""
+                  phone_idx: np.ndarray, present: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Raw phones for pool indices (junk-replaced, format variants, null where not present).
+
+    Also returns which records carry their real phone.
+    """
     m = phone_idx.size
     junk = present & (rng.random(m) < noise.junk_identifier)
     if junk.any():
         seen.junk.add(("phone", JUNK_IDENTIFIERS["phone"][0]))
-    seen.phone[phone_idx[present & ~junk]] = True
+    written = present & ~junk
+    seen.phone[phone_idx[written]] = True
     digits = _where(junk, _JUNK_PHONE_RAW, w.phone.take(np.where(present, phone_idx, 0)))
-    return _null_where(~present, _raw_phones(rng, digits, noise.phone_format_variant))
+    return _null_where(~present, _raw_phones(rng, digits, noise.phone_format_variant)), written
 
 
 def _props(rng: np.random.Generator, noise: NoiseRates, pieces: list[tuple[str, pa.Array,
@@ -691,8 +695,8 @@ def _build_app_events(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt
     family = w.family_device[person]
     borrowed = (family >= 0) & (rng.random(m) < _FAMILY_DEVICE_USE)
     dev = np.where(borrowed, family, dev)
-    seen.device_shared[dev[borrowed]] = True
     junk_dev = rng.random(m) < noise.junk_identifier
+    seen.device_shared[dev[borrowed & ~junk_dev]] = True
     seen.device[dev[~junk_dev]] = True
     if junk_dev.any():
         seen.junk.add(("device_id", _ZERO_DEVICE))
@@ -719,14 +723,15 @@ def _build_app_events(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt
         page[name == event] = _PAGES.index(fixed)
     sku = w.pick_skus(rng, m)
     cents = w.sku_cents[sku] * rng.integers(1, 4, m)
-    is_ = lambda *events: np.isin(name, events)  # noqa: E731
     props = _props(rng, noise, [
-        ("page", _strings(_PAGES).take(page), is_(_APP_START, _PAGE_VIEW, _SEARCH, _VIEW_ITEM,
-                                                  _LOGIN, _REGISTER)),
-        ("keyword", _strings(_KEYWORDS).take(rng.integers(0, len(_KEYWORDS), m)), is_(_SEARCH)),
-        ("sku", w.sku_id.take(sku), is_(_VIEW_ITEM, _ADD_CART, _SHARE, _PAY_ORDER)),
-        ("category", _strings(_CATEGORIES).take(w.sku_category[sku]), is_(_VIEW_ITEM, _ADD_CART)),
-        ("amount", _yuan(cents), is_(_PAY_ORDER)),
+        ("page", _strings(_PAGES).take(page),
+         np.isin(name, (_APP_START, _PAGE_VIEW, _SEARCH, _VIEW_ITEM, _LOGIN, _REGISTER))),
+        ("keyword", _strings(_KEYWORDS).take(rng.integers(0, len(_KEYWORDS), m)),
+         name == _SEARCH),
+        ("sku", w.sku_id.take(sku), np.isin(name, (_VIEW_ITEM, _ADD_CART, _SHARE, _PAY_ORDER))),
+        ("category", _strings(_CATEGORIES).take(w.sku_category[sku]),
+         np.isin(name, (_VIEW_ITEM, _ADD_CART))),
+        ("amount", _yuan(cents), name == _PAY_ORDER),
     ])
 
     corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "app_events")
@@ -770,19 +775,18 @@ def _build_wechat(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.dat
     unionid = _null_where(union_missing, unionid)
 
     auth = name == 6
-    phone = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.2), auth)
+    phone, _ = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.2), auth)
     phone = _where(auth, _json_str("phone", phone), ',"phone":null')
 
     sku = w.pick_skus(rng, m)
     cents = w.sku_cents[sku] * rng.integers(1, 4, m)
-    is_ = lambda *events: np.isin(name, events)  # noqa: E731
     page = _strings(_PAGES).take(rng.integers(0, len(_PAGES), m))
     menu = _strings(_OA_MENUS).take(rng.integers(0, len(_OA_MENUS), m))
-    props = _props(rng, noise, [
-        ("page", _where(name == 5, menu, page), is_(0, 5)),
-        ("sku", w.sku_id.take(sku), is_(1, 2, 3)),
-        ("category", _strings(_CATEGORIES).take(w.sku_category[sku]), is_(1, 2)),
-        ("amount", _yuan(cents), is_(3)),
+    props = _props(rng, noise, [  # names: 0 mp_open 1 mp_view_item 2 mp_add_cart 3 mp_pay 5 oa_click
+        ("page", _where(name == 5, menu, page), np.isin(name, (0, 5))),
+        ("sku", w.sku_id.take(sku), np.isin(name, (1, 2, 3))),
+        ("category", _strings(_CATEGORIES).take(w.sku_category[sku]), np.isin(name, (1, 2))),
+        ("amount", _yuan(cents), name == 3),
     ])
 
     corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "wechat")
@@ -793,8 +797,7 @@ def _build_wechat(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.dat
               _json_str("openid", w.openid.take(openid_idx)), unionid, phone,
               _json_str("event_name", _strings(_WECHAT_EVENT_NAMES).take(name)),
               _json_str("event_time", ts), props]
-    return _Batch(fields, False, corrupt, rng.random((m, 2))) if False else \
-        _Batch(fields, True, corrupt, rng.random((m, 2)))
+    return _Batch(fields, True, corrupt, rng.random((m, 2)))
 
 
 def _blank(rng: np.random.Generator, values: pa.Array, rate: float) -> pa.Array:
@@ -821,7 +824,8 @@ def _build_crm(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
     registered = _where(created_today, updated, registered)
 
     phone_missing = rng.random(m) < noise.missing_field
-    phone = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.15), ~phone_missing)
+    phone, _ = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.15),
+                              ~phone_missing)
 
     email = w.email.take(person)
     junk = rng.random(m) < noise.junk_identifier
@@ -884,7 +888,7 @@ def _build_orders(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.dat
     with_phone &= ~drop_phone
     seen.member_id[person[with_member]] = True
     member_id = _null_where(~with_member, w.member_id.take(person))
-    phone = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.2), with_phone)
+    phone, _ = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.2), with_phone)
 
     corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "orders")
     fields = [
@@ -910,10 +914,10 @@ def _build_pos(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
     clerk = rng.random(m) < noise.clerk_phone
     clerk_phone = w.phone_start[w.store_clerk[store]]
     phone_idx = np.where(clerk, clerk_phone, phone_idx)
-    seen.phone_shared[clerk_phone[clerk]] = True
     present = clerk | (rng.random(m) < _POS_GIVES_PHONE)
     present &= ~(rng.random(m) < noise.missing_field)
-    phone = _phone_values(rng, w, seen, noise, phone_idx, present)
+    phone, written = _phone_values(rng, w, seen, noise, phone_idx, present)
+    seen.phone_shared[clerk_phone[clerk & written]] = True
     cents = np.maximum(np.round(rng.lognormal(np.log(150), 0.8, m) * 100), 100).astype(np.int64)
 
     corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "pos")
@@ -933,7 +937,8 @@ def _build_ad_leads(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.d
     ms, person = _sort_by_time(_ms_of_day(rng, int(counts.sum()), _HOURS_ONLINE),
                                np.repeat(np.arange(w.n), counts))
     m = person.size
-    phone = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.15), np.ones(m, bool))
+    phone, _ = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.15),
+                              np.ones(m, bool))
     store = _null_where(rng.random(m) >= 0.35, w.store_id.take(w.home_store[person]))
 
     corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "ad_leads")
@@ -984,8 +989,9 @@ def _break_lines(lines: pa.Array, corrupt: np.ndarray, aux: np.ndarray) -> tuple
             else:
                 cols.insert(at, cols[at - 1])
             broken.append(",".join(cols) + "\n")
-    return pc.replace_with_mask(lines, pa.array(np.isin(np.arange(len(lines)), idx)),
-                                pa.array(broken, pa.string())), extra
+    mask = np.zeros(len(lines), bool)
+    mask[idx] = True
+    return pc.replace_with_mask(lines, pa.array(mask), pa.array(broken, pa.string())), extra
 
 
 def _write_lines(path: Path, header: str | None, lines: pa.Array) -> None:
@@ -1020,33 +1026,29 @@ def _write_batch(landing: Path, channel: str, day: dt.date, batch: _Batch) -> li
     return stats
 
 
-def _write_duplicate(landing: Path, days: int, seed: int,
+def _write_duplicate(landing: Path, start: dt.date, days: int, seed: int,
                      channels: dict[str, ChannelStats]) -> None:
+    """Copy one file byte-for-byte to `part-NNNNN-resend.<ext>` on a later day (same if days=1)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 100, 0]))
-    candidates = [(ch, f) for ch in CHANNELS for f in channels[ch].per_file
-                  if f.lines and (days == 1 or not f.path.split("/")[1] == _last_day(channels))]
-    if not candidates:
-        candidates = [(ch, f) for ch in CHANNELS for f in channels[ch].per_file]
-    channel, original = candidates[int(rng.integers(len(candidates)))]
-    _, day_text, filename = original.path.split("/")
-    day = dt.date.fromisoformat(day_text)
-    first = dt.date.fromisoformat(channels[channel].per_file[0].path.split("/")[1])
-    offset = (day - first).days
-    later = offset if days == 1 or offset == days - 1 else int(rng.integers(offset + 1, days))
-    target_day = first + dt.timedelta(days=later)
-    stem, ext = filename.rsplit(".", 1)
+
+    def day_of(f: FileStats) -> int:
+        return (dt.date.fromisoformat(f.path.split("/")[1]) - start).days
+
+    files = [(ch, f) for ch in CHANNELS for f in channels[ch].per_file
+             if days == 1 or day_of(f) < days - 1]
+    files = [(ch, f) for ch, f in files if f.lines] or files
+    channel, original = files[int(rng.integers(len(files)))]
+    d = day_of(original)
+    target_day = start + dt.timedelta(days=d if days == 1 else int(rng.integers(d + 1, days)))
+    stem, ext = original.path.rsplit("/", 1)[1].rsplit(".", 1)
     target = landing / channel / target_day.isoformat() / f"{stem}-resend.{ext}"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(landing / original.path, target)
     copy = FileStats(path=target.relative_to(landing).as_posix(), lines=original.lines,
                      corrupt_lines=dict(original.corrupt_lines))
-    stats = channels[channel]
-    stats.per_file.append(copy)
-    stats.duplicate_files.append(DuplicateFile(original=original.path, duplicate=copy.path))
-
-
-def _last_day(channels: dict[str, ChannelStats]) -> str:
-    return max(f.path.split("/")[1] for ch in channels.values() for f in ch.per_file)
+    channels[channel].per_file.append(copy)
+    channels[channel].duplicate_files.append(
+        DuplicateFile(original=original.path, duplicate=copy.path))
 
 
 def _write_truth(landing: Path, w: _World, seen: _Seen) -> dict[str, int]:
@@ -1152,7 +1154,7 @@ def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
             written += sum(s.lines for s in stats)
         report(f"{day.isoformat()}: {written:,} lines")
     if noise.duplicate_file:
-        _write_duplicate(landing, days, seed, channels)
+        _write_duplicate(landing, start, days, seed, channels)
     for stats in channels.values():
         stats.files = len(stats.per_file)
         stats.lines = sum(f.lines for f in stats.per_file)
