@@ -209,6 +209,7 @@ class Manifest(BaseModel):
     start: dt.date
     end: dt.date
     noise: NoiseRates
+    total_lines: int  # data lines over all channels, the duplicate file included
     channels: dict[str, ChannelStats]
     identities: dict[str, int]  # identities.csv rows by kind
 
@@ -967,26 +968,37 @@ _BUILDERS = {
 # ---------------------------------------------------------------- writing
 
 
-def _break_lines(lines: pa.Array, corrupt: np.ndarray, aux: np.ndarray) -> tuple[pa.Array, int]:
-    """Truncate/split JSON records and shift CSV columns; returns lines and extra line count."""
+# CSV columns holding identifiers: a wrong-column-count line never loses these, so every
+# identifier listed in the truth is still somewhere in the files.
+_ID_COLUMNS = {"crm": {0, 2, 3}, "orders": {1, 2}, "pos": {2}, "ad_leads": {1}}
+
+
+def _break_lines(channel: str, lines: pa.Array, corrupt: np.ndarray,
+                 aux: np.ndarray) -> tuple[pa.Array, int]:
+    """Truncate/split JSON records after their identifiers, or drop/repeat a CSV column.
+
+    Returns the new lines and how many physical lines splitting added.
+    """
     idx = np.flatnonzero((corrupt == _TRUNCATED) | (corrupt == _WRONG_COLUMNS))
     if not idx.size:
         return lines, 0
     extra = 0
     broken = []
-    for text, kind, (u, v) in zip(lines.take(idx).to_pylist(), corrupt[idx], aux[idx]):
+    for text, kind, (u, v) in zip(lines.take(idx).to_pylist(), corrupt[idx], aux[idx], strict=True):
         text = text[:-1]
         if kind == _TRUNCATED:
-            cut = 1 + int((0.2 + 0.6 * u) * (len(text) - 2))
-            split = v < 0.5  # the writer crashed mid-record, or a raw newline split it
+            keep = text.index(',"event_name"')
+            cut = keep + int(u * (len(text) - 1 - keep))
+            split = v < 0.5  # the writer died mid-record, or a raw newline split it in two
             extra += split
             broken.append(text[:cut] + "\n" + text[cut:] + "\n" if split else text[:cut] + "\n")
         else:
             cols = text.split(",")
-            at = 1 + int(u * (len(cols) - 1))
             if v < 0.5:
-                del cols[at]
+                droppable = [i for i in range(1, len(cols)) if i not in _ID_COLUMNS[channel]]
+                del cols[droppable[int(u * len(droppable))]]
             else:
+                at = 1 + int(u * (len(cols) - 1))
                 cols.insert(at, cols[at - 1])
             broken.append(",".join(cols) + "\n")
     mask = np.zeros(len(lines), bool)
@@ -1015,7 +1027,7 @@ def _write_batch(landing: Path, channel: str, day: dt.date, batch: _Batch) -> li
     for part in range(max(1, math.ceil(len(batch) / limit))):
         a, b = part * limit, min(len(batch), (part + 1) * limit)
         corrupt = batch.corrupt[a:b]
-        lines, extra = _break_lines(batch.lines(a, b), corrupt, batch.aux[a:b])
+        lines, extra = _break_lines(channel, batch.lines(a, b), corrupt, batch.aux[a:b])
         path = folder / f"part-{part:05d}.{ext}"
         _write_lines(path, header, lines)
         counts = np.bincount(corrupt[corrupt >= 0], minlength=len(_KIND_NAMES))
@@ -1162,8 +1174,9 @@ def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
                                for k in stats.per_file[0].corrupt_lines}
     identities = _write_truth(landing, world, seen)
     manifest = Manifest(seed=seed, people=people, days=days, start=start,
-                        end=start + dt.timedelta(days=days - 1), noise=noise, channels=channels,
+                        end=start + dt.timedelta(days=days - 1), noise=noise,
+                        total_lines=sum(c.lines for c in channels.values()), channels=channels,
                         identities=identities)
     (landing / "_truth" / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
-    report(f"done: {sum(c.lines for c in channels.values()):,} lines")
+    report(f"done: {manifest.total_lines:,} lines")
     return manifest

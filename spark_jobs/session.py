@@ -21,7 +21,7 @@ class EngineError(RuntimeError):
 
 def _sail_env(cfg: EngineConfig) -> dict[str, str]:
     # Sail reads its settings from SAIL_<KEY> environment variables ('.' -> '__').
-    env = {"SAIL_SPARK__SESSION_TIMEOUT_SECS": str(cfg.sail.session_timeout_secs), "RUST_LOG": "warn"}
+    env = {"SAIL_SPARK__SESSION_TIMEOUT_SECS": str(cfg.sail.session_timeout_secs), "RUST_LOG": "warn,sail_common::actor=error"}
     if cfg.sail.parallelism:
         env["SAIL_EXECUTION__DEFAULT_PARALLELISM"] = str(cfg.sail.parallelism)
     return env
