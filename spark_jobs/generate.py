@@ -180,7 +180,7 @@ class FileStats(BaseModel):
 
     path: str
     lines: int
-    corrupt_lines: dict[str, int]
+    corrupt_lines: dict[CorruptKind, int]
 
 
 class DuplicateFile(BaseModel):
@@ -195,7 +195,7 @@ class ChannelStats(BaseModel):
 
     files: int = 0
     lines: int = 0
-    corrupt_lines: dict[str, int] = Field(default_factory=dict)
+    corrupt_lines: dict[CorruptKind, int] = Field(default_factory=dict)
     duplicate_files: list[DuplicateFile] = Field(default_factory=list)
     per_file: list[FileStats] = Field(default_factory=list)
 

@@ -27,6 +27,15 @@ def _sail_env(cfg: EngineConfig) -> dict[str, str]:
     return env
 
 
+def _remote_session(url: str) -> SparkSession:
+    """A new Spark Connect session. Made through the Connect builder directly, because the generic
+    builder refuses while a JVM session lives in the same process (the engine-matrix tests)."""
+    from pyspark.sql.connect.session import SparkSession as RemoteSparkSession
+
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"  # pyspark dispatches column functions on this
+    return RemoteSparkSession.builder.remote(url).create()
+
+
 @contextlib.contextmanager
 def _local_sail(cfg: EngineConfig) -> Iterator[SparkSession]:
     from pysail.spark import SparkConnectServer
@@ -41,7 +50,7 @@ def _local_sail(cfg: EngineConfig) -> Iterator[SparkSession]:
     host, port = server.listening_address
     spark = None
     try:
-        spark = SparkSession.builder.remote(f"sc://{host}:{port}").getOrCreate()
+        spark = _remote_session(f"sc://{host}:{port}")
         yield spark
     finally:
         # Order matters: stopping the server before the session hangs the process ~120 s at exit.
@@ -53,7 +62,7 @@ def _local_sail(cfg: EngineConfig) -> Iterator[SparkSession]:
 @contextlib.contextmanager
 def _connect(cfg: EngineConfig) -> Iterator[SparkSession]:
     try:
-        spark = SparkSession.builder.remote(cfg.remote).getOrCreate()
+        spark = _remote_session(cfg.remote)
     except Exception as e:
         raise EngineError(f"could not reach Spark Connect at {cfg.remote}: {e}") from e
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import datetime as dt
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from spark_jobs.config import EngineConfig
 from spark_jobs.session import spark_session
 
+logging.getLogger("py4j").setLevel(logging.WARNING)  # its __del__ logs after pytest closed the streams
 _SESSIONS: dict[str, object] = {}
 _STACK = contextlib.ExitStack()
 
