@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
-from functools import reduce
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -89,22 +89,40 @@ def plan_duplicates(files: list[LandedFile], loaded_elsewhere: dict[str, str]) -
     return plan
 
 
+_LINES_SCHEMA = "_source_file string, _line long, raw string"
+_BATCH_LINES = 100_000
+
+
+def _file_lines(batches):
+    """mapInArrow body: (path, rel, skip_header) rows -> one row per line with its 1-based number."""
+    import pyarrow as pa
+
+    for batch in batches:
+        for path, rel, skip in zip(*(batch.column(c).to_pylist() for c in ("path", "rel", "skip")), strict=True):
+            with open(path, "rb") as fh:
+                # Undecodable bytes become U+FFFD: the line is still read, counted and kept.
+                lines = fh.read().decode("utf-8", errors="replace").split("\n")
+            if lines and lines[-1] == "":
+                lines.pop()  # the split after a final newline is not a line
+            for lo in range(1 if skip else 0, len(lines), _BATCH_LINES):
+                chunk = lines[lo : lo + _BATCH_LINES]
+                yield pa.record_batch(
+                    [pa.array([rel] * len(chunk), pa.string()), pa.array(range(lo + 1, lo + 1 + len(chunk)), pa.int64()),
+                     pa.array(chunk, pa.string())],
+                    names=["_source_file", "_line", "raw"],
+                )
+
+
 def read_lines(spark: SparkSession, files: list[LandedFile], fmt: str) -> DataFrame:
-    """One row per line: _source_file, _line (1-based, as in the file), raw. Whole-file reads keep
-    exact line numbers on every engine (input_file_name() is unsupported on Sail)."""
-    frames = []
-    for f in files:
-        lines = (
-            spark.read.text(str(f.path), wholetext=True)
-            .select(F.posexplode(F.split(F.col("value"), "\n")).alias("pos", "raw"))
-            .select(F.lit(f.rel).alias("_source_file"), (F.col("pos") + 1).cast("long").alias("_line"), "raw")
-        )
-        # The split after a final newline yields one empty element that is not a line.
-        lines = lines.where(F.col("_line") <= F.lit(f.lines + (1 if fmt == "csv" else 0)))
-        if fmt == "csv":
-            lines = lines.where(F.col("_line") > 1)
-        frames.append(lines.withColumn("raw", F.regexp_replace("raw", "\r$", "")))
-    return reduce(DataFrame.unionByName, frames)
+    """One row per data line: _source_file, _line (1-based, as in the file), raw.
+    Files are read inside the engine (mapInArrow), whole, so line numbers are exact on every engine:
+    Sail's wholetext reader splits large files into byte ranges and input_file_name() is unsupported."""
+    paths = spark.createDataFrame(
+        [(str(f.path), f.rel, fmt == "csv") for f in files], "path string, rel string, skip boolean"
+    )
+    lines = paths.repartition(len(files)).mapInArrow(_file_lines, _LINES_SCHEMA)
+    parallelism = max(2, os.cpu_count() or 2)
+    return lines.repartition(parallelism).withColumn("raw", F.regexp_replace("raw", "\r$", ""))
 
 
 def _blank_to_null(c: Column) -> Column:

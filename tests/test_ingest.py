@@ -155,3 +155,18 @@ def test_parse_lines_every_channel_accepts_a_well_formed_line(sail, channel):
         line = json.dumps(dict(zip([c.name for c in fields], values, strict=True)))
     (row,) = ingest.parse_lines(_lines_df(sail, [line]), channel).collect()
     assert row.reason is None, row.reason
+
+
+def test_read_lines_numbers_every_line_exactly_even_in_large_files(spark, tmp_path):
+    big = [f'{{"event_id":"e{i}","pad":"{"x" * (i % 50)}"}}' for i in range(120_000)]  # ~7 MB: engines split such files
+    big[70_000] = ""
+    p1 = _land(tmp_path, "app_events", BATCH, "big.jsonl", "\n".join(big) + "\n")
+    p2 = _land(tmp_path, "orders", BATCH, "small.csv", "h1,h2\r\na,1\r\n\r\nb,2")  # CRLF, blank line, no final newline
+    files = [ingest.scan_file(p1, tmp_path, "jsonl")]
+    rows = ingest.read_lines(spark, files, "jsonl").select("_line", "raw").collect()
+    assert len(rows) == files[0].lines == 120_000
+    assert sorted(r._line for r in rows) == list(range(1, 120_001))
+    assert all(r.raw == big[r._line - 1] for r in rows)
+    small = ingest.scan_file(p2, tmp_path, "csv")
+    got = sorted((r._line, r.raw) for r in ingest.read_lines(spark, [small], "csv").collect())
+    assert small.lines == 3 and got == [(2, "a,1"), (3, ""), (4, "b,2")]
