@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
+from functools import reduce
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -93,6 +94,26 @@ _LINES_SCHEMA = "_source_file string, _line long, raw string"
 _BATCH_LINES = 100_000
 
 
+def _split_lines(data: bytes):
+    """The lines of a file's bytes as an Arrow string array (split in C++, not in Python)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    offsets = pa.array([0, len(data)], pa.int64()).buffers()[1]
+    whole = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(data)])
+    lines = pc.split_pattern(whole, b"\n").flatten()
+    try:
+        text = lines.view(pa.large_string())
+        text.validate(full=True)
+    except pa.ArrowInvalid:  # not UTF-8: undecodable bytes become U+FFFD, the line is still kept
+        text = pa.array([b.decode("utf-8", errors="replace") for b in lines.to_pylist()], pa.large_string())
+    if len(text) and len(data) and data.endswith(b"\n"):
+        text = text.slice(0, len(text) - 1)  # the split after a final newline is not a line
+    elif not data:
+        text = text.slice(0, 0)
+    return text
+
+
 def _file_lines(batches):
     """mapInArrow body: (path, rel, skip_header) rows -> one row per line with its 1-based number."""
     import pyarrow as pa
@@ -100,15 +121,11 @@ def _file_lines(batches):
     for batch in batches:
         for path, rel, skip in zip(*(batch.column(c).to_pylist() for c in ("path", "rel", "skip")), strict=True):
             with open(path, "rb") as fh:
-                # Undecodable bytes become U+FFFD: the line is still read, counted and kept.
-                lines = fh.read().decode("utf-8", errors="replace").split("\n")
-            if lines and lines[-1] == "":
-                lines.pop()  # the split after a final newline is not a line
+                lines = _split_lines(fh.read())
             for lo in range(1 if skip else 0, len(lines), _BATCH_LINES):
-                chunk = lines[lo : lo + _BATCH_LINES]
+                chunk = lines.slice(lo, _BATCH_LINES).cast(pa.string())
                 yield pa.record_batch(
-                    [pa.array([rel] * len(chunk), pa.string()), pa.array(range(lo + 1, lo + 1 + len(chunk)), pa.int64()),
-                     pa.array(chunk, pa.string())],
+                    [pa.repeat(pa.scalar(rel, pa.string()), len(chunk)), pa.arange(lo + 1, lo + 1 + len(chunk)).cast(pa.int64()), chunk],
                     names=["_source_file", "_line", "raw"],
                 )
 
@@ -153,11 +170,13 @@ def parse_lines(lines: DataFrame, channel: str) -> DataFrame:
     raw = F.col("raw")
     if fmt == "jsonl":
         schema = T.StructType([T.StructField(c.name, T.StringType()) for c in fields])
-        structural = F.when(
-            F.expr("try_parse_json(raw)").isNull() | ~F.ltrim(raw).startswith("{"), F.lit("malformed_json")
-        )
         parsed = lines.withColumn("__j", F.from_json(raw, schema))
         texts = {c.name: _blank_to_null(F.col(f"__j.{c.name}")) for c in fields}
+        # from_json yields all-NULL fields for text that is not a JSON object (one parse, no second
+        # validity pass); an object with none of the channel's fields is no record either.
+        structural = F.when(
+            reduce(lambda a, b: a & b, [F.col(f"__j.{c.name}").isNull() for c in fields]), F.lit("malformed_json")
+        )
     else:
         parts = F.split(raw, ",", -1)
         structural = F.when(
@@ -243,8 +262,10 @@ def run(spark: SparkSession, lh: Lakehouse, landing: Path, channel: str, batch_d
     bad_header = {f.rel: r for f in to_load if (r := _header_reason(f, channel))}
     readable = [f for f in to_load if f.rel not in bad_header and f.lines > 0]
 
+    stage_key = f"ingest/{channel}/{batch_date.isoformat()}"
     if readable:
-        parsed = parse_lines(read_lines(spark, readable, fmt), channel)
+        # Parsed once, staged, then split into bronze and quarantine (two writes, one parse).
+        parsed = lh.stage(stage_key, parse_lines(read_lines(spark, readable, fmt), channel))
     else:
         parsed = None
     bronze_table = bronze_name(channel)
@@ -268,6 +289,7 @@ def run(spark: SparkSession, lh: Lakehouse, landing: Path, channel: str, batch_d
         )
     lh.write_partition(bronze_table, bronze, part)
     lh.write_partition("bronze_quarantine", quarantine, {**part, "channel": channel})
+    lh.unstage(stage_key)
 
     loaded = _count_by_file(lh.read(bronze_table, part))
     quarantined = _count_by_file(lh.read("bronze_quarantine", {**part, "channel": channel}))

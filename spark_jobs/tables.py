@@ -160,6 +160,24 @@ class Lakehouse:
             writer = writer.partitionBy(*c.partition_by)
         self._commit(name, lambda: writer.save(self.path(name)))
 
+    def stage(self, key: str, df: DataFrame) -> DataFrame:
+        """Materialise `df` once as Parquet under <root>/_staging/<key> and return it read back, so
+        that several writes can share one expensive computation (Sail's cache() is a no-op)."""
+        path = f"{self.root}/_staging/{key}"
+        df.write.mode("overwrite").parquet(path)
+        return self.spark.read.parquet(path)
+
+    def unstage(self, key: str) -> None:
+        """Delete a staged intermediate (local path or object store)."""
+        from pyarrow import fs
+
+        filesystem, path = fs.FileSystem.from_uri(f"{self.root}/_staging/{key}" if "://" in self.root
+                                                  else f"file://{self.root}/_staging/{key}")
+        try:
+            filesystem.delete_dir(path)
+        except FileNotFoundError:
+            pass
+
     def _commit(self, name: str, action) -> None:
         for attempt in range(self.retries + 1):
             try:
