@@ -291,8 +291,21 @@ def run(spark: SparkSession, lh: Lakehouse, landing: Path, channel: str, batch_d
     lh.write_partition("bronze_quarantine", quarantine, {**part, "channel": channel})
     lh.unstage(stage_key)
 
-    loaded = _count_by_file(lh.read(bronze_table, part))
-    quarantined = _count_by_file(lh.read("bronze_quarantine", {**part, "channel": channel}))
+    # Read back what was committed (one query over both tables) and check it against the line counts
+    # taken from the files' bytes.
+    committed = (
+        lh.read(bronze_table, part).select("_source_file", F.lit(None).cast("string").alias("kind"))
+        .unionByName(lh.read("bronze_quarantine", {**part, "channel": channel})
+                     .select("_source_file", F.split("reason", ":")[0].alias("kind")))
+        .groupBy("_source_file", "kind").count().collect()
+    )
+    loaded = {r["_source_file"]: r["count"] for r in committed if r["kind"] is None}
+    quarantined: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for r in committed:
+        if r["kind"] is not None:
+            quarantined[r["_source_file"]] = quarantined.get(r["_source_file"], 0) + r["count"]
+            reasons[r["kind"]] = reasons.get(r["kind"], 0) + r["count"]
     rows = []
     for f in files:
         dup = plan[f.rel]
@@ -306,10 +319,6 @@ def run(spark: SparkSession, lh: Lakehouse, landing: Path, channel: str, batch_d
     files_df = spark.createDataFrame(rows, contract("ops_ingest_files").schema())
     lh.write_partition("ops_ingest_files", files_df, {"batch_date": batch_date, "channel": channel})
 
-    reasons = (
-        lh.read("bronze_quarantine", {**part, "channel": channel})
-        .select(F.split("reason", ":")[0].alias("kind")).groupBy("kind").count().collect()
-    )
     return {
         "channel": channel,
         "files": len(files),
@@ -317,9 +326,5 @@ def run(spark: SparkSession, lh: Lakehouse, landing: Path, channel: str, batch_d
         "lines": sum(f.lines for f in files if plan[f.rel] is None),
         "loaded": sum(loaded.values()),
         "quarantined": sum(quarantined.values()),
-        "quarantine_reasons": {r["kind"]: r["count"] for r in sorted(reasons, key=lambda r: r["kind"])},
+        "quarantine_reasons": dict(sorted(reasons.items())),
     }
-
-
-def _count_by_file(df: DataFrame) -> dict[str, int]:
-    return {r["_source_file"]: r["count"] for r in df.groupBy("_source_file").count().collect()}

@@ -18,10 +18,16 @@ ID_TYPES = ("phone", "email", "device_id", "login_id", "member_id", "openid", "u
 _SEP_TYPE, _SEP_ID = "\u0001", "\u0002"
 
 
+def _pick_per_key(df: DataFrame, keys: list[str], order: list[Column]) -> DataFrame:
+    """One row per key: the first by `order`. (A sorted window: measured on Sail 0.7.2 as several
+    times faster than a min/max aggregate over a struct.)"""
+    w = Window.partitionBy(*keys).orderBy(*order)
+    return df.withColumn("__rn", F.row_number().over(w)).where("__rn = 1").drop("__rn")
+
+
 def _first_per_key(df: DataFrame, keys: list[str]) -> DataFrame:
     """Keep one row per key: the first delivered (by source file and line)."""
-    w = Window.partitionBy(*keys).orderBy("_source_file", "_line")
-    return df.withColumn("__rn", F.row_number().over(w)).where("__rn = 1").drop("__rn")
+    return _pick_per_key(df, keys, [F.col("_source_file"), F.col("_line")])
 
 
 def _local_date(ts: Column, tz: str) -> Column:
@@ -78,9 +84,8 @@ def build_orders(orders: DataFrame, pos: DataFrame, cfg: StandardiseConfig, batc
 def build_contacts(crm: DataFrame, leads: DataFrame, cfg: StandardiseConfig, batch_date: dt.date) -> DataFrame:
     """silver_contacts: the latest CRM version of each member and each ad lead, canonical phone/email."""
     null = F.lit(None).cast("string")
-    latest = Window.partitionBy("member_id").orderBy(F.col("updated_at").desc(), F.col("_source_file").desc(), F.col("_line").desc())
     members = (
-        crm.withColumn("__rn", F.row_number().over(latest)).where("__rn = 1")
+        _pick_per_key(crm, ["member_id"], [F.col(c).desc() for c in ("updated_at", "_source_file", "_line")])
         .select(
             F.col("member_id").alias("contact_id"), F.lit("crm").alias("source"), "member_id", _blank("name").alias("name"),
             F.col("phone").alias("phone_raw"), email_col(F.col("email")).alias("email"),
@@ -172,11 +177,13 @@ def run(lh: Lakehouse, cfg: StandardiseConfig, batch_date: dt.date) -> dict:
     lh.write_partition("silver_events", build_events(b["app_events"], b["wechat"], cfg, batch_date), part)
     lh.write_partition("silver_orders", build_orders(b["orders"], b["pos"], cfg, batch_date), part)
     lh.write_partition("silver_contacts", build_contacts(b["crm"], b["ad_leads"], cfg, batch_date), part)
-    sets = build_identifier_sets(
+    stage_key = f"standardise/{batch_date.isoformat()}"
+    sets = lh.stage(stage_key, build_identifier_sets(
         lh.read("silver_events", part), lh.read("silver_orders", part), lh.read("silver_contacts", part)
-    )
+    ))
     lh.write_partition("silver_identifiers", build_identifiers(sets, batch_date), part)
     lh.write_partition("silver_id_links", build_id_links(sets, batch_date), part)
+    lh.unstage(stage_key)
     return {name: lh.read(name, part).count() for name in
             ("silver_events", "silver_orders", "silver_contacts", "silver_identifiers", "silver_id_links")}
 

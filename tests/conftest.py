@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import datetime as dt
+import logging
 
 import pytest
 

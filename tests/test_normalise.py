@@ -1,7 +1,7 @@
 """Property tests of the identifier normalisers, and their Spark twins on every engine."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spark_jobs.normalise import (
@@ -92,3 +92,16 @@ def test_spark_twins_match_python_normalisers(spark):
 @pytest.mark.parametrize("region,raw,expected", [("CN", "13912345678", "+8613912345678"), ("US", "6502530000", "+16502530000")])
 def test_canonical_phone_uses_the_default_region(region, raw, expected):
     assert canonical_phone(raw, region) == expected
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(
+    st.builds(lambda n, layout: LAYOUTS[layout](n), mobile, st.sampled_from(range(len(LAYOUTS)))),
+    st.from_regex(r"\A\+?[0-9 ()-]{0,16}\Z"),
+    st.sampled_from(["13800000000", "010-6552 9988", "+1 650 253 0000", "0139 1234 5678", "86 21 6123 4567", "154 1234 5678"]),
+), min_size=1, max_size=40))
+def test_with_canonical_phones_equals_phonenumbers(sail, raws):
+    """The Spark fast path and the phonenumbers fallback together give exactly canonical_phone."""
+    df = sail.createDataFrame([(i, r) for i, r in enumerate(raws)], "i int, raw string")
+    got = {r.i: r.phone for r in with_canonical_phones(df, {"raw": "phone"}).collect()}
+    assert got == {i: canonical_phone(r) for i, r in enumerate(raws)}
