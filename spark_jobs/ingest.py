@@ -253,77 +253,74 @@ def _loaded_checksums(lh: Lakehouse, channel: str, batch_date: dt.date) -> dict[
     return {r["checksum"]: r["file"] for r in sorted(rows, key=lambda r: r["file"])}
 
 
+def _audit(staged: DataFrame, files: list[LandedFile], plan: dict[str, str | None]) -> tuple[dict, dict, dict]:
+    """Count staged rows per file (loaded / quarantined) and reason; raise IngestError, before
+    anything is published, unless every line of every loaded file is accounted for."""
+    counts = (
+        staged.select("_source_file", F.split("reason", ":")[0].alias("kind"))
+        .groupBy("_source_file", "kind").count().collect()
+    )
+    loaded: dict[str, int] = {}
+    quarantined: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for r in counts:
+        target = loaded if r["kind"] is None else quarantined
+        target[r["_source_file"]] = target.get(r["_source_file"], 0) + r["count"]
+        if r["kind"] is not None:
+            reasons[r["kind"]] = reasons.get(r["kind"], 0) + r["count"]
+    for f in files:
+        if plan[f.rel] is None and loaded.get(f.rel, 0) + quarantined.get(f.rel, 0) != f.lines:
+            raise IngestError(
+                f"{f.rel}: the file has {f.lines} lines but ingest produced {loaded.get(f.rel, 0)} rows and "
+                f"{quarantined.get(f.rel, 0)} quarantined; nothing was published"
+            )
+    return loaded, quarantined, reasons
+
+
 def run(spark: SparkSession, lh: Lakehouse, landing: Path, channel: str, batch_date: dt.date, ingested_at: dt.datetime) -> dict:
-    """Load one channel-day into bronze; return its accounting (also written to ops_ingest_files)."""
+    """Load one channel-day into bronze; return its accounting (also written to ops_ingest_files).
+    Write-audit-publish: lines are parsed once and staged, every line is accounted for, then bronze,
+    quarantine and ops_ingest_files are replaced for the batch."""
     fmt = CHANNEL_FORMAT[channel]
     files = list_batch(landing, channel, batch_date)
     plan = plan_duplicates(files, _loaded_checksums(lh, channel, batch_date))
-    to_load = [f for f in files if plan[f.rel] is None]
-    bad_header = {f.rel: r for f in to_load if (r := _header_reason(f, channel))}
-    readable = [f for f in to_load if f.rel not in bad_header and f.lines > 0]
-
-    stage_key = f"ingest/{channel}/{batch_date.isoformat()}"
-    if readable:
-        # Parsed once, staged, then split into bronze and quarantine (two writes, one parse).
-        parsed = lh.stage(stage_key, parse_lines(read_lines(spark, readable, fmt), channel))
-    else:
-        parsed = None
+    to_read = [f for f in files if plan[f.rel] is None and f.lines > 0]
+    bad_header = {f.rel: r for f in to_read if (r := _header_reason(f, channel))}
     bronze_table = bronze_name(channel)
     part = {"_batch_date": batch_date}
-    if parsed is not None:
-        bronze = build_bronze(parsed, channel, batch_date, ingested_at)
-        quarantine = build_quarantine(parsed, channel, batch_date, ingested_at)
-    else:
-        bronze = spark.createDataFrame([], contract(bronze_table).schema())
-        quarantine = spark.createDataFrame([], contract("bronze_quarantine").schema())
-    if bad_header:
-        whole = read_lines(spark, [f for f in to_load if f.rel in bad_header], fmt)
-        reasons = F.create_map(*[x for k, v in bad_header.items() for x in (F.lit(k), F.lit(v))])
-        quarantine = quarantine.unionByName(
-            whole.select(
-                F.lit(channel).alias("channel"), "_source_file", "_line", "raw",
-                reasons[F.col("_source_file")].alias("reason"),
-                F.lit(batch_date).alias("_batch_date"), F.lit(ingested_at).cast("timestamp").alias("_ingested_at"),
-                F.sha2(F.col("raw"), 256).alias("_row_hash"),
-            )
-        )
-    lh.write_partition(bronze_table, bronze, part)
-    lh.write_partition("bronze_quarantine", quarantine, {**part, "channel": channel})
-    lh.unstage(stage_key)
+    stage_key = f"ingest/{channel}/{batch_date.isoformat()}"
+    try:
+        if to_read:
+            parsed = parse_lines(read_lines(spark, to_read, fmt), channel)
+            if bad_header:  # a file whose header is wrong is quarantined whole: its columns are unknown
+                by_file = F.create_map(*[x for k, v in bad_header.items() for x in (F.lit(k), F.lit(v))])
+                parsed = parsed.withColumn("reason", F.coalesce(by_file[F.col("_source_file")], F.col("reason")))
+            staged = lh.stage(stage_key, parsed)
+            loaded, quarantined, reasons = _audit(staged, files, plan)
+            bronze = build_bronze(staged, channel, batch_date, ingested_at)
+            quarantine = build_quarantine(staged, channel, batch_date, ingested_at)
+        else:
+            loaded, quarantined, reasons = {}, {}, {}
+            bronze = spark.createDataFrame([], contract(bronze_table).schema())
+            quarantine = spark.createDataFrame([], contract("bronze_quarantine").schema())
+        lh.write_partition(bronze_table, bronze, part)
+        lh.write_partition("bronze_quarantine", quarantine, {**part, "channel": channel})
+    finally:
+        lh.unstage(stage_key)
 
-    # Read back what was committed (one query over both tables) and check it against the line counts
-    # taken from the files' bytes.
-    committed = (
-        lh.read(bronze_table, part).select("_source_file", F.lit(None).cast("string").alias("kind"))
-        .unionByName(lh.read("bronze_quarantine", {**part, "channel": channel})
-                     .select("_source_file", F.split("reason", ":")[0].alias("kind")))
-        .groupBy("_source_file", "kind").count().collect()
-    )
-    loaded = {r["_source_file"]: r["count"] for r in committed if r["kind"] is None}
-    quarantined: dict[str, int] = {}
-    reasons: dict[str, int] = {}
-    for r in committed:
-        if r["kind"] is not None:
-            quarantined[r["_source_file"]] = quarantined.get(r["_source_file"], 0) + r["count"]
-            reasons[r["kind"]] = reasons.get(r["kind"], 0) + r["count"]
-    rows = []
-    for f in files:
-        dup = plan[f.rel]
-        n_loaded, n_quar = (0, 0) if dup else (loaded.get(f.rel, 0), quarantined.get(f.rel, 0))
-        if not dup and n_loaded + n_quar != f.lines:
-            raise IngestError(
-                f"{f.rel}: read {f.lines} lines but bronze has {n_loaded} and quarantine {n_quar}; "
-                "bronze was written, ops_ingest_files was not: investigate before re-running"
-            )
-        rows.append((batch_date, channel, f.rel, f.checksum, f.bytes, f.lines, n_loaded, n_quar, dup, ingested_at))
+    rows = [
+        (batch_date, channel, f.rel, f.checksum, f.bytes, f.lines,
+         0 if plan[f.rel] else loaded.get(f.rel, 0), 0 if plan[f.rel] else quarantined.get(f.rel, 0),
+         plan[f.rel], ingested_at)
+        for f in files
+    ]
     files_df = spark.createDataFrame(rows, contract("ops_ingest_files").schema())
     lh.write_partition("ops_ingest_files", files_df, {"batch_date": batch_date, "channel": channel})
-
     return {
         "channel": channel,
         "files": len(files),
         "duplicate_files": sum(1 for v in plan.values() if v),
-        "lines": sum(f.lines for f in files if plan[f.rel] is None),
+        "lines": sum(f.lines for f in to_read),
         "loaded": sum(loaded.values()),
         "quarantined": sum(quarantined.values()),
         "quarantine_reasons": dict(sorted(reasons.items())),

@@ -170,3 +170,21 @@ def test_read_lines_numbers_every_line_exactly_even_in_large_files(spark, tmp_pa
     small = ingest.scan_file(p2, tmp_path, "csv")
     got = sorted((r._line, r.raw) for r in ingest.read_lines(spark, [small], "csv").collect())
     assert small.lines == 3 and got == [(2, "a,1"), (3, ""), (4, "b,2")]
+
+
+def test_audit_refuses_to_publish_when_a_line_is_unaccounted_for(sail):
+    f = ingest.LandedFile(Path("x"), "orders/x.csv", "c", 1, 3, None)
+    staged = sail.createDataFrame([("orders/x.csv", None), ("orders/x.csv", "bad_number: amount")], "_source_file string, reason string")
+    with pytest.raises(ingest.IngestError, match="has 3 lines but ingest produced 1 rows and 1 quarantined"):
+        ingest._audit(staged, [f], {"orders/x.csv": None})
+    assert ingest._audit(staged, [f], {"orders/x.csv": "orders/y.csv"})[0] == {"orders/x.csv": 1}  # duplicates are not audited
+
+
+def test_run_keeps_lines_that_are_not_utf8(lakehouse, tmp_path):
+    landing = tmp_path / "landing"
+    folder = landing / "orders" / BATCH.isoformat()
+    folder.mkdir(parents=True)
+    (folder / "part-00000.csv").write_bytes((ORDERS_HEADER + "\n" + GOOD_ORDER + "\n").encode() + b"O7,M\xff\xfe,,s:1,1.00,2026-11-01T10:00:00+08:00,x\n")
+    result = _ingest(lakehouse, landing, "orders")
+    assert (result["lines"], result["loaded"]) == (2, 2)
+    assert {r.member_id for r in lakehouse.read("bronze_orders").collect()} == {"M1", "M\ufffd\ufffd"}
