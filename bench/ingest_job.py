@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--skip-standardise", action="store_true")
     a = ap.parse_args()
     cfg = EngineConfig(kind="local") if a.engine == "sail" else EngineConfig(
-        kind="classic", classic_master=f"local[{os.cpu_count()}]", classic_delta=False
+        kind="classic", classic_master=f"local[{os.cpu_count()}]", classic_delta=False, classic_driver_memory="8g"
     )
     t0 = time.perf_counter()
     timings = {"ingest": 0.0, "standardise": 0.0}

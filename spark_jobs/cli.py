@@ -54,7 +54,7 @@ def generate(
         )
     except GenerateError as e:
         _fail(str(e))
-    console.log(f"wrote landing files to {out} ({manifest.model_dump().get('total_lines', 'see manifest')} lines)")
+    console.log(f"wrote {manifest.total_lines:,} lines to {out} (ground truth in {out / '_truth'})")
 
 
 @app.command("run")

@@ -41,6 +41,7 @@ class EngineConfig(_Strict):
     remote: str = "sc://localhost:15002"
     classic_master: str = "local[*]"
     classic_delta: bool = True
+    classic_driver_memory: str = "4g"
     sail: SailConfig = SailConfig()
 
     @field_validator("remote")

@@ -17,6 +17,9 @@ import pyarrow.compute as pc
 from faker import Faker
 from pydantic import BaseModel, ConfigDict, Field
 
+from spark_jobs.config import CHANNELS
+from spark_jobs.contracts import CHANNEL_FIELDS, CHANNEL_FORMAT
+
 __all__ = [
     "CHANNELS",
     "CORRUPT_KINDS",
@@ -33,21 +36,10 @@ __all__ = [
     "generate",
 ]
 
-CHANNELS: tuple[str, ...] = ("app_events", "wechat", "crm", "orders", "pos", "ad_leads")
-EXTENSIONS: dict[str, str] = {
-    "app_events": "jsonl",
-    "wechat": "jsonl",
-    "crm": "csv",
-    "orders": "csv",
-    "pos": "csv",
-    "ad_leads": "csv",
-}
+# The landing format is the ingest contract's (docs/channels.md): one definition for both sides.
+EXTENSIONS: dict[str, str] = dict(CHANNEL_FORMAT)
 CSV_HEADERS: dict[str, tuple[str, ...]] = {
-    "crm": ("member_id", "name", "phone", "email", "gender", "birthday", "city", "tier",
-            "registered_at", "updated_at"),
-    "orders": ("order_id", "member_id", "phone", "items", "amount", "paid_time", "category"),
-    "pos": ("txn_id", "store_id", "member_phone", "amount", "txn_time"),
-    "ad_leads": ("lead_id", "phone", "campaign", "ad_platform", "booking_store", "created_at"),
+    ch: tuple(c.name for c in fields) for ch, fields in CHANNEL_FIELDS.items() if CHANNEL_FORMAT[ch] == "csv"
 }
 CorruptKind = Literal["truncated_json", "wrong_column_count", "bad_timestamp", "non_numeric_amount"]
 _KIND_NAMES: tuple[str, ...] = ("truncated_json", "wrong_column_count", "bad_timestamp",

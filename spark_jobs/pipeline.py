@@ -104,11 +104,21 @@ def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
         },
         "seconds": seconds,
         "seconds_total": round(sum(seconds.values()), 2),
+        "tables": _table_totals(cfg),
     }
     text = json.dumps(summary, indent=2)
     (folder / "summary.json").write_text(text)
     (runs_dir(cfg) / "latest.json").write_text(text)
     return summary
+
+
+def _table_totals(cfg: CdpConfig) -> dict[str, dict]:
+    """Every existing table's total rows (all batches) and Delta version, from the Delta logs."""
+    from spark_jobs.contracts import CONTRACTS
+    from spark_jobs.tables import table_stats
+
+    root = cfg.paths.lakehouse_uri()
+    return {name: stats for name in CONTRACTS if (stats := table_stats(root, name)) is not None}
 
 
 def render_summary(summary: dict) -> str:
@@ -119,11 +129,16 @@ def render_summary(summary: dict) -> str:
     from rich.table import Table
 
     console = Console(record=True, width=100, file=io.StringIO())
-    rows = Table(title=f"CDP run {summary['run_id']}  batch {summary['batch_date']}  engine {summary['engine']}")
+    console.print(f"CDP run {summary['run_id']}: batch {summary['batch_date']} on engine {summary['engine']}")
+    totals = summary.get("tables", {})
+    rows = Table(title="rows per table")
     rows.add_column("table")
-    rows.add_column("rows", justify="right")
+    rows.add_column("this batch", justify="right")
+    rows.add_column("all batches", justify="right")
+    rows.add_column("version", justify="right")
     for name, n in summary["rows"].items():
-        rows.add_row(name, f"{n:,}")
+        t = totals.get(name, {})
+        rows.add_row(name, f"{n:,}", f"{t['rows']:,}" if t else "-", str(t.get("version", "-")))
     console.print(rows)
     ing = summary["ingest"]
     console.print(

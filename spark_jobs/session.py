@@ -82,6 +82,7 @@ def _classic(cfg: EngineConfig) -> Iterator[SparkSession]:
         SparkSession.builder.master(cfg.classic_master)
         .appName("cdp")
         .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", cfg.classic_driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(os.cpu_count() or 2))
     )

@@ -13,8 +13,7 @@ from spark_jobs.contracts import bronze_name
 from spark_jobs.normalise import device_id_col, email_col, with_canonical_phones
 from spark_jobs.tables import Lakehouse
 
-ID_TYPES = ("phone", "email", "device_id", "login_id", "member_id", "openid", "unionid")
-# Separators inside identifier tokens: control characters never found in identifier values.
+# Bronze strings are already trimmed, with blanks as NULL (ingest). Separators inside identifier tokens: control characters never found in identifier values.
 _SEP_TYPE, _SEP_ID = "\u0001", "\u0002"
 
 
@@ -34,23 +33,19 @@ def _local_date(ts: Column, tz: str) -> Column:
     return F.to_date(F.from_utc_timestamp(ts, tz))
 
 
-def _blank(c: str) -> Column:
-    return F.when(F.length(F.trim(F.col(c))) > 0, F.trim(F.col(c)))
-
-
 def build_events(app: DataFrame, wechat: DataFrame, cfg: StandardiseConfig, batch_date: dt.date) -> DataFrame:
     """silver_events from bronze app/web and WeChat events: one model, canonical identifiers."""
     null = F.lit(None).cast("string")
     app_rows = _first_per_key(app, ["event_id"]).select(
         "event_id", F.lit("app").alias("channel"), "event_name", "event_time",
-        device_id_col(F.col("device_id")).alias("device_id"), _blank("login_id").alias("login_id"),
+        device_id_col(F.col("device_id")).alias("device_id"), "login_id",
         null.alias("openid"), null.alias("unionid"), null.alias("appid"), null.alias("phone_raw"),
         "platform", "props",
     )
     wx_rows = _first_per_key(wechat, ["event_id"]).select(
         "event_id", F.lit("wechat").alias("channel"), "event_name", "event_time",
-        null.alias("device_id"), null.alias("login_id"), _blank("openid").alias("openid"),
-        _blank("unionid").alias("unionid"), "appid", F.col("phone").alias("phone_raw"),
+        null.alias("device_id"), null.alias("login_id"), "openid",
+        "unionid", "appid", F.col("phone").alias("phone_raw"),
         F.lit("wechat").alias("platform"), "props",
     )
     events = with_canonical_phones(app_rows.unionByName(wx_rows), {"phone_raw": "phone"}, cfg.phone_region)
@@ -66,7 +61,7 @@ def build_orders(orders: DataFrame, pos: DataFrame, cfg: StandardiseConfig, batc
     """silver_orders from e-commerce orders and offline POS transactions."""
     null = F.lit(None).cast("string")
     online = _first_per_key(orders, ["order_id"]).select(
-        "order_id", F.lit("ecommerce").alias("channel"), _blank("member_id").alias("member_id"),
+        "order_id", F.lit("ecommerce").alias("channel"), "member_id",
         F.col("phone").alias("phone_raw"), null.alias("store_id"), "items", "category", "amount", "paid_time",
     )
     offline = _first_per_key(pos, ["txn_id"]).select(
@@ -87,10 +82,10 @@ def build_contacts(crm: DataFrame, leads: DataFrame, cfg: StandardiseConfig, bat
     members = (
         _pick_per_key(crm, ["member_id"], [F.col(c).desc() for c in ("updated_at", "_source_file", "_line")])
         .select(
-            F.col("member_id").alias("contact_id"), F.lit("crm").alias("source"), "member_id", _blank("name").alias("name"),
+            F.col("member_id").alias("contact_id"), F.lit("crm").alias("source"), "member_id", "name",
             F.col("phone").alias("phone_raw"), email_col(F.col("email")).alias("email"),
-            F.upper(_blank("gender")).alias("gender"), "birthday", _blank("city").alias("city"),
-            F.lower(_blank("tier")).alias("tier"), null.alias("campaign"), null.alias("ad_platform"),
+            F.upper("gender").alias("gender"), "birthday", "city",
+            F.lower("tier").alias("tier"), null.alias("campaign"), null.alias("ad_platform"),
             "registered_at", "updated_at",
         )
     )

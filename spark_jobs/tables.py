@@ -85,6 +85,26 @@ def check_contract(df: DataFrame, c: TableContract, partition: Mapping[str, obje
     return out.withColumn(first, guarded.cast(c.columns[0].spark_type()))
 
 
+def table_path(root: str, name: str) -> str:
+    c = contract(name)
+    return f"{root.rstrip('/')}/{c.layer}/{c.name}"
+
+
+def table_stats(root: str, name: str) -> dict | None:
+    """Rows (from the Delta log's per-file statistics, no data read) and version of a table, or None
+    when it does not exist. Needs no Spark session."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    path = table_path(root, name)
+    if not DeltaTable.is_deltatable(path):
+        return None
+    t = DeltaTable(path)
+    actions = pa.table(t.get_add_actions(flatten=True))
+    rows = sum(n or 0 for n in actions.column("num_records").to_pylist()) if actions.num_rows else 0
+    return {"rows": rows, "version": t.version(), "files": actions.num_rows}
+
+
 class Lakehouse:
     """Reads and writes the CDP tables under one root (local path or object-store URI)."""
 
@@ -95,8 +115,7 @@ class Lakehouse:
         self.retries = retries
 
     def path(self, name: str) -> str:
-        c = contract(name)
-        return f"{self.root}/{c.layer}/{c.name}"
+        return table_path(self.root, name)
 
     def exists(self, name: str) -> bool:
         if self.fmt != "delta":
@@ -165,7 +184,7 @@ class Lakehouse:
         that several writes can share one expensive computation (Sail's cache() is a no-op)."""
         path = f"{self.root}/_staging/{key}"
         df.write.mode("overwrite").parquet(path)
-        return self.spark.read.parquet(path)
+        return self.spark.read.schema(df.schema).parquet(path)  # an empty result has no file to infer from
 
     def unstage(self, key: str) -> None:
         """Delete a staged intermediate (local path or object store)."""

@@ -121,8 +121,12 @@ def test_summary_reports_rows_quarantine_and_seconds(world):
     assert s["ingest"]["lines"] == s["ingest"]["loaded"] + s["ingest"]["quarantined"]
     assert s["rows"]["bronze_quarantine"] == s["ingest"]["quarantined"] > 0
     assert set(s["seconds"]) == {"ingest", "standardise"}
-    text = render_summary(s)
-    assert "silver_identifiers" in text and "quarantined" in text
+    totals = summaries[-1]["tables"]
+    loaded = sum(x["ingest"]["per_channel"]["app_events"]["loaded"] for x in summaries)
+    assert totals["bronze_app_events"]["rows"] == loaded  # from the Delta log, all batches
+    assert totals["silver_events"]["rows"] == sum(x["rows"]["silver_events"] for x in summaries)
+    text = render_summary(summaries[-1])
+    assert "silver_identifiers" in text and "quarantined" in text and f"{loaded:,}" in text
 
 
 def test_airflow_dags_test_runs_cdp_daily_end_to_end(tmp_path):
