@@ -43,6 +43,8 @@ demo: install $(AIRFLOW_HOME)/airflow.db
 	  grep -E "state=(success|failed)" $(AIRFLOW_HOME)/dags-test-$$d.log | tail -1 | sed -E 's/.*(DagRun Finished: dag_id=[^,]*).*(state=[a-z]+).*/   \1 \2/'; \
 	done
 	$(BIN)/cdp summary
+	@echo "Delta tables: lakehouse/<layer>/<table> (read them with Spark, delta-rs or DuckDB); bad lines: lakehouse/bronze/bronze_quarantine"
+	@echo "Airflow logs of each run: .airflow/dags-test-<date>.log; the UI: AIRFLOW_HOME=.airflow .venv/bin/airflow standalone"
 
 test: install
 	$(BIN)/python -m pytest -m "" -n 2 --dist loadgroup
