@@ -83,6 +83,37 @@ class StandardiseConfig(_Strict):
     timezone: str = "Asia/Shanghai"  # local day of an event (event_date)
 
 
+class BlocklistConfig(_Strict):
+    """Identifier values that never link anything: exact canonical values and regexes per id_type
+    (`"*"` applies to every type), and types whose all-same-digit values are junk (`13333333333`)."""
+
+    exact: dict[str, tuple[str, ...]] = {}
+    regex: dict[str, tuple[str, ...]] = {}
+    repeated_digits: tuple[str, ...] = ()
+
+    @field_validator("regex")
+    @classmethod
+    def _regexes_compile(cls, v: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        import re
+
+        for id_type, patterns in v.items():
+            for p in patterns:
+                try:
+                    re.compile(p)
+                except re.error as e:
+                    raise ValueError(f"{id_type}: bad regex {p!r}: {e}") from None
+                if re.search(r"\\[1-9]|\(\?[=!<]", p):
+                    raise ValueError(f"{id_type}: {p!r} uses a backreference or lookaround, which Sail's regex engine lacks")
+        return v
+
+
+class IdentityConfig(_Strict):
+    strong_types: tuple[str, ...] = ("member_id", "login_id", "unionid")
+    hub_max_strong: int = Field(3, ge=1, description="a value linked to more distinct strong identifiers is a hub")
+    max_rounds: int = Field(100, ge=1)
+    blocklist: BlocklistConfig = BlocklistConfig()
+
+
 class GenerateDefaults(_Strict):
     people: int = Field(20000, ge=1)
     days: int = Field(3, ge=1)
@@ -95,6 +126,7 @@ class CdpConfig(_Strict):
     paths: PathsConfig = PathsConfig()
     ingest: IngestConfig = IngestConfig()
     standardise: StandardiseConfig = StandardiseConfig()
+    identity: IdentityConfig = IdentityConfig()
     generate: GenerateDefaults = GenerateDefaults()
 
 

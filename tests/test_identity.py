@@ -1,0 +1,60 @@
+"""One-ID rules on small hand-made graphs, on every engine."""
+
+from spark_jobs.config import BlocklistConfig, IdentityConfig, load_config
+from spark_jobs.identity import blocked_identifiers, hub_identifiers, removed_values, usable_links
+
+LINKS_SCHEMA = "src_type string, src_value string, dst_type string, dst_value string"
+
+
+def _ids(spark, rows):
+    return spark.createDataFrame(rows, "id_type string, id_value string")
+
+
+def test_blocked_identifiers_default_rules_catch_the_usual_junk(spark):
+    cfg = load_config(env={}).identity
+    rows = [
+        ("phone", "+8613800000000"), ("phone", "+8613333333333"), ("phone", "+8613912345678"),
+        ("email", "test@test.com"), ("email", "demo@shop.cn"), ("email", "ann@example.com"), ("email", "ann@shop.cn"),
+        ("device_id", "00000000-0000-0000-0000-000000000000"), ("device_id", "0000-0000"), ("device_id", "AB12-CD34"),
+        ("login_id", "unknown"), ("unionid", "NULL"), ("login_id", "L-1"),
+    ]
+    got = {(r.id_type, r.id_value): r.rule for r in blocked_identifiers(_ids(spark, rows), cfg.blocklist).collect()}
+    assert set(got) == {
+        ("phone", "+8613800000000"), ("phone", "+8613333333333"), ("email", "test@test.com"), ("email", "demo@shop.cn"),
+        ("email", "ann@example.com"), ("device_id", "00000000-0000-0000-0000-000000000000"), ("device_id", "0000-0000"),
+        ("login_id", "unknown"), ("unionid", "NULL"),
+    }
+    assert got[("phone", "+8613333333333")] == "blocklist_repeated_digits:phone"
+    assert got[("login_id", "unknown")] == "blocklist_exact:*"
+
+
+def test_blocked_identifiers_exact_rules_are_per_type(spark):
+    bl = BlocklistConfig(exact={"member_id": ("M0",)})
+    got = blocked_identifiers(_ids(spark, [("member_id", "M0"), ("login_id", "M0")]), bl).collect()
+    assert [(r.id_type, r.id_value, r.rule) for r in got] == [("member_id", "M0", "blocklist_exact:member_id")]
+
+
+def test_hub_identifiers_cut_a_value_shared_by_many_strong_identifiers(spark):
+    clerk = "+8613700000001"
+    links = [("member_id", f"M{i}", "phone", clerk) for i in range(5)] + [
+        ("member_id", "M9", "phone", "+8613912345678"),
+        ("device_id", "FAMILY", "login_id", "L1"), ("device_id", "FAMILY", "login_id", "L2"),
+    ]
+    df = spark.createDataFrame(links, LINKS_SCHEMA)
+    hubs = {(r.id_type, r.id_value): r.strong_links for r in hub_identifiers(df, IdentityConfig(hub_max_strong=3)).collect()}
+    assert hubs == {("phone", clerk): 5}
+    hubs2 = {(r.id_type, r.id_value) for r in hub_identifiers(df, IdentityConfig(hub_max_strong=1)).collect()}
+    assert hubs2 == {("phone", clerk), ("device_id", "FAMILY")}
+
+
+def test_usable_links_drop_every_link_touching_a_removed_value(spark):
+    links = spark.createDataFrame([
+        ("member_id", "M1", "phone", "+8613800000000"), ("member_id", "M1", "email", "a@b.cn"),
+        ("device_id", "D0", "login_id", "L1"), ("device_id", "D1", "login_id", "L1"),
+    ], LINKS_SCHEMA)
+    removed = removed_values(
+        spark.createDataFrame([("phone", "+8613800000000", "blocklist_exact:phone")], "id_type string, id_value string, rule string"),
+        spark.createDataFrame([("device_id", "D0", "hub:>3_strong")], "id_type string, id_value string, rule string"),
+    )
+    kept = {(r.src_value, r.dst_value) for r in usable_links(links, removed).collect()}
+    assert kept == {("M1", "a@b.cn"), ("D1", "L1")}
