@@ -228,6 +228,40 @@ _TABLES += [
     ),
 ]
 
+_TABLES += [
+    TableContract(
+        "gold_id_map",
+        (
+            _c("id_type", nullable=False), _c("id_value", nullable=False), _c("person_id", nullable=False),
+            _c("first_seen", "timestamp", nullable=False), _c("last_seen", "timestamp", nullable=False),
+            _c("as_of", "date", nullable=False, doc="the batch date this mapping is as of"),
+        ),
+        partition_by=("as_of",), keys=("id_type", "id_value"),
+        doc="One-ID: every usable identifier and its person id, one snapshot per batch date",
+    ),
+    TableContract(
+        "gold_id_dropped",
+        (
+            _c("id_type", nullable=False), _c("id_value", nullable=False),
+            _c("other_type", doc="for a dropped link: its other end"), _c("other_value"),
+            _c("rule", nullable=False), _c("detail"), _c("as_of", "date", nullable=False),
+        ),
+        partition_by=("as_of",), keys=("id_type", "id_value", "other_type", "other_value"),
+        doc="audit of every identifier value and link the One-ID rules removed, with the rule",
+    ),
+    TableContract(
+        "gold_id_changes",
+        (
+            _c("as_of", "date", nullable=False), _c("change", nullable=False, doc="new | merge | split"),
+            _c("person_id", nullable=False, doc="the person id after the change"),
+            _c("other_person_id", doc="merge: the id absorbed; split: the id split from"),
+            _c("identifiers", "long", nullable=False),
+        ),
+        partition_by=("as_of",), keys=("change", "person_id", "other_person_id"),
+        doc="merges, splits and new people per batch: person ids are never silently renumbered",
+    ),
+]
+
 CONTRACTS: dict[str, TableContract] = {t.name: t for t in _TABLES}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from spark_jobs.config import BlocklistConfig, IdentityConfig
@@ -76,3 +76,44 @@ def removed_values(*audits: DataFrame) -> DataFrame:
     frames = [a.select("id_type", "id_value", "rule") for a in audits]
     union = reduce(DataFrame.unionByName, frames)
     return union.groupBy("id_type", "id_value").agg(F.min("rule").alias("rule"))
+
+
+def assign_person_ids(current: DataFrame, previous: DataFrame, as_of) -> tuple[DataFrame, DataFrame]:
+    """Stable person ids. `current`: id_type, id_value, component (this run's components);
+    `previous`: id_type, id_value, person_id (the last published map). A component keeps the previous
+    person id it shares most identifiers with, when it is also that person's largest part (so on a
+    merge the larger person's id survives, on a split the largest part keeps it); any other
+    component gets a new opaque id derived from its smallest identifier and the batch date.
+    Returns (map: id_type, id_value, component, person_id) and (changes: change, person_id,
+    other_person_id, identifiers)."""
+    overlap = (
+        current.join(previous.select("id_type", "id_value", "person_id"), ["id_type", "id_value"])
+        .groupBy("component", "person_id").agg(F.count(F.lit(1)).alias("n"))
+    )
+    by_component = Window.partitionBy("component").orderBy(F.col("n").desc(), F.col("person_id"))
+    by_person = Window.partitionBy("person_id").orderBy(F.col("n").desc(), F.col("component"))
+    ranked = overlap.withColumn("rc", F.row_number().over(by_component)).withColumn("rp", F.row_number().over(by_person))
+    kept = ranked.where((F.col("rc") == 1) & (F.col("rp") == 1)).select("component", F.col("person_id").alias("kept_id"))
+    components = current.groupBy("component").agg(
+        F.min(F.concat("id_type", F.lit(":"), "id_value")).alias("anchor"), F.count(F.lit(1)).alias("size")
+    )
+    new_id = F.concat(F.lit("p_"), F.substring(F.sha2(F.concat(F.lit(str(as_of)), F.lit("|"), F.col("anchor")), 256), 1, 20))
+    ids = components.join(kept, "component", "left").select(
+        "component", "size", F.coalesce("kept_id", new_id).alias("new_person_id"), F.col("kept_id").isNull().alias("is_new")
+    )
+    id_map = current.join(ids.select("component", F.col("new_person_id").alias("person_id")), "component")
+
+    moved = ranked.join(ids.select("component", "new_person_id"), "component").where(F.col("person_id") != F.col("new_person_id"))
+    merges = moved.where(F.col("rp") == 1).select(
+        F.lit("merge").alias("change"), F.col("new_person_id").alias("person_id"), F.col("person_id").alias("other_person_id"),
+        F.col("n").alias("identifiers"),
+    )
+    splits = moved.where(F.col("rp") > 1).select(
+        F.lit("split").alias("change"), F.col("new_person_id").alias("person_id"), F.col("person_id").alias("other_person_id"),
+        F.col("n").alias("identifiers"),
+    )
+    fresh = ids.join(overlap.select("component").distinct(), "component", "left_anti").select(
+        F.lit("new").alias("change"), F.col("new_person_id").alias("person_id"),
+        F.lit(None).cast("string").alias("other_person_id"), F.col("size").alias("identifiers"),
+    )
+    return id_map, merges.unionByName(splits).unionByName(fresh)

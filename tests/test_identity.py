@@ -58,3 +58,41 @@ def test_usable_links_drop_every_link_touching_a_removed_value(spark):
     )
     kept = {(r.src_value, r.dst_value) for r in usable_links(links, removed).collect()}
     assert kept == {("M1", "a@b.cn"), ("D1", "L1")}
+
+
+def _assign(spark, current, previous):
+    from spark_jobs.identity import assign_person_ids
+
+    cur = spark.createDataFrame(current, "id_type string, id_value string, component long")
+    prev = spark.createDataFrame(previous, "id_type string, id_value string, person_id string")
+    id_map, changes = assign_person_ids(cur, prev, "2026-11-02")
+    return ({(r.id_type, r.id_value): r.person_id for r in id_map.collect()},
+            sorted((r.change, r.person_id, r.other_person_id, r.identifiers) for r in changes.collect()))
+
+
+def test_assign_person_ids_unchanged_people_keep_their_ids(spark):
+    prev = [("phone", "a", "pA"), ("email", "a", "pA"), ("phone", "b", "pB")]
+    cur = [("phone", "a", 1), ("email", "a", 1), ("phone", "b", 2), ("login_id", "b", 2)]
+    ids, changes = _assign(spark, cur, prev)
+    assert ids == {("phone", "a"): "pA", ("email", "a"): "pA", ("phone", "b"): "pB", ("login_id", "b"): "pB"}
+    assert changes == []
+
+
+def test_assign_person_ids_merge_keeps_the_larger_id_and_is_logged(spark):
+    prev = [("phone", "a", "pA"), ("email", "a", "pA"), ("phone", "b", "pB")]
+    cur = [("phone", "a", 1), ("email", "a", 1), ("phone", "b", 1)]
+    ids, changes = _assign(spark, cur, prev)
+    assert set(ids.values()) == {"pA"}
+    assert changes == [("merge", "pA", "pB", 1)]
+
+
+def test_assign_person_ids_split_largest_part_keeps_the_id_and_new_people_get_opaque_ids(spark):
+    prev = [("phone", "a", "pA"), ("email", "a", "pA"), ("device_id", "a", "pA")]
+    cur = [("phone", "a", 1), ("email", "a", 1), ("device_id", "a", 2), ("member_id", "z", 3)]
+    ids, changes = _assign(spark, cur, prev)
+    assert ids[("phone", "a")] == ids[("email", "a")] == "pA"
+    other, fresh = ids[("device_id", "a")], ids[("member_id", "z")]
+    assert other.startswith("p_") and fresh.startswith("p_") and len({other, fresh, "pA"}) == 3
+    assert changes == sorted([("split", other, "pA", 1), ("new", fresh, None, 1)])
+    again, _ = _assign(spark, cur, prev)
+    assert again == ids  # deterministic: a re-run of the batch gives the same ids
