@@ -7,7 +7,10 @@ For the run's batch date (the **data interval start**, never `now()`):
    `bronze_quarantine`; per-file accounting in `ops_ingest_files` (duplicate deliveries load nothing).
 2. `standardise`: bronze into `silver_events`, `silver_orders`, `silver_contacts`,
    `silver_identifiers`, `silver_id_links`.
-3. `summary`: rows per table, rows quarantined, seconds per stage, into `lakehouse/_runs/latest.json`.
+3. `identity`: One-ID over all identifiers seen so far: blocklists and hub rules (audited in
+   `gold_id_dropped`), connected components, stable person ids (`gold_id_map` snapshot per batch,
+   merges and splits in `gold_id_changes`).
+4. `summary`: rows per table, rows quarantined, seconds per stage, into `lakehouse/_runs/latest.json`.
 
 Every task replaces exactly its batch's partitions, so re-running a day (or a backfill) is safe.
 Wiring only: the logic lives in `spark_jobs`, imported inside the tasks.
@@ -64,13 +67,20 @@ def cdp_daily():
         run_stage("standardise", data_interval_start.date(), run_id, started_at=dag_run.start_date)
 
     @task(trigger_rule="none_failed")
+    def identity(data_interval_start=None, run_id=None, dag_run=None) -> None:
+        """One-ID: resolve identifiers into stable person ids (gold_id_map, gold_id_dropped, gold_id_changes)."""
+        from spark_jobs.pipeline import run_stage
+
+        run_stage("identity", data_interval_start.date(), run_id, started_at=dag_run.start_date)
+
+    @task(trigger_rule="none_failed")
     def summary(run_id=None) -> None:
         """Merge the stages' figures into lakehouse/_runs/latest.json and print them."""
         from spark_jobs.pipeline import render_summary, summarise
 
         print(render_summary(summarise(run_id)))
 
-    ingest.expand(channel=CHANNELS) >> standardise() >> summary()
+    ingest.expand(channel=CHANNELS) >> standardise() >> identity() >> summary()
 
 
 cdp_daily()

@@ -87,9 +87,17 @@ class BlocklistConfig(_Strict):
     """Identifier values that never link anything: exact canonical values and regexes per id_type
     (`"*"` applies to every type), and types whose all-same-digit values are junk (`13333333333`)."""
 
-    exact: dict[str, tuple[str, ...]] = {}
-    regex: dict[str, tuple[str, ...]] = {}
-    repeated_digits: tuple[str, ...] = ()
+    exact: dict[str, tuple[str, ...]] = {
+        "*": ("unknown", "null", "none", "undefined", "n/a", "na", "-", "0", "test"),
+        "phone": ("+8613800000000", "+8613900000000", "+8612345678901"),
+        "email": ("test@test.com", "test@example.com", "noreply@example.com", "null@null.com"),
+        "device_id": ("00000000-0000-0000-0000-000000000000", "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF", "02:00:00:00:00:00"),
+    }
+    regex: dict[str, tuple[str, ...]] = {
+        "email": (r"^(test|demo|fake|noreply|no-reply)@", r"@(example|test)\.(com|cn)$"),
+        "device_id": (r"^[0\-]+$", r"^[F\-]+$"),
+    }
+    repeated_digits: tuple[str, ...] = ("phone",)  # +8611111111111 and the like
 
     @field_validator("regex")
     @classmethod

@@ -117,3 +117,86 @@ def assign_person_ids(current: DataFrame, previous: DataFrame, as_of) -> tuple[D
         F.lit(None).cast("string").alias("other_person_id"), F.col("size").alias("identifiers"),
     )
     return id_map, merges.unionByName(splits).unionByName(fresh)
+
+
+class IdentityError(RuntimeError):
+    """The identity stage cannot resolve the graph safely (the message says why)."""
+
+
+def _node_id(id_type: Column, id_value: Column) -> Column:
+    return F.xxhash64(id_type, id_value)
+
+
+def build_graph(identifiers: DataFrame, links: DataFrame, cfg: IdentityConfig) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(nodes, usable links, dropped audit) from all silver identifiers and links up to the batch.
+    nodes: id_type, id_value, first_seen, last_seen; dropped: the gold_id_dropped columns but as_of."""
+    nodes = identifiers.groupBy("id_type", "id_value").agg(F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"))
+    pairs = links.select("src_type", "src_value", "dst_type", "dst_value").distinct()
+    blocked = blocked_identifiers(nodes, cfg.blocklist)
+    hubs = hub_identifiers(pairs, cfg)
+    removed = removed_values(blocked, hubs)
+    kept_nodes = nodes.join(removed.select("id_type", "id_value"), ["id_type", "id_value"], "left_anti")
+    value_audit = removed.select(
+        "id_type", "id_value", F.lit(None).cast("string").alias("other_type"), F.lit(None).cast("string").alias("other_value"),
+        "rule", F.lit(None).cast("string").alias("detail"),
+    )
+    link_audit = []
+    for side, other in (("src", "dst"), ("dst", "src")):
+        link_audit.append(
+            pairs.join(removed.withColumnRenamed("id_type", f"{side}_type").withColumnRenamed("id_value", f"{side}_value"),
+                       [f"{side}_type", f"{side}_value"])
+            .select(F.col(f"{side}_type").alias("id_type"), F.col(f"{side}_value").alias("id_value"),
+                    F.col(f"{other}_type").alias("other_type"), F.col(f"{other}_value").alias("other_value"),
+                    F.concat(F.lit("link_dropped:"), F.col("rule")).alias("rule"), F.lit(None).cast("string").alias("detail"))
+        )
+    dropped = reduce(DataFrame.unionByName, [value_audit, *link_audit])
+    return kept_nodes, usable_links(pairs, removed), dropped
+
+
+def run(lh, cfg: IdentityConfig, batch_date) -> dict:
+    """Resolve every identifier seen up to `batch_date` into a person; publish gold_id_map (snapshot
+    as of the batch), gold_id_dropped and gold_id_changes; return the stage's figures."""
+    from spark_jobs.identity_graph import connected_components
+
+    upto = F.col("_batch_date") <= F.lit(batch_date)
+    identifiers = lh.read_or_empty("silver_identifiers").where(upto)
+    links = lh.read_or_empty("silver_id_links").where(upto)
+    key = f"identity/{batch_date.isoformat()}"
+    part = {"as_of": batch_date}
+    try:
+        nodes, edges, dropped = build_graph(identifiers, links, cfg)
+        nodes = lh.stage(f"{key}/nodes", nodes.withColumn("node", _node_id(F.col("id_type"), F.col("id_value"))))
+        distinct = nodes.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("node").alias("d")).collect()[0]
+        if distinct["n"] != distinct["d"]:
+            raise IdentityError(f"{distinct['n'] - distinct['d']} node id collisions in xxhash64: cannot resolve safely")
+        hashed = edges.select(_node_id(F.col("src_type"), F.col("src_value")).alias("src"),
+                              _node_id(F.col("dst_type"), F.col("dst_value")).alias("dst"))
+        cc = connected_components(nodes, hashed, lh, f"{key}/cc", max_rounds=cfg.max_rounds)
+        current = lh.stage(f"{key}/current", nodes.join(cc.assignment, "node")
+                           .select("id_type", "id_value", "component", "first_seen", "last_seen"))
+        previous_as_of = None
+        if lh.exists("gold_id_map"):
+            row = lh.read("gold_id_map").where(F.col("as_of") < F.lit(batch_date)).agg(F.max("as_of").alias("m")).collect()[0]
+            previous_as_of = row["m"]
+        previous = (lh.read("gold_id_map", {"as_of": previous_as_of}) if previous_as_of
+                    else lh.read_or_empty("gold_id_map").where(F.lit(False)))
+        id_map, changes = assign_person_ids(current, previous, batch_date)
+        id_map = lh.stage(f"{key}/map", id_map)
+        lh.write_partition("gold_id_map", id_map.select("id_type", "id_value", "person_id", "first_seen", "last_seen",
+                                                       F.lit(batch_date).alias("as_of")), part)
+        lh.write_partition("gold_id_dropped", dropped.withColumn("as_of", F.lit(batch_date)), part)
+        lh.write_partition("gold_id_changes", changes.select(F.lit(batch_date).alias("as_of"), "*"), part)
+    finally:
+        lh.unstage(key)
+    sizes = lh.read("gold_id_map", part).groupBy("person_id").count()
+    stats = sizes.agg(F.count(F.lit(1)).alias("people"), F.max("count").alias("largest"),
+                      F.sum(F.when(F.col("count") == 1, 1).otherwise(0)).alias("singletons")).collect()[0]
+    rules = lh.read("gold_id_dropped", part).groupBy("rule").count().collect()
+    kinds = lh.read("gold_id_changes", part).groupBy("change").count().collect()
+    return {
+        "identifiers": lh.read("gold_id_map", part).count(),
+        "people": stats["people"], "largest_person": stats["largest"] or 0, "singletons": stats["singletons"] or 0,
+        "rounds": cc.rounds, "previous_as_of": previous_as_of.isoformat() if previous_as_of else None,
+        "dropped": {r["rule"]: r["count"] for r in sorted(rules, key=lambda r: r["rule"])},
+        "changes": {r["change"]: r["count"] for r in kinds},
+    }

@@ -10,14 +10,14 @@ import re
 import time
 from pathlib import Path
 
-from spark_jobs import ingest, standardise
+from spark_jobs import identity, ingest, standardise
 from spark_jobs.config import PROJECT_ROOT, CdpConfig, load_config
 from spark_jobs.session import spark_session
 from spark_jobs.tables import Lakehouse
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "standardise")
+STAGES = ("ingest", "standardise", "identity")
 
 
 class PipelineError(ValueError):
@@ -53,8 +53,11 @@ def run_stage(
         lh = Lakehouse(spark, cfg.paths.lakehouse_uri())
         if stage == "ingest":
             result = ingest.run(spark, lh, cfg.paths.landing_path(), channel, batch_date, started_at)
-        else:
+        elif stage == "standardise":
             result = {"tables": standardise.run(lh, cfg.standardise, batch_date)}
+        else:
+            figures = identity.run(lh, cfg.identity, batch_date)
+            result = {"identity": figures, "tables": {"gold_id_map": figures["identifiers"]}}
     figures = {
         "stage": stage, "channel": channel, "batch_date": batch_date.isoformat(), "run_id": run_id,
         "engine": cfg.engine.kind, "seconds": round(time.perf_counter() - t0, 2), **result,
@@ -104,6 +107,7 @@ def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
         },
         "seconds": seconds,
         "seconds_total": round(sum(seconds.values()), 2),
+        "identity": next((s["identity"] for s in stages if s["stage"] == "identity"), None),
         "tables": _table_totals(cfg),
     }
     text = json.dumps(summary, indent=2)
@@ -147,6 +151,13 @@ def render_summary(summary: dict) -> str:
     )
     if ing["quarantine_reasons"]:
         console.print("quarantine reasons: " + ", ".join(f"{k} {v:,}" for k, v in ing["quarantine_reasons"].items()))
+    ident = summary.get("identity")
+    if ident:
+        console.print(
+            f"identity: {ident['identifiers']:,} identifiers -> {ident['people']:,} people "
+            f"(largest {ident['largest_person']}, {ident['singletons']:,} single-identifier) in {ident['rounds']} rounds; "
+            f"changes {ident['changes']}; dropped {sum(ident['dropped'].values()):,} values/links by rule"
+        )
     secs = Table(title="seconds per stage")
     secs.add_column("stage")
     secs.add_column("seconds", justify="right")

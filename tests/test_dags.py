@@ -30,7 +30,7 @@ def test_cdp_daily_has_owner_retries_tags_docs_and_one_active_run(dagbag):
     assert dag.tags and dag.doc_md and dag.max_active_runs == 1 and dag.catchup is False
     for t in dag.tasks:
         assert t.owner == "cdp-data-platform" and t.retries >= 1, t.task_id
-    assert {t.task_id for t in dag.tasks} == {"ingest", "standardise", "summary"}
+    assert {t.task_id for t in dag.tasks} == {"ingest", "standardise", "identity", "summary"}
 
 
 def test_cdp_daily_channels_match_the_config_channels():

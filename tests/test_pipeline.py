@@ -39,6 +39,7 @@ def world(tmp_path_factory):
         for ch in cfg.ingest.channels:
             run_stage("ingest", batch, run_id, channel=ch, cfg=cfg)
         run_stage("standardise", batch, run_id, cfg=cfg)
+        run_stage("identity", batch, run_id, cfg=cfg)
         summaries.append(summarise(run_id, cfg))
     return base, cfg, manifest, summaries
 
@@ -120,7 +121,7 @@ def test_summary_reports_rows_quarantine_and_seconds(world):
     s = summaries[0]
     assert s["ingest"]["lines"] == s["ingest"]["loaded"] + s["ingest"]["quarantined"]
     assert s["rows"]["bronze_quarantine"] == s["ingest"]["quarantined"] > 0
-    assert set(s["seconds"]) == {"ingest", "standardise"}
+    assert set(s["seconds"]) == {"ingest", "standardise", "identity"}
     totals = summaries[-1]["tables"]
     loaded = sum(x["ingest"]["per_channel"]["app_events"]["loaded"] for x in summaries)
     assert totals["bronze_app_events"]["rows"] == loaded  # from the Delta log, all batches
@@ -152,3 +153,30 @@ def test_airflow_dags_test_runs_cdp_daily_end_to_end(tmp_path):
     assert summary["batch_date"] == "2026-11-01"
     assert summary["ingest"]["files"] == 7 and summary["ingest"]["duplicate_files"] == 1  # one file redelivered
     assert summary["rows"]["silver_events"] > 0
+
+
+def test_identity_drops_junk_and_audits_it(world):
+    base, cfg, _, _ = world
+    import csv
+
+    with open(base / "landing" / "_truth" / "identities.csv") as fh:
+        junk = {(r["id_type"], r["id_value"]) for r in csv.DictReader(fh) if r["kind"] == "junk"}
+    assert junk
+    mapped = {(r["id_type"], r["id_value"]) for r in _rows(cfg, "gold_id_map")}
+    assert not (junk & mapped)
+    audited = {(r["id_type"], r["id_value"]) for r in _rows(cfg, "gold_id_dropped") if r["other_type"] is None}
+    assert junk <= audited
+
+
+def test_identity_person_id_changes_between_batches_are_all_logged(world):
+    _, cfg, _, _ = world
+    by_day: dict = {}
+    for r in _rows(cfg, "gold_id_map"):
+        by_day.setdefault(r["as_of"], {})[(r["id_type"], r["id_value"])] = r["person_id"]
+    day1, day2 = (by_day[d] for d in sorted(by_day))
+    changes = {(r["person_id"], r["other_person_id"]) for r in _rows(cfg, "gold_id_changes")
+               if r["as_of"] == max(by_day) and r["change"] in ("merge", "split")}
+    moved = {(day2[k], day1[k]) for k in day1 if k in day2 and day2[k] != day1[k]}
+    assert moved <= changes
+    kept = sum(1 for k in day1 if day2.get(k) == day1[k])
+    assert kept >= 0.95 * len(day1)  # most people's ids are stable from one batch to the next
