@@ -95,5 +95,41 @@ def summary() -> None:
     typer.echo(f"(JSON: {path})")
 
 
+eval_app = typer.Typer(help="Measure the pipeline's results against the sample data's ground truth.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("identity")
+def eval_identity(
+    as_of: str = typer.Option(None, help="gold_id_map snapshot date (default: the newest)"),
+    landing: Path = typer.Option(None, help="landing folder with _truth/ (default: conf paths.landing)"),
+) -> None:
+    """Pairwise precision/recall of gold_id_map against landing/_truth/identities.csv."""
+    import json
+
+    from spark_jobs.identity_eval import TruthNotFoundError, evaluate, read_households, read_truth
+    from spark_jobs.pipeline import runs_dir
+    from spark_jobs.tables import TableNotFoundError, latest_partition, read_pandas
+
+    cfg = _config()
+    root = cfg.paths.lakehouse_uri()
+    snapshot = as_of or latest_partition(root, "gold_id_map", "as_of")
+    if snapshot is None:
+        _fail("gold_id_map does not exist yet: run the pipeline (make demo) first")
+    out = landing or cfg.paths.landing_path()
+    try:
+        mapping = read_pandas(root, "gold_id_map", ["id_type", "id_value", "person_id"], {"as_of": snapshot})
+        accuracy = evaluate(mapping, read_truth(out), read_households(out))
+    except (TruthNotFoundError, TableNotFoundError) as e:
+        _fail(str(e))
+    figures = {"as_of": snapshot, **accuracy.as_dict()}
+    path = runs_dir(cfg) / "identity_eval.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2))
+    for k, v in figures.items():
+        typer.echo(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
+    typer.echo(f"(JSON: {path})")
+
+
 if __name__ == "__main__":
     app()

@@ -105,6 +105,29 @@ def table_stats(root: str, name: str) -> dict | None:
     return {"rows": rows, "version": t.version(), "files": actions.num_rows}
 
 
+def read_pandas(root: str, name: str, columns: list[str] | None = None, partition: Mapping[str, str] | None = None):
+    """A (small enough) table or one partition of it as pandas, through delta-rs: no Spark session.
+    For tools and reports (evaluation, look-ups), not for pipeline stages."""
+    from deltalake import DeltaTable
+
+    path = table_path(root, name)
+    if not DeltaTable.is_deltatable(path):
+        raise TableNotFoundError(f"table {name} does not exist at {path}: run the stage that writes it first")
+    partitions = [(k, "=", str(v)) for k, v in (partition or {}).items()] or None
+    return DeltaTable(path).to_pandas(columns=columns, partitions=partitions)
+
+
+def latest_partition(root: str, name: str, column: str) -> str | None:
+    """The largest value of a partition column (e.g. the newest as_of snapshot), from the Delta log."""
+    from deltalake import DeltaTable
+
+    path = table_path(root, name)
+    if not DeltaTable.is_deltatable(path):
+        return None
+    values = [p.get(column) for p in DeltaTable(path).partitions()]
+    return max((v for v in values if v is not None), default=None)
+
+
 class Lakehouse:
     """Reads and writes the CDP tables under one root (local path or object-store URI)."""
 

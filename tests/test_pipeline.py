@@ -180,3 +180,21 @@ def test_identity_person_id_changes_between_batches_are_all_logged(world):
     assert moved <= changes
     kept = sum(1 for k in day1 if day2.get(k) == day1[k])
     assert kept >= 0.95 * len(day1)  # most people's ids are stable from one batch to the next
+
+
+def test_cdp_eval_identity_reports_accuracy_against_truth(world, monkeypatch):
+    from typer.testing import CliRunner
+
+    from spark_jobs.cli import app
+
+    base, cfg, _, _ = world
+    monkeypatch.setenv("CDP_LANDING", str(base / "landing"))
+    monkeypatch.setenv("CDP_LAKEHOUSE", cfg.paths.lakehouse_uri())
+    result = CliRunner().invoke(app, ["eval", "identity"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads((Path(cfg.paths.lakehouse_uri()) / "_runs" / "identity_eval.json").read_text())
+    assert figures["as_of"] == "2026-11-02" and figures["junk_linked"] == 0
+    assert 0.9 < figures["pairwise_precision"] <= 1.0 and 0 < figures["pairwise_recall"] <= 1.0
+    assert "pairwise_precision" in result.output
+    missing = CliRunner().invoke(app, ["eval", "identity", "--landing", str(base / "nowhere")])
+    assert missing.exit_code == 2 and "cdp generate" in missing.output
