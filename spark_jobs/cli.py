@@ -95,6 +95,46 @@ def summary() -> None:
     typer.echo(f"(JSON: {path})")
 
 
+@app.command()
+def whois(
+    id_type: str = typer.Argument(..., help="phone | email | device_id | login_id | member_id | openid | unionid"),
+    value: str = typer.Argument(..., help="the identifier, in any format the channels send it"),
+    as_of: str = typer.Option(None, help="gold_id_map snapshot date (default: the newest)"),
+) -> None:
+    """Print the person id of an identifier and every identifier linked to that person."""
+    import pyarrow.compute as pc
+
+    from spark_jobs.identity import canonical_identifier
+    from spark_jobs.tables import TableNotFoundError, latest_partition, read_pandas
+
+    known = ("phone", "email", "device_id", "login_id", "member_id", "openid", "unionid")
+    if id_type not in known:
+        _fail(f"unknown id_type {id_type!r}; one of {', '.join(known)}")
+    cfg = _config()
+    root = cfg.paths.lakehouse_uri()
+    canonical = canonical_identifier(id_type, value, cfg.standardise.phone_region)
+    if canonical is None:
+        _fail(f"{value!r} is not a valid {id_type}")
+    snapshot = as_of or latest_partition(root, "gold_id_map", "as_of")
+    if snapshot is None:
+        _fail("gold_id_map does not exist yet: run the pipeline (make demo) first")
+    part = {"as_of": snapshot}
+    try:
+        hit = read_pandas(root, "gold_id_map", ["person_id"], part,
+                          (pc.field("id_type") == id_type) & (pc.field("id_value") == canonical))
+    except TableNotFoundError as e:
+        _fail(str(e))
+    if hit.empty:
+        typer.echo(f"{id_type} {canonical}: no person as of {snapshot} (never seen, or removed by a rule: see gold_id_dropped)")
+        raise typer.Exit(1)
+    person = hit["person_id"].iloc[0]
+    rows = read_pandas(root, "gold_id_map", ["id_type", "id_value", "first_seen", "last_seen"], part,
+                       pc.field("person_id") == person).sort_values(["id_type", "id_value"])
+    typer.echo(f"{id_type} {canonical} -> person {person} (as of {snapshot}), {len(rows)} identifiers:")
+    for r in rows.itertuples():
+        typer.echo(f"  {r.id_type:<10} {r.id_value:<40} first seen {r.first_seen}  last seen {r.last_seen}")
+
+
 eval_app = typer.Typer(help="Measure the pipeline's results against the sample data's ground truth.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 

@@ -119,6 +119,19 @@ def assign_person_ids(current: DataFrame, previous: DataFrame, as_of) -> tuple[D
     return id_map, merges.unionByName(splits).unionByName(fresh)
 
 
+def canonical_identifier(id_type: str, raw: str, phone_region: str = "CN") -> str | None:
+    """The canonical form the pipeline stores for `raw` of `id_type` (for look-ups by any identifier)."""
+    from spark_jobs.normalise import canonical_device_id, canonical_email, canonical_phone
+
+    if id_type == "phone":
+        return canonical_phone(raw, phone_region)
+    if id_type == "email":
+        return canonical_email(raw)
+    if id_type == "device_id":
+        return canonical_device_id(raw)
+    return raw.strip() or None
+
+
 class IdentityError(RuntimeError):
     """The identity stage cannot resolve the graph safely (the message says why)."""
 

@@ -105,16 +105,18 @@ def table_stats(root: str, name: str) -> dict | None:
     return {"rows": rows, "version": t.version(), "files": actions.num_rows}
 
 
-def read_pandas(root: str, name: str, columns: list[str] | None = None, partition: Mapping[str, str] | None = None):
-    """A (small enough) table or one partition of it as pandas, through delta-rs: no Spark session.
-    For tools and reports (evaluation, look-ups), not for pipeline stages."""
+def read_pandas(root: str, name: str, columns: list[str] | None = None, partition: Mapping[str, str] | None = None,
+                where=None):
+    """A table, one partition of it, or the rows matching a pyarrow `where` expression, as pandas,
+    through delta-rs: no Spark session. For tools and look-ups (evaluation, whois), not for stages."""
     from deltalake import DeltaTable
 
     path = table_path(root, name)
     if not DeltaTable.is_deltatable(path):
         raise TableNotFoundError(f"table {name} does not exist at {path}: run the stage that writes it first")
     partitions = [(k, "=", str(v)) for k, v in (partition or {}).items()] or None
-    return DeltaTable(path).to_pandas(columns=columns, partitions=partitions)
+    dataset = DeltaTable(path).to_pyarrow_dataset(partitions=partitions)
+    return dataset.to_table(columns=columns, filter=where).to_pandas()
 
 
 def latest_partition(root: str, name: str, column: str) -> str | None:

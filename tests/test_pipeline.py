@@ -198,3 +198,26 @@ def test_cdp_eval_identity_reports_accuracy_against_truth(world, monkeypatch):
     assert "pairwise_precision" in result.output
     missing = CliRunner().invoke(app, ["eval", "identity", "--landing", str(base / "nowhere")])
     assert missing.exit_code == 2 and "cdp generate" in missing.output
+
+
+def test_cdp_whois_finds_the_person_from_a_raw_phone(world, monkeypatch):
+    from typer.testing import CliRunner
+
+    from spark_jobs.cli import app
+
+    base, cfg, _, _ = world
+    monkeypatch.setenv("CDP_LANDING", str(base / "landing"))
+    monkeypatch.setenv("CDP_LAKEHOUSE", cfg.paths.lakehouse_uri())
+    rows = [r for r in _rows(cfg, "gold_id_map") if str(r["as_of"]) == "2026-11-02"]
+    members: dict = {}
+    for r in rows:
+        members.setdefault(r["person_id"], []).append((r["id_type"], r["id_value"]))
+    person, ids = next((p, i) for p, i in members.items() if len(i) >= 2 and any(t == "phone" for t, _ in i))
+    phone = next(v for t, v in ids if t == "phone")
+    raw = f"{phone[3:6]} {phone[6:10]}-{phone[10:]}"  # +8613912345678 -> "139 1234-5678"
+    result = CliRunner().invoke(app, ["whois", "phone", raw])
+    assert result.exit_code == 0, result.output
+    assert f"person {person}" in result.output
+    assert all(v in result.output for _, v in ids)
+    assert CliRunner().invoke(app, ["whois", "phone", "13800000000"]).exit_code == 1  # junk: removed by a rule
+    assert CliRunner().invoke(app, ["whois", "fax", "1"]).exit_code == 2
