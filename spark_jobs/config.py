@@ -118,6 +118,8 @@ class BlocklistConfig(_Strict):
 class IdentityConfig(_Strict):
     strong_types: tuple[str, ...] = ("member_id", "login_id", "unionid")
     hub_max_strong: int = Field(3, ge=1, description="a value linked to more distinct strong identifiers is a hub")
+    # Per id_type thresholds: a device that two accounts log in on is a family's, not a person's.
+    hub_max_strong_by_type: dict[str, int] = {"device_id": 1}
     max_rounds: int = Field(100, ge=1)
     blocklist: BlocklistConfig = BlocklistConfig()
 

@@ -50,12 +50,16 @@ def hub_identifiers(links: DataFrame, cfg: IdentityConfig) -> DataFrame:
         F.col("src_type").alias("nbr_type"), F.col("src_value").alias("nbr_value"),
     ))
     strong = list(cfg.strong_types)
+    limit = F.lit(cfg.hub_max_strong)
+    for id_type, n in cfg.hub_max_strong_by_type.items():
+        limit = F.when(F.col("id_type") == id_type, F.lit(n)).otherwise(limit)
     return (
         both.where(F.col("nbr_type").isin(strong))
         .groupBy("id_type", "id_value")
         .agg(F.countDistinct("nbr_type", "nbr_value").alias("strong_links"))
-        .where(F.col("strong_links") > cfg.hub_max_strong)
-        .select("id_type", "id_value", F.lit(f"hub:>{cfg.hub_max_strong}_strong").alias("rule"), "strong_links")
+        .where(F.col("strong_links") > limit)
+        .select("id_type", "id_value", F.concat(F.lit("hub:>"), limit.cast("string"), F.lit("_strong")).alias("rule"),
+                "strong_links")
     )
 
 

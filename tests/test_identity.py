@@ -41,10 +41,11 @@ def test_hub_identifiers_cut_a_value_shared_by_many_strong_identifiers(spark):
         ("device_id", "FAMILY", "login_id", "L1"), ("device_id", "FAMILY", "login_id", "L2"),
     ]
     df = spark.createDataFrame(links, LINKS_SCHEMA)
-    hubs = {(r.id_type, r.id_value): r.strong_links for r in hub_identifiers(df, IdentityConfig(hub_max_strong=3)).collect()}
+    plain = IdentityConfig(hub_max_strong=3, hub_max_strong_by_type={})
+    hubs = {(r.id_type, r.id_value): r.strong_links for r in hub_identifiers(df, plain).collect()}
     assert hubs == {("phone", clerk): 5}
-    hubs2 = {(r.id_type, r.id_value) for r in hub_identifiers(df, IdentityConfig(hub_max_strong=1)).collect()}
-    assert hubs2 == {("phone", clerk), ("device_id", "FAMILY")}
+    hubs2 = {(r.id_type, r.id_value): r.rule for r in hub_identifiers(df, IdentityConfig(hub_max_strong=3)).collect()}
+    assert hubs2 == {("phone", clerk): "hub:>3_strong", ("device_id", "FAMILY"): "hub:>1_strong"}  # default: device_id 1
 
 
 def test_usable_links_drop_every_link_touching_a_removed_value(spark):
