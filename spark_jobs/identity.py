@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from spark_jobs.config import BlocklistConfig, IdentityConfig
+from spark_jobs.tables import Lakehouse
 
 _REPEATED_PHONE = r"^\+\d{1,3}(0+|1+|2+|3+|4+|5+|6+|7+|8+|9+)$"  # country code, then one digit repeated
 
@@ -170,7 +172,7 @@ def build_graph(identifiers: DataFrame, links: DataFrame, cfg: IdentityConfig) -
     return kept_nodes, usable_links(pairs, removed), dropped
 
 
-def run(lh, cfg: IdentityConfig, batch_date) -> dict:
+def run(lh: Lakehouse, cfg: IdentityConfig, batch_date: dt.date) -> dict:
     """Resolve every identifier seen up to `batch_date` into a person; publish gold_id_map (snapshot
     as of the batch), gold_id_dropped and gold_id_changes; return the stage's figures."""
     from spark_jobs.identity_graph import connected_components
