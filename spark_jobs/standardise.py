@@ -48,7 +48,9 @@ def build_events(app: DataFrame, wechat: DataFrame, cfg: StandardiseConfig, batc
         "unionid", "appid", F.col("phone").alias("phone_raw"),
         F.lit("wechat").alias("platform"), "props",
     )
-    events = with_canonical_phones(app_rows.unionByName(wx_rows), {"phone_raw": "phone"}, cfg.phone_region)
+    # Only WeChat events carry phones: normalise those, not every app event.
+    wx_rows = with_canonical_phones(wx_rows, {"phone_raw": "phone"}, cfg.phone_region)
+    events = app_rows.withColumn("phone", F.lit(None).cast("string")).unionByName(wx_rows)
     return events.select(
         "event_id", "channel", "event_name", "event_time",
         _local_date(F.col("event_time"), cfg.timezone).alias("event_date"),
