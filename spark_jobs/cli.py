@@ -95,6 +95,16 @@ def summary() -> None:
     typer.echo(f"(JSON: {path})")
 
 
+def _id_map_snapshot(root: str, as_of: str | None) -> str:
+    """The gold_id_map snapshot to read: the one asked for, or the newest."""
+    from spark_jobs.tables import latest_partition
+
+    snapshot = as_of or latest_partition(root, "gold_id_map", "as_of")
+    if snapshot is None:
+        _fail("gold_id_map does not exist yet: run the pipeline (make demo) first")
+    return snapshot
+
+
 @app.command()
 def whois(
     id_type: str = typer.Argument(..., help="phone | email | device_id | login_id | member_id | openid | unionid"),
@@ -105,7 +115,7 @@ def whois(
     import pyarrow.compute as pc
 
     from spark_jobs.identity import canonical_identifier
-    from spark_jobs.tables import TableNotFoundError, latest_partition, read_pandas
+    from spark_jobs.tables import TableNotFoundError, read_pandas
 
     known = ("phone", "email", "device_id", "login_id", "member_id", "openid", "unionid")
     if id_type not in known:
@@ -115,9 +125,7 @@ def whois(
     canonical = canonical_identifier(id_type, value, cfg.standardise.phone_region)
     if canonical is None:
         _fail(f"{value!r} is not a valid {id_type}")
-    snapshot = as_of or latest_partition(root, "gold_id_map", "as_of")
-    if snapshot is None:
-        _fail("gold_id_map does not exist yet: run the pipeline (make demo) first")
+    snapshot = _id_map_snapshot(root, as_of)
     part = {"as_of": snapshot}
     try:
         hit = read_pandas(root, "gold_id_map", ["person_id"], part,
@@ -149,13 +157,11 @@ def eval_identity(
 
     from spark_jobs.identity_eval import TruthNotFoundError, evaluate, read_households, read_truth
     from spark_jobs.pipeline import runs_dir
-    from spark_jobs.tables import TableNotFoundError, latest_partition, read_pandas
+    from spark_jobs.tables import TableNotFoundError, read_pandas
 
     cfg = _config()
     root = cfg.paths.lakehouse_uri()
-    snapshot = as_of or latest_partition(root, "gold_id_map", "as_of")
-    if snapshot is None:
-        _fail("gold_id_map does not exist yet: run the pipeline (make demo) first")
+    snapshot = _id_map_snapshot(root, as_of)
     out = landing or cfg.paths.landing_path()
     try:
         mapping = read_pandas(root, "gold_id_map", ["id_type", "id_value", "person_id"], {"as_of": snapshot})

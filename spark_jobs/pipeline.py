@@ -12,6 +12,7 @@ from pathlib import Path
 
 from spark_jobs import identity, ingest, standardise
 from spark_jobs.config import PROJECT_ROOT, CdpConfig, load_config
+from spark_jobs.contracts import bronze_name
 from spark_jobs.session import spark_session
 from spark_jobs.tables import Lakehouse
 
@@ -80,7 +81,7 @@ def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
     ingests = [s for s in stages if s["stage"] == "ingest"]
     tables: dict[str, int] = {}
     for s in ingests:
-        tables[f"bronze_{s['channel']}"] = s["loaded"]
+        tables[bronze_name(s["channel"])] = s["loaded"]
     tables["bronze_quarantine"] = sum(s["quarantined"] for s in ingests)
     for s in stages:
         tables.update(s.get("tables", {}))
