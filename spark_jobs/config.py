@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONF = PROJECT_ROOT / "conf" / "cdp.yaml"
@@ -42,6 +42,7 @@ class EngineConfig(_Strict):
     classic_master: str = "local[*]"
     classic_delta: bool = True
     classic_driver_memory: str = "4g"
+    classic_jars: tuple[str, ...] = ()  # extra JARs for classic, e.g. GraphFrames for identity.algorithm: graphframes
     sail: SailConfig = SailConfig()
 
     @field_validator("remote")
@@ -115,13 +116,49 @@ class BlocklistConfig(_Strict):
         return v
 
 
+ID_TYPES = ("member_id", "unionid", "login_id", "phone", "email", "openid", "device_id")
+
+
 class IdentityConfig(_Strict):
+    algorithm: Literal["dataframe", "graphframes"] = "dataframe"  # graphframes: classic Spark with the JAR
     strong_types: tuple[str, ...] = ("member_id", "login_id", "unionid")
-    hub_max_strong: int = Field(3, ge=1, description="a value linked to more distinct strong identifiers is a hub")
+    hub_max_strong: int = Field(3, ge=1, description="a value linked to more distinct strong identifiers of one type is a hub")
     # Per id_type thresholds: a device that two accounts log in on is a family's, not a person's.
     hub_max_strong_by_type: dict[str, int] = {"device_id": 1}
+    # Per-person limits: a person holds at most this many identifiers of a type. Links are re-added
+    # strongest first and one that would break a limit is cut (gold_id_dropped says which).
+    limits: dict[str, int] = {"member_id": 1, "unionid": 1, "login_id": 2, "phone": 3, "email": 3,
+                              "openid": 4, "device_id": 8}
+    # Evidence priority, strongest first: a link is as strong as its weaker end.
+    priority: tuple[str, ...] = ID_TYPES
     max_rounds: int = Field(100, ge=1)
     blocklist: BlocklistConfig = BlocklistConfig()
+
+    @field_validator("strong_types", "priority")
+    @classmethod
+    def _known_types(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(v) - set(ID_TYPES))
+        if unknown:
+            raise ValueError(f"unknown id type(s) {unknown}; known: {list(ID_TYPES)}")
+        return v
+
+    @field_validator("limits", "hub_max_strong_by_type")
+    @classmethod
+    def _known_limit_types(cls, v: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(v) - set(ID_TYPES))
+        if unknown:
+            raise ValueError(f"unknown id type(s) {unknown}; known: {list(ID_TYPES)}")
+        bad = {t: n for t, n in v.items() if n < 1}
+        if bad:
+            raise ValueError(f"limits must be at least 1, got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _priority_covers_limits(self) -> IdentityConfig:
+        missing = sorted(set(ID_TYPES) - set(self.priority))
+        if missing:
+            raise ValueError(f"priority must rank every id type; missing {missing}")
+        return self
 
 
 class GenerateDefaults(_Strict):

@@ -94,7 +94,10 @@ LINEAGE = (
 # present value that does not parse as its type sends the row to quarantine (never a silent NULL).
 CHANNEL_FIELDS: dict[str, tuple[Column, ...]] = {
     "app_events": (
-        _c("event_id", nullable=False), _c("device_id"), _c("login_id"), _c("platform"),
+        _c("event_id", nullable=False), _c("device_id"), _c("login_id"),
+        _c("phone", doc="the account's phone, on login and register events (SMS verification)"),
+        _c("unionid", doc="the WeChat unionid, on login and register events through WeChat sign-in"),
+        _c("platform"),
         _c("event_name", nullable=False), _c("event_time", "timestamp", nullable=False),
         _c("props", doc="event properties as a JSON object string"),
     ),
@@ -104,7 +107,9 @@ CHANNEL_FIELDS: dict[str, tuple[Column, ...]] = {
         _c("event_time", "timestamp", nullable=False), _c("props", doc="JSON object string"),
     ),
     "crm": (
-        _c("member_id", nullable=False), _c("name"), _c("phone"), _c("email"), _c("gender"),
+        _c("member_id", nullable=False), _c("name"), _c("phone"), _c("email"),
+        _c("login_id", doc="the app account bound to the membership"),
+        _c("unionid", doc="the WeChat unionid bound to the membership"), _c("gender"),
         _c("birthday", "date"), _c("city"), _c("tier"), _c("registered_at", "timestamp"),
         _c("updated_at", "timestamp", nullable=False),
     ),
@@ -196,8 +201,8 @@ _TABLES += [
         "silver_contacts",
         (
             _c("contact_id", nullable=False), _c("source", nullable=False), _c("member_id"), _c("name"),
-            _c("phone"), _c("email"), _c("gender"), _c("birthday", "date"), _c("city"), _c("tier"),
-            _c("campaign"), _c("ad_platform"), _c("registered_at", "timestamp"),
+            _c("phone"), _c("email"), _c("login_id"), _c("unionid"), _c("gender"), _c("birthday", "date"),
+            _c("city"), _c("tier"), _c("campaign"), _c("ad_platform"), _c("registered_at", "timestamp"),
             _c("updated_at", "timestamp", nullable=False), _c("_batch_date", "date", nullable=False),
         ),
         partition_by=("_batch_date",), keys=("source", "contact_id"),

@@ -82,13 +82,16 @@ _CHURN_HAZARD = 0.008  # per day at activity 1; lower activity churns faster
 _CHURN_FADE_DAYS = 14.0  # activity fades over the two weeks before churn
 _NEVER = np.iinfo(np.int32).max // 2
 
-_APP_SHARE, _LOGIN_SHARE, _MEMBER_BASE = 0.75, 0.7, 0.3
-_WECHAT_SHARE, _UNIONID_SHARE, _PHONE_AUTH_SHARE = 0.6, 0.65, 0.35
+_APP_SHARE, _LOGIN_SHARE, _MEMBER_BASE = 0.75, 0.9, 0.3
+_WECHAT_SHARE, _UNIONID_SHARE, _PHONE_AUTH_SHARE = 0.6, 0.9, 0.7
 _EMAIL_SHARE, _SECOND_PHONE_SHARE, _POS_SHOPPER_SHARE = 0.6, 0.25, 0.5
-_LOGGED_IN_SHARE = 0.7  # share of a registered user's events sent while logged in
+_LOGGED_IN_SHARE = 0.85  # share of a registered user's events sent while logged in
 _FAMILY_DEVICE_USE = 0.4  # share of a family member's app events on the family device
 _DEVICE_LOWER_CASE = 0.15  # SDKs that send device ids in lower case
 _POS_GIVES_PHONE = 0.65
+_WECHAT_SIGN_IN = 0.6  # app accounts of WeChat users made with "sign in with WeChat"
+_CRM_BINDS_LOGIN = 0.85  # members whose app account is bound in the CRM
+_CRM_BINDS_UNIONID = 0.85  # members whose WeChat unionid is bound in the CRM
 
 _PLATFORMS = ("ios", "android", "web")
 _APP_EVENT_NAMES = ("app_start", "page_view", "search", "view_item", "add_cart", "pay_order",
@@ -349,6 +352,7 @@ class _World:
     app_user: np.ndarray
     has_login: np.ndarray
     login_id: pa.Array  # per person, null when none
+    wechat_sign_in: np.ndarray  # the app account was made with "sign in with WeChat" (has a unionid)
     member: np.ndarray
     member_id: pa.Array  # per person, null when none
     wechat_app: np.ndarray  # (n, 2) bool: has wx_mp_shop / wx_oa_brand
@@ -517,6 +521,7 @@ def _build_world(people: int, days: int, start: dt.date, seed: int,
     app_user |= family_device >= 0  # people who borrow a family device do use the app
     app_user[owner[family_device >= 0]] = True
     has_login = app_user & (rng.random(n) < _LOGIN_SHARE)
+    wechat_sign_in = has_login & (rng.random(n) < _WECHAT_SIGN_IN)
     login_id = _sequential_ids(rng, "U", 10_000_000, has_login, signup_day)
     member = rng.random(n) < np.clip(_MEMBER_BASE + propensity, 0, 0.95)
     member_id = _sequential_ids(rng, "M", 200_000_000, member, signup_day)
@@ -528,6 +533,7 @@ def _build_world(people: int, days: int, start: dt.date, seed: int,
     openid = _fixed_width(np.concatenate(
         [np.full((2 * n, 1), ord("o"), np.uint8), _tokens(rng, 2 * n, 27, base64)], axis=1))
     has_unionid = wechat_user & (rng.random(n) < _UNIONID_SHARE)
+    wechat_sign_in &= has_unionid
     unionid = _fixed_width(np.concatenate(
         [np.full((n, 1), ord("o"), np.uint8), _tokens(rng, n, 27, base64)], axis=1))
     last_day = np.minimum(churn_day, days - 1)
@@ -565,7 +571,7 @@ def _build_world(people: int, days: int, start: dt.date, seed: int,
         device_start=device_start, device_count=device_count, family_device=family_device,
         app_user=app_user, has_login=has_login, login_id=login_id, member=member,
         member_id=member_id, wechat_app=wechat_app, openid=openid, has_unionid=has_unionid,
-        unionid=unionid, phone_auth_day=phone_auth_day,
+        unionid=unionid, phone_auth_day=phone_auth_day, wechat_sign_in=wechat_sign_in,
         pos_shopper=rng.random(n) < _POS_SHOPPER_SHARE, store_id=store_id,
         store_clerk=store_clerk, home_store=home_store,
         sku_id=_cat("SKU", _int_strings(np.arange(100_001, 100_001 + n_skus))),
@@ -708,6 +714,15 @@ def _build_app_events(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt
     login = _where(junk_login, _strings(_JUNK_WORDS).take(junk_word), w.login_id.take(person))
     login = _where(login_on, _json_str("login_id", login), ',"login_id":null')
     login = _null_where(login_missing, login)
+    # Login and register are verified by an SMS code: those events carry the account's phone.
+    # Sign-ins, and launches while signed in, report the account: its phone (verified by SMS code)
+    # and, for accounts made with "sign in with WeChat", the person's unionid.
+    profile = logged & (auth | ((name == _APP_START) & login_on & ~login_missing))
+    phone, _ = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.1), profile)
+    phone = _where(profile, _json_str("phone", phone), ',"phone":null')
+    via_wechat = profile & w.wechat_sign_in[person]
+    seen.unionid[person[via_wechat]] = True
+    unionid = _where(via_wechat, _json_str("unionid", w.unionid.take(person)), ',"unionid":null')
 
     page = rng.integers(0, len(_PAGES), m)
     for event, fixed in ((_APP_START, "home"), (_SEARCH, "search_result"),
@@ -730,7 +745,7 @@ def _build_app_events(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt
     corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "app_events")
     ts = _spoil_timestamps(rng, _timestamps(day.isoformat(), ms), corrupt, day)
     fields = [_json_str("event_id", _uuids(rng, m, upper=False), lead=""),
-              _json_str("device_id", device), login, platform,
+              _json_str("device_id", device), login, phone, unionid, platform,
               _json_str("event_name", _strings(_APP_EVENT_NAMES).take(name)),
               _json_str("event_time", ts), props]
     return _Batch(fields, True, corrupt, rng.random((m, 2)))
@@ -834,6 +849,14 @@ def _build_crm(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
     email = _where(rng.random(m) < noise.email_format_variant, styled, email)
     email = _null_where(email_missing, email)
 
+    # Members who signed up in the app or the mini-program have those accounts bound in the CRM.
+    bound_login = w.has_login[person] & (rng.random(m) < _CRM_BINDS_LOGIN)
+    bound_union = w.has_unionid[person] & (rng.random(m) < _CRM_BINDS_UNIONID)
+    seen.login_id[person[bound_login]] = True
+    seen.unionid[person[bound_union]] = True
+    login_id = _null_where(~bound_login, w.login_id.take(person))
+    unionid = _null_where(~bound_union, w.unionid.take(person))
+
     name = w.name.take(person)
     typo = rng.random(m) < noise.name_typo
     if typo.any():
@@ -846,6 +869,8 @@ def _build_crm(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
         _blank(rng, name, noise.missing_field),
         phone,
         email,
+        login_id,
+        unionid,
         _blank(rng, _strings(("M", "F")).take(w.gender[person]), noise.missing_field),
         _blank(rng, _dates(w.birthday[person]), noise.missing_field),
         _blank(rng, _strings([c for c, _ in _CITIES]).take(w.city[person]), noise.missing_field),
@@ -962,7 +987,7 @@ _BUILDERS = {
 
 # CSV columns holding identifiers: a wrong-column-count line never loses these, so every
 # identifier listed in the truth is still somewhere in the files.
-_ID_COLUMNS = {"crm": {0, 2, 3}, "orders": {1, 2}, "pos": {2}, "ad_leads": {1}}
+_ID_COLUMNS = {"crm": {0, 2, 3, 4, 5}, "orders": {1, 2}, "pos": {2}, "ad_leads": {1}}
 
 
 def _break_lines(channel: str, lines: pa.Array, corrupt: np.ndarray,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window
@@ -43,7 +44,8 @@ def blocked_identifiers(identifiers: DataFrame, blocklist: BlocklistConfig) -> D
 
 def hub_identifiers(links: DataFrame, cfg: IdentityConfig) -> DataFrame:
     """(id_type, id_value, rule, strong_links) of values linked to more than `hub_max_strong` distinct
-    strong identifiers (e.g. a clerk's phone on many members' orders): they link none of them."""
+    strong identifiers of one type (a clerk's phone on many members' orders, a family tablet two
+    accounts sign in on): they link none of them. A person's own login and unionid are two types."""
     both = links.select(
         F.col("src_type").alias("id_type"), F.col("src_value").alias("id_value"),
         F.col("dst_type").alias("nbr_type"), F.col("dst_value").alias("nbr_value"),
@@ -57,8 +59,10 @@ def hub_identifiers(links: DataFrame, cfg: IdentityConfig) -> DataFrame:
         limit = F.when(F.col("id_type") == id_type, F.lit(n)).otherwise(limit)
     return (
         both.where(F.col("nbr_type").isin(strong))
+        .groupBy("id_type", "id_value", "nbr_type")
+        .agg(F.countDistinct("nbr_value").alias("n"))
         .groupBy("id_type", "id_value")
-        .agg(F.countDistinct("nbr_type", "nbr_value").alias("strong_links"))
+        .agg(F.max("n").alias("strong_links"))
         .where(F.col("strong_links") > limit)
         .select("id_type", "id_value", F.concat(F.lit("hub:>"), limit.cast("string"), F.lit("_strong")).alias("rule"),
                 "strong_links")
@@ -150,7 +154,8 @@ def build_graph(identifiers: DataFrame, links: DataFrame, cfg: IdentityConfig) -
     """(nodes, usable links, dropped audit) from all silver identifiers and links up to the batch.
     nodes: id_type, id_value, first_seen, last_seen; dropped: the gold_id_dropped columns but as_of."""
     nodes = identifiers.groupBy("id_type", "id_value").agg(F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"))
-    pairs = links.select("src_type", "src_value", "dst_type", "dst_value").distinct()
+    pairs = links.groupBy("src_type", "src_value", "dst_type", "dst_value").agg(
+        F.sum("records").alias("records"), F.min("first_seen").alias("first_seen"))
     blocked = blocked_identifiers(nodes, cfg.blocklist)
     hubs = hub_identifiers(pairs, cfg)
     removed = removed_values(blocked, hubs)
@@ -172,27 +177,192 @@ def build_graph(identifiers: DataFrame, links: DataFrame, cfg: IdentityConfig) -
     return kept_nodes, usable_links(pairs, removed), dropped
 
 
+def _limit_col(id_type: Column, limits: dict[str, int]) -> Column:
+    col = F.lit(None).cast("long")
+    for t, n in limits.items():
+        col = F.when(id_type == t, F.lit(n)).otherwise(col)
+    return col
+
+
+def _greedy_parts(limits: dict[str, int], rank: dict[str, int]):
+    """A pandas function for applyInPandas over one component's edges: re-add links strongest first
+    (weaker end's type rank, then more records, then older) with union-find; a link whose union would
+    hold more identifiers of a type than its limit is cut. Returns (node, part, other, rule) rows:
+    part = the smallest node of the node's part; cut links as (src, NULL, dst, rule)."""
+    import pandas as pd
+
+    def parts(pdf: pd.DataFrame) -> pd.DataFrame:
+        pdf = pdf.assign(
+            strength=[max(rank[a], rank[b]) for a, b in zip(pdf["src_type"], pdf["dst_type"], strict=True)]
+        ).sort_values(["strength", "records", "first_seen", "src", "dst"], ascending=[True, False, True, True, True])
+        parent: dict[int, int] = {}
+        counts: dict[int, dict[str, int]] = {}
+
+        def find(x: int) -> int:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for node, t in [*zip(pdf["src"], pdf["src_type"], strict=True), *zip(pdf["dst"], pdf["dst_type"], strict=True)]:
+            if node not in parent:
+                parent[node], counts[node] = node, {t: 1}
+        cut_src, cut_dst, cut_rule = [], [], []
+        for a, b in zip(pdf["src"], pdf["dst"], strict=True):
+            ra, rb = find(a), find(b)
+            if ra == rb:
+                continue
+            merged = dict(counts[ra])
+            for t, n in counts[rb].items():
+                merged[t] = merged.get(t, 0) + n
+            broken = sorted(t for t, n in merged.items() if t in limits and n > limits[t])
+            if broken:
+                cut_src.append(a), cut_dst.append(b), cut_rule.append(f"limit:{broken[0]}>{limits[broken[0]]}")
+                continue
+            root, child = (ra, rb) if ra < rb else (rb, ra)
+            parent[child], counts[root] = root, merged
+            counts.pop(child)
+        nodes = list(parent)
+        roots = [find(x) for x in nodes]
+        smallest: dict[int, int] = {}
+        for x, r in zip(nodes, roots, strict=True):
+            smallest[r] = min(smallest.get(r, x), x)
+        return pd.concat([
+            pd.DataFrame({"node": nodes, "part": [smallest[r] for r in roots], "other": None, "rule": None}),
+            pd.DataFrame({"node": cut_src, "part": None, "other": cut_dst, "rule": cut_rule}),
+        ]).astype({"node": "int64", "part": "Int64", "other": "Int64", "rule": "object"})
+
+    return parts
+
+
+def enforce_limits(members: DataFrame, edges: DataFrame, cfg: IdentityConfig) -> tuple[DataFrame, DataFrame] | None:
+    """Per-person limits. `members`: node, id_type, component; `edges`: src, dst (nodes), src_type,
+    dst_type, records, first_seen. Components holding more identifiers of a type than
+    `cfg.limits` allows are rebuilt from their links, strongest first, cutting the links that would
+    break a limit. Returns (node, component) for the nodes of rebuilt components and the cut links
+    (src, dst, rule), or None when no component breaks a limit."""
+    if not cfg.limits:
+        return None
+    over = (
+        members.groupBy("component", "id_type").agg(F.count(F.lit(1)).alias("n"))
+        .where(F.col("n") > _limit_col(F.col("id_type"), cfg.limits))
+        .select("component").distinct()
+    )
+    if over.limit(1).count() == 0:
+        return None
+    comp = members.select(F.col("node").alias("src"), "component").join(over, "component")
+    rank = {t: i for i, t in enumerate(cfg.priority)}
+    result = (
+        edges.join(comp, "src")
+        .select("component", "src", "dst", "src_type", "dst_type", "records",
+                F.unix_timestamp("first_seen").alias("first_seen"))
+        .groupBy("component")
+        .applyInPandas(_greedy_parts(dict(cfg.limits), rank), "node long, part long, other long, rule string")
+    )
+    parts = result.where(F.col("part").isNotNull()).select("node", F.col("part").alias("component"))
+    cuts = result.where(F.col("rule").isNotNull()).select(F.col("node").alias("src"), F.col("other").alias("dst"), "rule")
+    return parts, cuts
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What the rules and the graph make of every identifier up to a batch (nothing published)."""
+
+    members: DataFrame  # id_type, id_value, component, first_seen, last_seen (staged)
+    dropped: DataFrame  # gold_id_dropped columns but as_of
+    rounds: int
+    limit_cuts: int
+
+
+def _components(nodes: DataFrame, edges: DataFrame, lh: Lakehouse, key: str, cfg: IdentityConfig):
+    from spark_jobs.identity_graph import connected_components, graphframes_components
+
+    if cfg.algorithm == "graphframes":
+        return graphframes_components(nodes, edges, lh)
+    return connected_components(nodes, edges, lh, key, max_rounds=cfg.max_rounds)
+
+
+def resolve(lh: Lakehouse, cfg: IdentityConfig, identifiers: DataFrame, links: DataFrame, key: str) -> Resolution:
+    """Apply the rules (blocklist, hubs, per-person limits) and connected components to silver
+    identifiers and links; stage the result under `key` (the caller unstages it)."""
+    nodes, edges, dropped = build_graph(identifiers, links, cfg)
+    nodes = lh.stage(f"{key}/nodes", nodes.withColumn("node", _node_id(F.col("id_type"), F.col("id_value"))))
+    distinct = nodes.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("node").alias("d")).collect()[0]
+    if distinct["n"] != distinct["d"]:
+        raise IdentityError(f"{distinct['n'] - distinct['d']} node id collisions in xxhash64: cannot resolve safely")
+    typed = lh.stage(f"{key}/edges", edges.select(
+        _node_id(F.col("src_type"), F.col("src_value")).alias("src"),
+        _node_id(F.col("dst_type"), F.col("dst_value")).alias("dst"), "src_type", "dst_type", "records", "first_seen",
+    ))
+    cc = _components(nodes, typed.select("src", "dst"), lh, f"{key}/cc", cfg)
+    members = lh.stage(f"{key}/members", nodes.join(cc.assignment, "node")
+                       .select("node", "id_type", "id_value", "component", "first_seen", "last_seen"))
+    limited = enforce_limits(members, typed, cfg)
+    cut_count = 0
+    if limited is not None:
+        parts, cuts = limited
+        cuts = lh.stage(f"{key}/cuts", cuts)
+        parts = lh.stage(f"{key}/parts", parts)
+        cut_count = cuts.count()
+        members = lh.stage(f"{key}/limited", members.join(parts.withColumnRenamed("component", "part"), "node", "left")
+                           .withColumn("component", F.coalesce("part", "component")).drop("part"))
+        ends = nodes.select("node", "id_type", "id_value")
+        audit = (
+            cuts.join(ends.withColumnRenamed("node", "src"), "src")
+            .join(ends.select(F.col("node").alias("dst"), F.col("id_type").alias("other_type"),
+                              F.col("id_value").alias("other_value")), "dst")
+            .select("id_type", "id_value", "other_type", "other_value", "rule",
+                    F.lit("link cut: the person would exceed the limit").alias("detail"))
+        )
+        dropped = dropped.unionByName(audit)
+    return Resolution(members.drop("node"), dropped, cc.rounds, cut_count)
+
+
+ABLATIONS = ("all_rules", "no_blocklist", "no_hubs", "no_limits", "no_rules")
+
+
+def without(cfg: IdentityConfig, variant: str) -> IdentityConfig:
+    """`cfg` with one rule (or all of them) switched off, for the ablation in `cdp eval identity`."""
+    if variant not in ABLATIONS:
+        raise ValueError(f"unknown ablation {variant!r}; one of {list(ABLATIONS)}")
+    off = {
+        "blocklist": {"blocklist": BlocklistConfig(exact={}, regex={}, repeated_digits=())},
+        "hubs": {"hub_max_strong": 2**31 - 1, "hub_max_strong_by_type": {}},
+        "limits": {"limits": {}},
+    }
+    update: dict = {}
+    for rule, changes in off.items():
+        if variant in (f"no_{rule}", "no_rules"):
+            update |= changes
+    return cfg.model_copy(update=update)
+
+
+def ablation(lh: Lakehouse, cfg: IdentityConfig, batch_date: dt.date, variants=ABLATIONS):
+    """Yield (variant, pandas mapping id_type, id_value, person_id) for each rule switched off in turn,
+    resolved from silver up to `batch_date`; publishes nothing."""
+    upto = F.col("_batch_date") <= F.lit(batch_date)
+    identifiers = lh.read("silver_identifiers").where(upto)
+    links = lh.read("silver_id_links").where(upto)
+    for variant in variants:
+        key = f"ablation/{batch_date.isoformat()}/{variant}"
+        try:
+            res = resolve(lh, without(cfg, variant), identifiers, links, key)
+            yield variant, res.members.select("id_type", "id_value", F.col("component").cast("string").alias("person_id")).toPandas()
+        finally:
+            lh.unstage(key)
+
+
 def run(lh: Lakehouse, cfg: IdentityConfig, batch_date: dt.date) -> dict:
     """Resolve every identifier seen up to `batch_date` into a person; publish gold_id_map (snapshot
     as of the batch), gold_id_dropped and gold_id_changes; return the stage's figures."""
-    from spark_jobs.identity_graph import connected_components
-
     upto = F.col("_batch_date") <= F.lit(batch_date)
     identifiers = lh.read_or_empty("silver_identifiers").where(upto)
     links = lh.read_or_empty("silver_id_links").where(upto)
     key = f"identity/{batch_date.isoformat()}"
     part = {"as_of": batch_date}
     try:
-        nodes, edges, dropped = build_graph(identifiers, links, cfg)
-        nodes = lh.stage(f"{key}/nodes", nodes.withColumn("node", _node_id(F.col("id_type"), F.col("id_value"))))
-        distinct = nodes.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("node").alias("d")).collect()[0]
-        if distinct["n"] != distinct["d"]:
-            raise IdentityError(f"{distinct['n'] - distinct['d']} node id collisions in xxhash64: cannot resolve safely")
-        hashed = edges.select(_node_id(F.col("src_type"), F.col("src_value")).alias("src"),
-                              _node_id(F.col("dst_type"), F.col("dst_value")).alias("dst"))
-        cc = connected_components(nodes, hashed, lh, f"{key}/cc", max_rounds=cfg.max_rounds)
-        current = lh.stage(f"{key}/current", nodes.join(cc.assignment, "node")
-                           .select("id_type", "id_value", "component", "first_seen", "last_seen"))
+        res = resolve(lh, cfg, identifiers, links, key)
+        current = res.members
         previous_as_of = None
         if lh.exists("gold_id_map"):
             row = lh.read("gold_id_map").where(F.col("as_of") < F.lit(batch_date)).agg(F.max("as_of").alias("m")).collect()[0]
@@ -203,7 +373,7 @@ def run(lh: Lakehouse, cfg: IdentityConfig, batch_date: dt.date) -> dict:
         id_map = lh.stage(f"{key}/map", id_map)
         lh.write_partition("gold_id_map", id_map.select("id_type", "id_value", "person_id", "first_seen", "last_seen",
                                                        F.lit(batch_date).alias("as_of")), part)
-        lh.write_partition("gold_id_dropped", dropped.withColumn("as_of", F.lit(batch_date)), part)
+        lh.write_partition("gold_id_dropped", res.dropped.withColumn("as_of", F.lit(batch_date)), part)
         lh.write_partition("gold_id_changes", changes.select(F.lit(batch_date).alias("as_of"), "*"), part)
     finally:
         lh.unstage(key)
@@ -215,7 +385,8 @@ def run(lh: Lakehouse, cfg: IdentityConfig, batch_date: dt.date) -> dict:
     return {
         "identifiers": lh.read("gold_id_map", part).count(),
         "people": stats["people"], "largest_person": stats["largest"] or 0, "singletons": stats["singletons"] or 0,
-        "rounds": cc.rounds, "previous_as_of": previous_as_of.isoformat() if previous_as_of else None,
+        "rounds": res.rounds, "limit_cuts": res.limit_cuts,
+        "previous_as_of": previous_as_of.isoformat() if previous_as_of else None,
         "dropped": {r["rule"]: r["count"] for r in sorted(rules, key=lambda r: r["rule"])},
         "changes": {r["change"]: r["count"] for r in kinds},
     }

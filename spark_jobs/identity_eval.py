@@ -186,3 +186,26 @@ def _largest_true_household(person_keys: pd.Series, households: pd.DataFrame | N
     per_household = per_person.merge(households[HOUSEHOLD_COLUMNS], on="person_key").groupby(
         "household_key")["n"].sum()
     return int(per_household.max()) if len(per_household) else 0
+
+
+def evidence_ceiling(links: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """The best mapping the data allows: connected components over only those links (src_type,
+    src_value, dst_type, dst_value) whose two ends are personal identifiers of the same true person.
+    Scoring it with `evaluate` gives the recall no resolver can beat on this data (identifiers a
+    person never left together on one record cannot be joined)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    _require_columns(links, ["src_type", "src_value", "dst_type", "dst_value"], "links")
+    _require_columns(truth, TRUTH_COLUMNS, "truth")
+    personal = truth[truth["kind"] == "personal"].reset_index(drop=True)
+    index = pd.Index(list(zip(personal["id_type"], personal["id_value"], strict=True)))
+    src = index.get_indexer(list(zip(links["src_type"], links["src_value"], strict=True)))
+    dst = index.get_indexer(list(zip(links["dst_type"], links["dst_value"], strict=True)))
+    owner = personal["person_key"].to_numpy()
+    same = (src >= 0) & (dst >= 0)
+    same[same] = owner[src[same]] == owner[dst[same]]
+    n = len(personal)
+    graph = coo_matrix((np.ones(int(same.sum())), (src[same], dst[same])), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    return pd.DataFrame({"id_type": personal["id_type"], "id_value": personal["id_value"], "person_id": label.astype(str)})

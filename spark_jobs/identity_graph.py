@@ -90,3 +90,33 @@ def connected_components(
             return Components(assignment, round_no)
         previous = fingerprint
     raise ComponentsDidNotConverge(f"connected components did not converge in {max_rounds} rounds")
+
+
+class GraphFramesUnavailable(RuntimeError):
+    """identity.algorithm is graphframes but this session cannot run GraphFrames (the message says why)."""
+
+
+def graphframes_components(nodes: DataFrame, edges: DataFrame, lh: Lakehouse) -> Components:
+    """GraphFrames' own `connectedComponents()` (needs a classic Spark session with the GraphFrames JAR
+    and the `graphframes-py` package); labels are the smallest node id, as above. `rounds` is 0:
+    GraphFrames does not report its iterations."""
+    spark = nodes.sparkSession
+    if type(spark).__module__.startswith("pyspark.sql.connect"):
+        raise GraphFramesUnavailable(
+            "identity.algorithm: graphframes needs a classic (JVM) Spark session with the GraphFrames JAR; "
+            "this is a Spark Connect session (Sail or a remote server): use identity.algorithm: dataframe"
+        )
+    try:
+        from graphframes import GraphFrame
+    except ImportError:
+        raise GraphFramesUnavailable(
+            "identity.algorithm: graphframes needs the graphframes-py package and the GraphFrames JAR "
+            "(spark.jars.packages io.graphframes:graphframes-spark4_2.13)"
+        ) from None
+    spark.sparkContext.setCheckpointDir(f"{lh.root}/_staging/graphframes-checkpoints")
+    try:
+        graph = GraphFrame(nodes.select(F.col("node").alias("id")).distinct(), edges.select("src", "dst"))
+        result = graph.connectedComponents()
+    except Exception as e:  # a missing JAR surfaces as a py4j error at the first JVM call
+        raise GraphFramesUnavailable(f"GraphFrames connectedComponents failed (is the JAR on the classpath?): {e}") from e
+    return Components(result.select(F.col("id").alias("node"), "component"), 0)

@@ -86,6 +86,8 @@ def _classic(cfg: EngineConfig) -> Iterator[SparkSession]:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(os.cpu_count() or 2))
     )
+    if cfg.classic_jars:
+        builder = builder.config("spark.jars", ",".join(cfg.classic_jars))
     if cfg.classic_delta:
         from delta import configure_spark_with_delta_pip
 

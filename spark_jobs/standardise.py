@@ -39,7 +39,7 @@ def build_events(app: DataFrame, wechat: DataFrame, cfg: StandardiseConfig, batc
     app_rows = _first_per_key(app, ["event_id"]).select(
         "event_id", F.lit("app").alias("channel"), "event_name", "event_time",
         device_id_col(F.col("device_id")).alias("device_id"), "login_id",
-        null.alias("openid"), null.alias("unionid"), null.alias("appid"), null.alias("phone_raw"),
+        null.alias("openid"), "unionid", null.alias("appid"), F.col("phone").alias("phone_raw"),
         "platform", "props",
     )
     wx_rows = _first_per_key(wechat, ["event_id"]).select(
@@ -48,9 +48,7 @@ def build_events(app: DataFrame, wechat: DataFrame, cfg: StandardiseConfig, batc
         "unionid", "appid", F.col("phone").alias("phone_raw"),
         F.lit("wechat").alias("platform"), "props",
     )
-    # Only WeChat events carry phones: normalise those, not every app event.
-    wx_rows = with_canonical_phones(wx_rows, {"phone_raw": "phone"}, cfg.phone_region)
-    events = app_rows.withColumn("phone", F.lit(None).cast("string")).unionByName(wx_rows)
+    events = with_canonical_phones(app_rows.unionByName(wx_rows), {"phone_raw": "phone"}, cfg.phone_region)
     return events.select(
         "event_id", "channel", "event_name", "event_time",
         _local_date(F.col("event_time"), cfg.timezone).alias("event_date"),
@@ -85,7 +83,7 @@ def build_contacts(crm: DataFrame, leads: DataFrame, cfg: StandardiseConfig, bat
         _pick_per_key(crm, ["member_id"], [F.col(c).desc() for c in ("updated_at", "_source_file", "_line")])
         .select(
             F.col("member_id").alias("contact_id"), F.lit("crm").alias("source"), "member_id", "name",
-            F.col("phone").alias("phone_raw"), email_col(F.col("email")).alias("email"),
+            F.col("phone").alias("phone_raw"), email_col(F.col("email")).alias("email"), "login_id", "unionid",
             F.upper("gender").alias("gender"), "birthday", "city",
             F.lower("tier").alias("tier"), null.alias("campaign"), null.alias("ad_platform"),
             "registered_at", "updated_at",
@@ -93,13 +91,14 @@ def build_contacts(crm: DataFrame, leads: DataFrame, cfg: StandardiseConfig, bat
     )
     lead_rows = _first_per_key(leads, ["lead_id"]).select(
         F.col("lead_id").alias("contact_id"), F.lit("ad_leads").alias("source"), null.alias("member_id"),
-        null.alias("name"), F.col("phone").alias("phone_raw"), null.alias("email"), null.alias("gender"),
+        null.alias("name"), F.col("phone").alias("phone_raw"), null.alias("email"), null.alias("login_id"),
+        null.alias("unionid"), null.alias("gender"),
         F.lit(None).cast("date").alias("birthday"), null.alias("city"), null.alias("tier"), "campaign",
         "ad_platform", F.lit(None).cast("timestamp").alias("registered_at"), F.col("created_at").alias("updated_at"),
     )
     both = with_canonical_phones(members.unionByName(lead_rows), {"phone_raw": "phone"}, cfg.phone_region)
     return both.select(
-        "contact_id", "source", "member_id", "name", "phone", "email", "gender", "birthday", "city", "tier",
+        "contact_id", "source", "member_id", "name", "phone", "email", "login_id", "unionid", "gender", "birthday", "city", "tier",
         "campaign", "ad_platform", "registered_at", "updated_at", F.lit(batch_date).alias("_batch_date"),
     )
 
@@ -117,7 +116,7 @@ def build_identifier_sets(events: DataFrame, orders: DataFrame, contacts: DataFr
     """One row per distinct set of canonical identifiers seen together on records of one source:
     source, link_id, ids (sorted `type\x01value` tokens), records, first/last seen, one record_ref."""
     app = events.where(F.col("channel") == "app").select(
-        *_id_set(F.lit("app_events"), F.col("event_id"), F.col("event_time"), ("device_id", "login_id"))
+        *_id_set(F.lit("app_events"), F.col("event_id"), F.col("event_time"), ("device_id", "login_id", "phone", "unionid"))
     )
     wx = events.where(F.col("channel") == "wechat").select(
         *_id_set(F.lit("wechat"), F.col("event_id"), F.col("event_time"), ("openid", "unionid", "phone"))
@@ -125,7 +124,7 @@ def build_identifier_sets(events: DataFrame, orders: DataFrame, contacts: DataFr
     order_source = F.when(F.col("channel") == "pos", F.lit("pos")).otherwise(F.lit("orders"))
     ords = orders.select(*_id_set(order_source, F.col("order_id"), F.col("paid_time"), ("member_id", "phone")))
     cons = contacts.select(
-        *_id_set(F.col("source"), F.col("contact_id"), F.col("updated_at"), ("member_id", "phone", "email"))
+        *_id_set(F.col("source"), F.col("contact_id"), F.col("updated_at"), ("member_id", "phone", "email", "login_id", "unionid"))
     )
     records = app.unionByName(wx).unionByName(ords).unionByName(cons).where(F.size("ids") > 0)
     return (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 
 import pytest
 
@@ -18,8 +19,10 @@ _STACK = contextlib.ExitStack()
 
 def _session(kind: str):
     if kind not in _SESSIONS:
+        # CDP_TEST_SPARK_JARS: extra JARs for the JVM session (the GraphFrames JAR runs its comparison test).
+        jars = tuple(p for p in os.environ.get("CDP_TEST_SPARK_JARS", "").split(",") if p)
         cfg = EngineConfig(kind="local") if kind == "sail" else EngineConfig(
-            kind="classic", classic_master="local[2]", classic_delta=False
+            kind="classic", classic_master="local[2]", classic_delta=False, classic_jars=jars
         )
         _SESSIONS[kind] = _STACK.enter_context(spark_session(cfg))
     return _SESSIONS[kind]

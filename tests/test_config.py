@@ -38,3 +38,18 @@ def test_load_config_missing_file_is_a_clear_error(tmp_path):
 def test_load_config_bad_remote_url():
     with pytest.raises(ConfigError, match="sc://"):
         load_config(env={"CDP_ENGINE": "connect", "CDP_SPARK_REMOTE": "http://spark:15002"})
+
+
+@pytest.mark.parametrize(("identity", "says"), [
+    ("limits: {fax: 1}", "fax"),
+    ("limits: {phone: 0}", "at least 1"),
+    ("priority: [member_id, phone]", "missing"),
+    ("strong_types: [member_id, wechat]", "wechat"),
+    ("algorithm: graphx", "algorithm"),
+])
+def test_load_config_rejects_bad_identity_rules_naming_the_problem(tmp_path, identity, says):
+    conf = tmp_path / "cdp.yaml"
+    conf.write_text(f"identity:\n  {identity}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(conf, env={})
+    assert says in str(err.value) and "identity" in str(err.value)

@@ -45,8 +45,8 @@ AMOUNT = re.compile(r"\d+\.\d{2}")
 ITEMS = re.compile(r"SKU\d+:[1-9]\d*(\|SKU\d+:[1-9]\d*)*")
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 JSON_KEYS = {
-    "app_events": ("event_id", "device_id", "login_id", "platform", "event_name", "event_time",
-                   "props"),
+    "app_events": ("event_id", "device_id", "login_id", "phone", "unionid", "platform", "event_name",
+                   "event_time", "props"),
     "wechat": ("event_id", "appid", "openid", "unionid", "phone", "event_name", "event_time",
                "props"),
 }
@@ -122,6 +122,17 @@ def parse_json(channel: str, line: str) -> Record:
             ids.append(("login_id", rec["login_id"]))
         elif rec["event_name"] in ("login", "register"):
             raise Invalid("other")  # logging in always names the login id
+        signing_in = rec["event_name"] in ("login", "register")
+        reports_account = signing_in or (rec["event_name"] == "app_start" and rec.get("login_id") is not None)
+        for key in ("phone", "unionid"):  # only sign-ins and signed-in launches name the account
+            if rec.get(key) is not None and not reports_account:
+                raise Invalid("other")
+        if signing_in and "phone" in rec and rec.get("phone") is None:
+            raise Invalid("other")  # the SMS code went to a phone
+        if rec.get("phone") is not None:
+            ids.append(("phone", canonical_phone(rec["phone"])))
+        if rec.get("unionid") is not None:
+            ids.append(("unionid", rec["unionid"]))
     else:
         if rec["appid"] not in ("wx_mp_shop", "wx_oa_brand"):
             raise Invalid("other")
@@ -155,6 +166,9 @@ def parse_csv(channel: str, values: list[str]) -> Record:
                 raise Invalid("other")
             dt.date.fromisoformat(row["birthday"])
         ids.append(("member_id", row["member_id"]))
+        for key in ("login_id", "unionid"):
+            if row[key]:
+                ids.append((key, row[key]))
         if row["email"]:
             ids.append(("email", row["email"].strip().lower()))
     if channel == "orders":

@@ -1,7 +1,18 @@
 """One-ID rules on small hand-made graphs, on every engine."""
 
+import datetime as dt
+
+from pyspark.sql import functions as F
+
 from spark_jobs.config import BlocklistConfig, IdentityConfig, load_config
-from spark_jobs.identity import blocked_identifiers, hub_identifiers, removed_values, usable_links
+from spark_jobs.identity import (
+    blocked_identifiers,
+    enforce_limits,
+    hub_identifiers,
+    removed_values,
+    resolve,
+    usable_links,
+)
 
 LINKS_SCHEMA = "src_type string, src_value string, dst_type string, dst_value string"
 
@@ -97,3 +108,74 @@ def test_assign_person_ids_split_largest_part_keeps_the_id_and_new_people_get_op
     assert changes == sorted([("split", other, "pA", 1), ("new", fresh, None, 1)])
     again, _ = _assign(spark, cur, prev)
     assert again == ids  # deterministic: a re-run of the batch gives the same ids
+
+
+T0 = dt.datetime(2026, 11, 1, 9, 0)
+EDGE_SCHEMA = "src long, dst long, src_type string, dst_type string, records long, first_seen timestamp"
+
+
+def _graph(spark, types: dict[int, str], edges: list[tuple[int, int, int]]):
+    """members (one component: the smallest node) and typed edges (src, dst, records)."""
+    members = spark.createDataFrame([(n, t, min(types)) for n, t in types.items()], "node long, id_type string, component long")
+    rows = [(a, b, types[a], types[b], r, T0 + dt.timedelta(hours=i)) for i, (a, b, r) in enumerate(edges)]
+    return members, spark.createDataFrame(rows, EDGE_SCHEMA)
+
+
+def _parts(result) -> set[frozenset[int]]:
+    parts, _ = result
+    by_part: dict[int, set[int]] = {}
+    for r in parts.collect():
+        by_part.setdefault(r.component, set()).add(r.node)
+    return {frozenset(v) for v in by_part.values()}
+
+
+def test_limits_cut_the_weakest_link_of_a_person_with_two_member_ids(spark):
+    # M1 (1) and M2 (2) share phone 3: the M2 link has less evidence (1 record against 5), so it is cut.
+    members, edges = _graph(spark, {1: "member_id", 2: "member_id", 3: "phone", 4: "email"},
+                            [(1, 3, 5), (2, 3, 1), (1, 4, 2)])
+    result = enforce_limits(members, edges, IdentityConfig())
+    assert _parts(result) == {frozenset({1, 3, 4}), frozenset({2})}
+    assert [(r.src, r.dst, r.rule) for r in result[1].collect()] == [(2, 3, "limit:member_id>1")]
+
+
+def test_limits_cut_by_priority_before_evidence(spark):
+    # Login 1 has phone 2 (login-phone: strong) and, through device 3, phone 4 (device links: weakest
+    # type, however many records). With at most one phone, the device-phone link goes.
+    members, edges = _graph(spark, {1: "login_id", 2: "phone", 3: "device_id", 4: "phone"},
+                            [(1, 2, 1), (1, 3, 9), (3, 4, 9)])
+    result = enforce_limits(members, edges, IdentityConfig(limits={"phone": 1}))
+    assert _parts(result) == {frozenset({1, 2, 3}), frozenset({4})}
+    assert [(r.src, r.dst, r.rule) for r in result[1].collect()] == [(3, 4, "limit:phone>1")]
+
+
+def test_limits_leave_components_within_limits_alone(spark):
+    members, edges = _graph(spark, {1: "member_id", 2: "phone", 3: "phone"}, [(1, 2, 1), (1, 3, 1)])
+    assert enforce_limits(members, edges, IdentityConfig()) is None
+    assert enforce_limits(members, edges, IdentityConfig(limits={})) is None
+
+
+def test_resolve_audits_every_rule_and_splits_an_over_limit_person(lakehouse):
+    spark = lakehouse.spark
+    when = T0
+    ids = [("member_id", "M1"), ("member_id", "M2"), ("phone", "+8613912345678"), ("phone", "+8613800000000"),
+           ("login_id", "L1"), ("login_id", "L2"), ("device_id", "FAMILY")]
+    identifiers = spark.createDataFrame([(t, v, when, when) for t, v in ids],
+                                        "id_type string, id_value string, first_seen timestamp, last_seen timestamp")
+    links = spark.createDataFrame([
+        ("member_id", "M1", "phone", "+8613912345678", 4), ("member_id", "M2", "phone", "+8613912345678", 1),
+        ("member_id", "M1", "phone", "+8613800000000", 1), ("device_id", "FAMILY", "login_id", "L1", 3),
+        ("device_id", "FAMILY", "login_id", "L2", 3),
+    ], "src_type string, src_value string, dst_type string, dst_value string, records long").withColumn(
+        "first_seen", F.lit(when))
+    res = resolve(lakehouse, IdentityConfig(), identifiers, links, "t/resolve")
+    person = {(r.id_type, r.id_value): r.component for r in res.members.collect()}
+    assert person[("member_id", "M1")] == person[("phone", "+8613912345678")] != person[("member_id", "M2")]
+    assert person[("login_id", "L1")] != person[("login_id", "L2")]
+    assert ("device_id", "FAMILY") not in person and ("phone", "+8613800000000") not in person  # removed values map to no one
+    rules = {(r.id_type, r.id_value, r.other_value, r.rule) for r in res.dropped.collect()}
+    assert ("member_id", "M2", "+8613912345678", "limit:member_id>1") in rules
+    assert ("phone", "+8613800000000", None, "blocklist_exact:phone") in rules
+    assert ("device_id", "FAMILY", None, "hub:>1_strong") in rules
+    assert ("device_id", "FAMILY", "L1", "link_dropped:hub:>1_strong") in rules
+    assert res.limit_cuts == 1
+    lakehouse.unstage("t")

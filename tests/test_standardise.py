@@ -30,9 +30,9 @@ def _empty(spark, channel):
 
 def test_build_events_merges_channels_canonicalises_and_dedups(spark):
     app = _bronze(spark, "app_events", [
-        ("e1", "ab-12", "L1", "ios", "app_start", T1, "{}"),
-        ("e1", "ab-12", "L1", "ios", "app_start", T1, "{}"),  # same event delivered twice
-        ("e2", " ", None, "web", "page_view", T2, None),
+        ("e1", "ab-12", "L1", None, None, "ios", "app_start", T1, "{}"),
+        ("e1", "ab-12", "L1", None, None, "ios", "app_start", T1, "{}"),  # same event delivered twice
+        ("e2", " ", None, None, None, "web", "page_view", T2, None),
     ])
     wx = _bronze(spark, "wechat", [("w1", "wx_mp_shop", "o-1", "u-1", "139-1234-5678", "phone_auth", T2, None)])
     rows = {r.event_id: r for r in standardise.build_events(app, wx, CFG, BATCH).collect()}
@@ -54,21 +54,22 @@ def test_build_orders_maps_pos_and_normalises_phones(spark):
 
 def test_build_contacts_keeps_latest_member_version_and_leads(spark):
     crm = _bronze(spark, "crm", [
-        ("M1", "张三", "13912345678", " Zhang@Example.com ", "m", dt.date(1990, 1, 2), "上海", "Gold", T1, T1),
-        ("M1", "张三", "13912345670", "zhang@example.com", "M", dt.date(1990, 1, 2), "上海", "gold", T1, T2),
+        ("M1", "张三", "13912345678", " Zhang@Example.com ", None, None, "m", dt.date(1990, 1, 2), "上海", "Gold", T1, T1),
+        ("M1", "张三", "13912345670", "zhang@example.com", "U7", "u-7", "M", dt.date(1990, 1, 2), "上海", "gold", T1, T2),
     ])
     leads = _bronze(spark, "ad_leads", [("L9", "13700000001", "double11", "douyin", "S01", T2)])
     rows = {r.contact_id: r for r in standardise.build_contacts(crm, leads, CFG, BATCH).collect()}
     assert sorted(rows) == ["L9", "M1"]
     m = rows["M1"]
     assert (m.phone, m.email, m.gender, m.tier, m.updated_at) == ("+8613912345670", "zhang@example.com", "M", "gold", T2)
+    assert (m.login_id, m.unionid) == ("U7", "u-7")
     assert (rows["L9"].source, rows["L9"].phone, rows["L9"].campaign) == ("ad_leads", "+8613700000001", "double11")
 
 
 def test_identifier_sets_identifiers_and_links(spark):
     app = _bronze(spark, "app_events", [
-        ("e1", "d1", "L1", "ios", "login", T1, None), ("e2", "D1", "L1", "ios", "page_view", T2, None),
-        ("e3", "d2", None, "ios", "page_view", T2, None),
+        ("e1", "d1", "L1", None, None, "ios", "login", T1, None), ("e2", "D1", "L1", None, None, "ios", "page_view", T2, None),
+        ("e3", "d2", None, None, None, "ios", "page_view", T2, None),
     ])
     orders = _bronze(spark, "orders", [("O1", "M1", "13912345678", None, Decimal("1.00"), T2, None)])
     events = standardise.build_events(app, _empty(spark, "wechat"), CFG, BATCH)
@@ -87,10 +88,26 @@ def test_identifier_sets_identifiers_and_links(spark):
     assert links == {("device_id", "D1", "login_id", "L1", "app_events", 2), ("member_id", "M1", "phone", "+8613912345678", "orders", 1)}
 
 
+def test_app_logins_and_crm_bindings_link_accounts_to_people(spark):
+    # An SMS or WeChat sign-in names the account's phone or unionid; the CRM names a member's bound accounts.
+    app = _bronze(spark, "app_events", [("e1", "d1", "L1", "139 1234 5678", "u-1", "ios", "login", T1, None)])
+    crm = _bronze(spark, "crm", [("M1", "n", None, None, "L1", "u-1", None, None, None, None, None, T2)])
+    events = standardise.build_events(app, _empty(spark, "wechat"), CFG, BATCH)
+    contacts = standardise.build_contacts(crm, _empty(spark, "ad_leads"), CFG, BATCH)
+    ords = standardise.build_orders(_empty(spark, "orders"), _empty(spark, "pos"), CFG, BATCH)
+    sets = standardise.build_identifier_sets(events, ords, contacts)
+    links = {(r.src_value, r.dst_value, r.source) for r in standardise.build_id_links(sets, BATCH).collect()}
+    assert links == {
+        ("D1", "L1", "app_events"), ("D1", "+8613912345678", "app_events"), ("D1", "u-1", "app_events"),
+        ("L1", "+8613912345678", "app_events"), ("L1", "u-1", "app_events"), ("+8613912345678", "u-1", "app_events"),
+        ("L1", "M1", "crm"), ("M1", "u-1", "crm"), ("L1", "u-1", "crm"),
+    }
+
+
 def test_run_publishes_every_silver_table_from_bronze(lakehouse, sail):
     part = {"_batch_date": BATCH}
-    lakehouse.write_partition("bronze_app_events", _bronze(sail, "app_events", [("e1", "d1", "L1", "ios", "login", T1, None)]), part)
-    lakehouse.write_partition("bronze_crm", _bronze(sail, "crm", [("M1", "n", "13912345678", "a@b.cn", "F", None, None, None, None, T2)]), part)
+    lakehouse.write_partition("bronze_app_events", _bronze(sail, "app_events", [("e1", "d1", "L1", None, None, "ios", "login", T1, None)]), part)
+    lakehouse.write_partition("bronze_crm", _bronze(sail, "crm", [("M1", "n", "13912345678", "a@b.cn", None, None, "F", None, None, None, None, T2)]), part)
     counts = standardise.run(lakehouse, CFG, BATCH)
     assert counts == {"silver_events": 1, "silver_orders": 0, "silver_contacts": 1, "silver_identifiers": 5, "silver_id_links": 4}
     again = standardise.run(lakehouse, CFG, BATCH)
