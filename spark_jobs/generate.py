@@ -83,13 +83,13 @@ _CHURN_FADE_DAYS = 14.0  # activity fades over the two weeks before churn
 _NEVER = np.iinfo(np.int32).max // 2
 
 _APP_SHARE, _LOGIN_SHARE, _MEMBER_BASE = 0.75, 0.9, 0.3
-_WECHAT_SHARE, _UNIONID_SHARE, _PHONE_AUTH_SHARE = 0.6, 0.9, 0.7
+_WECHAT_SHARE, _UNIONID_SHARE, _PHONE_AUTH_SHARE = 0.6, 0.9, 0.9
 _EMAIL_SHARE, _SECOND_PHONE_SHARE, _POS_SHOPPER_SHARE = 0.6, 0.25, 0.5
 _LOGGED_IN_SHARE = 0.85  # share of a registered user's events sent while logged in
 _FAMILY_DEVICE_USE = 0.4  # share of a family member's app events on the family device
 _DEVICE_LOWER_CASE = 0.15  # SDKs that send device ids in lower case
 _POS_GIVES_PHONE = 0.65
-_WECHAT_SIGN_IN = 0.6  # app accounts of WeChat users made with "sign in with WeChat"
+_WECHAT_SIGN_IN = 0.8  # app accounts of WeChat users made with "sign in with WeChat"
 _CRM_BINDS_LOGIN = 0.85  # members whose app account is bound in the CRM
 _CRM_BINDS_UNIONID = 0.85  # members whose WeChat unionid is bound in the CRM
 

@@ -157,7 +157,8 @@ def build_graph(identifiers: DataFrame, links: DataFrame, cfg: IdentityConfig) -
     pairs = links.groupBy("src_type", "src_value", "dst_type", "dst_value").agg(
         F.sum("records").alias("records"), F.min("first_seen").alias("first_seen"))
     blocked = blocked_identifiers(nodes, cfg.blocklist)
-    hubs = hub_identifiers(pairs, cfg)
+    # Hubs are counted without blocked values: a device whose owner once sent login "unknown" is no hub.
+    hubs = hub_identifiers(usable_links(pairs, blocked), cfg)
     removed = removed_values(blocked, hubs)
     kept_nodes = nodes.join(removed.select("id_type", "id_value"), ["id_type", "id_value"], "left_anti")
     value_audit = removed.select(

@@ -158,13 +158,15 @@ def test_resolve_audits_every_rule_and_splits_an_over_limit_person(lakehouse):
     spark = lakehouse.spark
     when = T0
     ids = [("member_id", "M1"), ("member_id", "M2"), ("phone", "+8613912345678"), ("phone", "+8613800000000"),
-           ("login_id", "L1"), ("login_id", "L2"), ("device_id", "FAMILY")]
+           ("login_id", "L1"), ("login_id", "L2"), ("device_id", "FAMILY"), ("device_id", "D3"), ("login_id", "L3"),
+           ("login_id", "unknown")]
     identifiers = spark.createDataFrame([(t, v, when, when) for t, v in ids],
                                         "id_type string, id_value string, first_seen timestamp, last_seen timestamp")
     links = spark.createDataFrame([
         ("member_id", "M1", "phone", "+8613912345678", 4), ("member_id", "M2", "phone", "+8613912345678", 1),
         ("member_id", "M1", "phone", "+8613800000000", 1), ("device_id", "FAMILY", "login_id", "L1", 3),
         ("device_id", "FAMILY", "login_id", "L2", 3),
+        ("device_id", "D3", "login_id", "L3", 2), ("device_id", "D3", "login_id", "unknown", 1),
     ], "src_type string, src_value string, dst_type string, dst_value string, records long").withColumn(
         "first_seen", F.lit(when))
     res = resolve(lakehouse, IdentityConfig(), identifiers, links, "t/resolve")
@@ -172,6 +174,8 @@ def test_resolve_audits_every_rule_and_splits_an_over_limit_person(lakehouse):
     assert person[("member_id", "M1")] == person[("phone", "+8613912345678")] != person[("member_id", "M2")]
     assert person[("login_id", "L1")] != person[("login_id", "L2")]
     assert ("device_id", "FAMILY") not in person and ("phone", "+8613800000000") not in person  # removed values map to no one
+    # A blocked value is no strong identifier: D3 (L3 and the junk login "unknown") is not a hub.
+    assert person[("device_id", "D3")] == person[("login_id", "L3")] and ("login_id", "unknown") not in person
     rules = {(r.id_type, r.id_value, r.other_value, r.rule) for r in res.dropped.collect()}
     assert ("member_id", "M2", "+8613912345678", "limit:member_id>1") in rules
     assert ("phone", "+8613800000000", None, "blocklist_exact:phone") in rules
