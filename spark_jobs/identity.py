@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
 
@@ -88,7 +89,12 @@ def removed_values(*audits: DataFrame) -> DataFrame:
     return union.groupBy("id_type", "id_value").agg(F.min("rule").alias("rule"))
 
 
-def assign_person_ids(current: DataFrame, previous: DataFrame, as_of) -> tuple[DataFrame, DataFrame]:
+def _no_staging(name: str, df: DataFrame) -> DataFrame:
+    return df
+
+
+def assign_person_ids(current: DataFrame, previous: DataFrame, as_of,
+                      stage: Callable[[str, DataFrame], DataFrame] | None = None) -> tuple[DataFrame, DataFrame]:
     """Stable person ids. `current`: id_type, id_value, component (this run's components);
     `previous`: id_type, id_value, person_id (the last published map). A component keeps the previous
     person id it shares most identifiers with, when it is also that person's largest part (so on a
@@ -103,6 +109,7 @@ def assign_person_ids(current: DataFrame, previous: DataFrame, as_of) -> tuple[D
     by_component = Window.partitionBy("component").orderBy(F.col("n").desc(), F.col("person_id"))
     by_person = Window.partitionBy("person_id").orderBy(F.col("n").desc(), F.col("component"))
     ranked = overlap.withColumn("rc", F.row_number().over(by_component)).withColumn("rp", F.row_number().over(by_person))
+    ranked = (stage or _no_staging)("ranked", ranked)  # read by both outputs
     kept = ranked.where((F.col("rc") == 1) & (F.col("rp") == 1)).select("component", F.col("person_id").alias("kept_id"))
     components = current.groupBy("component").agg(
         F.min(F.concat("id_type", F.lit(":"), "id_value")).alias("anchor"), F.count(F.lit(1)).alias("size")
@@ -150,16 +157,19 @@ def _node_id(id_type: Column, id_value: Column) -> Column:
     return F.xxhash64(id_type, id_value)
 
 
-def build_graph(identifiers: DataFrame, links: DataFrame, cfg: IdentityConfig) -> tuple[DataFrame, DataFrame, DataFrame]:
+def build_graph(identifiers: DataFrame, links: DataFrame, cfg: IdentityConfig,
+                stage: Callable[[str, DataFrame], DataFrame] = _no_staging) -> tuple[DataFrame, DataFrame, DataFrame]:
     """(nodes, usable links, dropped audit) from all silver identifiers and links up to the batch.
-    nodes: id_type, id_value, first_seen, last_seen; dropped: the gold_id_dropped columns but as_of."""
+    nodes: id_type, id_value, first_seen, last_seen; dropped: the gold_id_dropped columns but as_of.
+    `stage(name, df)` materialises the distinct links and the removed values, which several outputs
+    read (Lakehouse.stage in the stage; nothing by default)."""
     nodes = identifiers.groupBy("id_type", "id_value").agg(F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"))
-    pairs = links.groupBy("src_type", "src_value", "dst_type", "dst_value").agg(
-        F.sum("records").alias("records"), F.min("first_seen").alias("first_seen"))
+    pairs = stage("pairs", links.groupBy("src_type", "src_value", "dst_type", "dst_value").agg(
+        F.sum("records").alias("records"), F.min("first_seen").alias("first_seen")))
     blocked = blocked_identifiers(nodes, cfg.blocklist)
     # Hubs are counted without blocked values: a device whose owner once sent login "unknown" is no hub.
     hubs = hub_identifiers(usable_links(pairs, blocked), cfg)
-    removed = removed_values(blocked, hubs)
+    removed = stage("removed", removed_values(blocked, hubs))
     kept_nodes = nodes.join(removed.select("id_type", "id_value"), ["id_type", "id_value"], "left_anti")
     value_audit = removed.select(
         "id_type", "id_value", F.lit(None).cast("string").alias("other_type"), F.lit(None).cast("string").alias("other_value"),
@@ -286,7 +296,7 @@ def _components(nodes: DataFrame, edges: DataFrame, lh: Lakehouse, key: str, cfg
 def resolve(lh: Lakehouse, cfg: IdentityConfig, identifiers: DataFrame, links: DataFrame, key: str) -> Resolution:
     """Apply the rules (blocklist, hubs, per-person limits) and connected components to silver
     identifiers and links; stage the result under `key` (the caller unstages it)."""
-    nodes, edges, dropped = build_graph(identifiers, links, cfg)
+    nodes, edges, dropped = build_graph(identifiers, links, cfg, lambda name, df: lh.stage(f"{key}/{name}", df))
     nodes = lh.stage(f"{key}/nodes", nodes.withColumn("node", _node_id(F.col("id_type"), F.col("id_value"))))
     distinct = nodes.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("node").alias("d")).collect()[0]
     if distinct["n"] != distinct["d"]:
@@ -370,7 +380,7 @@ def run(lh: Lakehouse, cfg: IdentityConfig, batch_date: dt.date) -> dict:
             previous_as_of = row["m"]
         previous = (lh.read("gold_id_map", {"as_of": previous_as_of}) if previous_as_of
                     else lh.read_or_empty("gold_id_map").where(F.lit(False)))
-        id_map, changes = assign_person_ids(current, previous, batch_date)
+        id_map, changes = assign_person_ids(current, previous, batch_date, lambda name, df: lh.stage(f"{key}/{name}", df))
         id_map = lh.stage(f"{key}/map", id_map)
         lh.write_partition("gold_id_map", id_map.select("id_type", "id_value", "person_id", "first_seen", "last_seen",
                                                        F.lit(batch_date).alias("as_of")), part)
