@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine (Python 3.11; Java 17 for the JVM engine tests):
 #   make demo   - venv, install, sample data, the daily pipeline through Airflow, a summary
-#   make test   - venv, install, the whole test suite (what CI runs)
+#   make test   - venv, install, Java 17 and Chromium if missing, the whole test suite (what CI runs)
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -15,7 +15,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := True
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install demo test test-fast lint bench-ingest clean
+.PHONY: install system-deps demo test test-fast lint bench-ingest clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
@@ -46,7 +46,10 @@ demo: install $(AIRFLOW_HOME)/airflow.db
 	@echo "Delta tables: lakehouse/<layer>/<table> (read them with Spark, delta-rs or DuckDB); bad lines: lakehouse/bronze/bronze_quarantine"
 	@echo "Airflow logs of each run: .airflow/dags-test-<date>.log; the UI: AIRFLOW_HOME=.airflow .venv/bin/airflow standalone"
 
-test: install
+system-deps:
+	bash scripts/system-deps.sh
+
+test: install system-deps
 	$(BIN)/python -m pytest -m "" -n 2 --dist loadgroup
 
 test-fast: install

@@ -7,10 +7,15 @@ For the run's batch date (the **data interval start**, never `now()`):
    `bronze_quarantine`; per-file accounting in `ops_ingest_files` (duplicate deliveries load nothing).
 2. `standardise`: bronze into `silver_events`, `silver_orders`, `silver_contacts`,
    `silver_identifiers`, `silver_id_links`.
-3. `identity`: One-ID over all identifiers seen so far: blocklists and hub rules (audited in
-   `gold_id_dropped`), connected components, stable person ids (`gold_id_map` snapshot per batch,
-   merges and splits in `gold_id_changes`).
-4. `summary`: rows per table, rows quarantined, seconds per stage, into `lakehouse/_runs/latest.json`.
+3. `identity`: One-ID over all identifiers seen so far: blocklists, hub rules and per-person limits
+   (audited in `gold_id_dropped`), connected components, stable person ids (`gold_id_map` snapshot
+   per batch, merges and splits in `gold_id_changes`).
+4. `summary`: rows per table, rows quarantined, identity and quality figures, seconds per stage, into
+   `lakehouse/_runs/latest.json`; rebuilds the Great Expectations Data Docs.
+
+Quality gates: every table write is validated by its Great Expectations suite before it is published.
+A critical failure fails the task (the log names the table, the expectation and bad values) and leaves
+the table as it was; warnings are recorded in `ops_dq_results`.
 
 Every task replaces exactly its batch's partitions, so re-running a day (or a backfill) is safe.
 Wiring only: the logic lives in `spark_jobs`, imported inside the tasks.

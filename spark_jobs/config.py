@@ -132,6 +132,9 @@ class IdentityConfig(_Strict):
     # Evidence priority, strongest first: a link is as strong as its weaker end.
     priority: tuple[str, ...] = ID_TYPES
     max_rounds: int = Field(100, ge=1)
+    # Connected components: a local union-find settles partitions of up to this many edges before the
+    # large-star / small-star rounds join what spans partitions; null runs the rounds alone.
+    local_union_find_edges: int | None = Field(10_000_000, ge=1)
     blocklist: BlocklistConfig = BlocklistConfig()
 
     @field_validator("strong_types", "priority")
@@ -161,6 +164,21 @@ class IdentityConfig(_Strict):
         return self
 
 
+class QualityConfig(_Strict):
+    """Great Expectations gates on every table write (expectations/)."""
+
+    enabled: bool = True
+    docs: str | None = None  # Data Docs and result files; default <lakehouse>/_dq (local lakehouse)
+    volume_tolerance: float = Field(0.5, gt=0, description="warn when a batch's rows differ from the trailing median by more")
+    volume_history: int = Field(7, ge=1, description="earlier batches in the trailing median")
+    volume_min_history: int = Field(3, ge=1, description="no volume check before this many earlier batches")
+    volume_min_rows: int = Field(100, ge=0, description="no volume check on tables whose median is smaller")
+    late_hours: int = Field(24, ge=0, description="event times up to this long before the batch day are on time")
+    max_person_identifiers: int = Field(50, ge=1, description="critical: no person may hold more identifiers")
+    max_over_limit_share: float = Field(0.01, ge=0, le=1, description="warning: share of identifiers in people over a per-type limit")
+    max_singleton_share: float = Field(0.9, ge=0, le=1, description="warning: share of identifiers alone in their person")
+
+
 class GenerateDefaults(_Strict):
     people: int = Field(20000, ge=1)
     days: int = Field(3, ge=1)
@@ -174,6 +192,7 @@ class CdpConfig(_Strict):
     ingest: IngestConfig = IngestConfig()
     standardise: StandardiseConfig = StandardiseConfig()
     identity: IdentityConfig = IdentityConfig()
+    quality: QualityConfig = QualityConfig()
     generate: GenerateDefaults = GenerateDefaults()
 
 

@@ -127,6 +127,12 @@ CHANNEL_FIELDS: dict[str, tuple[Column, ...]] = {
         _c("booking_store"), _c("created_at", "timestamp", nullable=False),
     ),
 }
+# Event names each event channel may send (quality suites check them; the generator draws from them).
+EVENT_NAMES: dict[str, tuple[str, ...]] = {
+    "app_events": ("app_start", "page_view", "search", "view_item", "add_cart", "pay_order", "login",
+                   "register", "share"),
+    "wechat": ("mp_open", "mp_view_item", "mp_add_cart", "mp_pay", "oa_follow", "oa_click", "phone_auth"),
+}
 CHANNEL_FORMAT = {
     "app_events": "jsonl", "wechat": "jsonl", "crm": "csv", "orders": "csv", "pos": "csv",
     "ad_leads": "csv",
@@ -264,6 +270,24 @@ _TABLES += [
         ),
         partition_by=("as_of",), keys=("change", "person_id", "other_person_id"),
         doc="merges, splits and new people per batch: person ids are never silently renumbered",
+    ),
+]
+
+_TABLES += [
+    TableContract(
+        "ops_dq_results",
+        (
+            _c("run_id", nullable=False), _c("batch_date", "date", nullable=False),
+            _c("table_name", nullable=False), _c("scope", nullable=False, doc="the partition validated, e.g. `_batch_date` = DATE'2026-11-01'"),
+            _c("suite", nullable=False), _c("expectation", nullable=False, doc="expectation type and its column(s)"),
+            _c("level", nullable=False, doc="critical | warning | info"), _c("success", "boolean", nullable=False),
+            _c("observed_value", doc="as text"), _c("unexpected_count", "long"),
+            _c("unexpected_examples", doc="JSON list of up to 10 bad values"),
+            _c("checked_at", "timestamp", nullable=False),
+            _c("check_key", nullable=False, doc="hash of run_id and scope: one partition per validation"),
+        ),
+        partition_by=("batch_date", "table_name", "check_key"), keys=("check_key", "expectation"),
+        doc="every Great Expectations result of every gated write, failures included, for BI and the run summary",
     ),
 ]
 

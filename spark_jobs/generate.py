@@ -18,7 +18,7 @@ from faker import Faker
 from pydantic import BaseModel, ConfigDict, Field
 
 from spark_jobs.config import CHANNELS
-from spark_jobs.contracts import CHANNEL_FIELDS, CHANNEL_FORMAT
+from spark_jobs.contracts import CHANNEL_FIELDS, CHANNEL_FORMAT, EVENT_NAMES
 
 __all__ = [
     "CHANNELS",
@@ -94,14 +94,12 @@ _CRM_BINDS_LOGIN = 0.85  # members whose app account is bound in the CRM
 _CRM_BINDS_UNIONID = 0.85  # members whose WeChat unionid is bound in the CRM
 
 _PLATFORMS = ("ios", "android", "web")
-_APP_EVENT_NAMES = ("app_start", "page_view", "search", "view_item", "add_cart", "pay_order",
-                    "login", "register", "share")
+_APP_EVENT_NAMES = EVENT_NAMES["app_events"]
 _APP_EVENT_P = np.array([0.16, 0.34, 0.08, 0.20, 0.08, 0.03, 0.05, 0.0, 0.06])
 (_APP_START, _PAGE_VIEW, _SEARCH, _VIEW_ITEM, _ADD_CART, _PAY_ORDER, _LOGIN, _REGISTER,
  _SHARE) = range(9)
 _WECHAT_APPS = ("wx_mp_shop", "wx_oa_brand")
-_WECHAT_EVENT_NAMES = ("mp_open", "mp_view_item", "mp_add_cart", "mp_pay", "oa_follow",
-                       "oa_click", "phone_auth")
+_WECHAT_EVENT_NAMES = EVENT_NAMES["wechat"]
 _MP_EVENT_P = np.array([0.40, 0.38, 0.16, 0.06])
 _OA_EVENT_P = np.array([0.15, 0.85])
 _PAGES = ("home", "category", "item_detail", "cart", "checkout", "search_result",

@@ -290,7 +290,7 @@ def _components(nodes: DataFrame, edges: DataFrame, lh: Lakehouse, key: str, cfg
 
     if cfg.algorithm == "graphframes":
         return graphframes_components(nodes, edges, lh)
-    return connected_components(nodes, edges, lh, key, max_rounds=cfg.max_rounds)
+    return connected_components(nodes, edges, lh, key, max_rounds=cfg.max_rounds, local_edges=cfg.local_union_find_edges)
 
 
 def resolve(lh: Lakehouse, cfg: IdentityConfig, identifiers: DataFrame, links: DataFrame, key: str) -> Resolution:

@@ -59,27 +59,67 @@ def small_star(edges: DataFrame) -> DataFrame:
     )
 
 
-def _fingerprint(edges: DataFrame) -> tuple[int, int]:
-    row = edges.agg(F.count(F.lit(1)).alias("n"), F.sum(F.xxhash64("src", "dst").cast("decimal(38,0)")).alias("h")).collect()[0]
-    return int(row["n"]), int(row["h"] or 0)
+def _contract_partitions(batches):
+    """mapInArrow: union-find (scipy) over the edges of one partition; each node becomes an edge to its
+    partition-local smallest node. Connectivity is unchanged and components are stars already, so the
+    distributed rounds only join the pieces that span partitions."""
+    import numpy as np
+    import pyarrow as pa
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as local_components
+
+    batches = [b for b in batches if b.num_rows]
+    if not batches:
+        return
+    table = pa.Table.from_batches(batches)
+    src = table.column("src").to_numpy()
+    dst = table.column("dst").to_numpy()
+    nodes, index = np.unique(np.concatenate([src, dst]), return_inverse=True)
+    n, e = len(nodes), len(src)
+    graph = coo_matrix((np.ones(e, dtype=np.int8), (index[:e], index[e:])), shape=(n, n))
+    _, label = local_components(graph, directed=False)
+    smallest = np.full(label.max() + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(smallest, label, nodes)
+    root = smallest[label]
+    leaf = nodes != root
+    yield pa.RecordBatch.from_arrays([pa.array(root[leaf]), pa.array(nodes[leaf])], names=["src", "dst"])
+
+
+def _stars_left(edges: DataFrame) -> int:
+    """How many nodes still break the end state: with edges kept as src < dst, the components are
+    settled when every component is one star around its smallest node, i.e. no node is both a root
+    (src) and a leaf (dst) and no leaf has two roots. 0 means done."""
+    ends = edges.select(F.col("src").alias("n"), F.lit(1).alias("root"), F.lit(0).alias("leaf")).unionByName(
+        edges.select(F.col("dst").alias("n"), F.lit(0).alias("root"), F.lit(1).alias("leaf")))
+    per_node = ends.groupBy("n").agg(F.max("root").alias("root"), F.sum("leaf").alias("leaf"))
+    return per_node.where((F.col("leaf") > 1) | ((F.col("leaf") == 1) & (F.col("root") == 1))).count()
 
 
 def connected_components(
-    nodes: DataFrame, edges: DataFrame, lh: Lakehouse, key: str, max_rounds: int = 100
+    nodes: DataFrame, edges: DataFrame, lh: Lakehouse, key: str, max_rounds: int = 100,
+    local_edges: int | None = 10_000_000,
 ) -> Components:
     """Label every node (column `node`, long) with the smallest node id of its component.
-    `edges` has long columns src, dst. Each round (large-star then small-star) is staged as Parquet
-    under `key` so the plan does not grow; stops when a round changes nothing."""
+    `edges` has long columns src, dst. With `local_edges`, the edges are first split into partitions of
+    at most that many (by src) and each partition is reduced to stars by a local union-find (a
+    pre-pass that leaves connectivity unchanged; a graph within one partition is settled by it); then rounds
+    of large-star and small-star, each staged as Parquet under `key` so the plan does not grow, until
+    every component is a star around its smallest node (the algorithm's fixed point, detected without
+    the extra round that would change nothing)."""
+    if local_edges:
+        edges = lh.stage(f"{key}/input", edges.select("src", "dst"))
+        parts = -(-edges.count() // local_edges)
+        split = edges.coalesce(1) if parts <= 1 else edges.repartition(parts, "src")
+        edges = split.mapInArrow(_contract_partitions, "src long, dst long")
     current = lh.stage(f"{key}/round-0", _undirected(edges))
-    previous = _fingerprint(current)
-    for round_no in range(1, max_rounds + 1):
-        current = lh.stage(f"{key}/round-{round_no}", small_star(large_star(current)))
-        lh.unstage(f"{key}/round-{round_no - 1}")
-        fingerprint = _fingerprint(current)
-        log.info("connected components round %d: %d edges", round_no, fingerprint[0])
-        if fingerprint == previous:
-            # At the fixed point every non-root node (dst) has one edge, to its component's smallest
-            # node (src: edges are kept as src < dst).
+    for round_no in range(0, max_rounds + 1):
+        if round_no:
+            current = lh.stage(f"{key}/round-{round_no}", small_star(large_star(current)))
+            lh.unstage(f"{key}/round-{round_no - 1}")
+        unsettled = _stars_left(current)
+        log.info("connected components round %d: %d nodes not yet in a star around their smallest node", round_no, unsettled)
+        if unsettled == 0:
+            # Every non-root node (dst) has one edge, to its component's smallest node (src).
             labels = current.select(F.col("dst").alias("node"), F.col("src").alias("component"))
             roots = current.select(F.col("src").alias("node")).distinct().withColumn("component", F.col("node"))
             labelled = labels.unionByName(roots)
@@ -87,8 +127,8 @@ def connected_components(
                 nodes.select("node").distinct().join(labelled, "node", "left")
                 .select("node", F.coalesce("component", "node").alias("component"))
             )
+            lh.unstage(f"{key}/input")
             return Components(assignment, round_no)
-        previous = fingerprint
     raise ComponentsDidNotConverge(f"connected components did not converge in {max_rounds} rounds")
 
 

@@ -52,6 +52,10 @@ def run_stage(
     t0 = time.perf_counter()
     with spark_session(cfg.engine) as spark:
         lh = Lakehouse(spark, cfg.paths.lakehouse_uri())
+        if cfg.quality.enabled:  # write-audit-publish: every table write is validated first
+            from expectations.gate import QualityGate
+
+            lh.gate = QualityGate(lh, cfg, run_id, batch_date, started_at)
         if stage == "ingest":
             result = ingest.run(spark, lh, cfg.paths.landing_path(), channel, batch_date, started_at)
         elif stage == "standardise":
@@ -59,6 +63,9 @@ def run_stage(
         else:
             figures = identity.run(lh, cfg.identity, batch_date)
             result = {"identity": figures, "tables": {"gold_id_map": figures["identifiers"]}}
+        if lh.gate is not None:
+            checked = lh.gate.results
+            result["quality"] = {"expectations": len(checked), "failed": sum(not r["success"] for r in checked)}
     figures = {
         "stage": stage, "channel": channel, "batch_date": batch_date.isoformat(), "run_id": run_id,
         "engine": cfg.engine.kind, "seconds": round(time.perf_counter() - t0, 2), **result,
@@ -109,12 +116,39 @@ def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
         "seconds": seconds,
         "seconds_total": round(sum(seconds.values()), 2),
         "identity": next((s["identity"] for s in stages if s["stage"] == "identity"), None),
+        "quality": _quality(cfg, run_id),
         "tables": _table_totals(cfg),
     }
     text = json.dumps(summary, indent=2)
     (folder / "summary.json").write_text(text)
     (runs_dir(cfg) / "latest.json").write_text(text)
     return summary
+
+
+def _quality(cfg: CdpConfig, run_id: str) -> dict | None:
+    """The run's validation results from ops_dq_results, and the Data Docs site rebuilt."""
+    if not cfg.quality.enabled:
+        return None
+    import pyarrow.compute as pc
+
+    from expectations.gate import DQ_TABLE, build_docs
+    from spark_jobs.tables import TableNotFoundError, read_pandas
+
+    try:
+        dq = read_pandas(cfg.paths.lakehouse_uri(), DQ_TABLE, where=pc.field("run_id") == run_id)
+    except TableNotFoundError:
+        return None
+    failed = dq[~dq["success"]].sort_values(["level", "table_name", "expectation"])
+    return {
+        "expectations": len(dq),
+        "passed": int(dq["success"].sum()),
+        "failed": {lvl: int((failed["level"] == lvl).sum()) for lvl in ("critical", "warning", "info")},
+        "failures": [
+            {k: r[k] for k in ("table_name", "scope", "expectation", "level", "observed_value", "unexpected_count")}
+            for r in failed.head(20).to_dict("records")
+        ],
+        "data_docs": str(build_docs(cfg)),
+    }
 
 
 def _table_totals(cfg: CdpConfig) -> dict[str, dict]:
@@ -157,8 +191,19 @@ def render_summary(summary: dict) -> str:
         console.print(
             f"identity: {ident['identifiers']:,} identifiers -> {ident['people']:,} people "
             f"(largest {ident['largest_person']}, {ident['singletons']:,} single-identifier) in {ident['rounds']} rounds; "
-            f"changes {ident['changes']}; dropped {sum(ident['dropped'].values()):,} values/links by rule"
+            f"changes {ident['changes']}; dropped {sum(ident['dropped'].values()):,} values/links by rule "
+            f"({ident.get('limit_cuts', 0):,} links cut by per-person limits)"
         )
+    dq = summary.get("quality")
+    if dq:
+        console.print(
+            f"quality: {dq['expectations']:,} expectations checked, {dq['passed']:,} passed; failed: "
+            + ", ".join(f"{k} {v}" for k, v in dq["failed"].items())
+        )
+        for f in dq["failures"]:
+            console.print(f"  {f['level']}: {f['table_name']} {f['expectation']} (observed {f['observed_value']}, "
+                          f"unexpected {f['unexpected_count']})")
+        console.print(f"Data Docs: {dq['data_docs']}")
     secs = Table(title="seconds per stage")
     secs.add_column("stage")
     secs.add_column("seconds", justify="right")

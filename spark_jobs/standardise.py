@@ -171,8 +171,9 @@ def run(lh: Lakehouse, cfg: StandardiseConfig, batch_date: dt.date) -> dict:
     # A channel never ingested reads as empty: standardise still publishes every silver table.
     b = {ch: lh.read_or_empty(bronze_name(ch), part) for ch in CHANNELS}
     lh.write_partition("silver_events", build_events(b["app_events"], b["wechat"], cfg, batch_date), part)
-    lh.write_partition("silver_orders", build_orders(b["orders"], b["pos"], cfg, batch_date), part)
+    # Contacts before orders: the orders' quality suite checks their members against the CRM.
     lh.write_partition("silver_contacts", build_contacts(b["crm"], b["ad_leads"], cfg, batch_date), part)
+    lh.write_partition("silver_orders", build_orders(b["orders"], b["pos"], cfg, batch_date), part)
     stage_key = f"standardise/{batch_date.isoformat()}"
     sets = lh.stage(stage_key, build_identifier_sets(
         lh.read("silver_events", part), lh.read("silver_orders", part), lh.read("silver_contacts", part)

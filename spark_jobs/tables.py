@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import random
 import time
+import uuid
 from collections.abc import Mapping
 
 from pyspark.sql import Column as SparkColumn
@@ -138,6 +139,9 @@ class Lakehouse:
         self.root = root.rstrip("/")
         self.fmt = fmt
         self.retries = retries
+        # Write-audit-publish: an object with covers(table) and check(table, df, partition) that raises
+        # to stop a write (expectations.gate.QualityGate); None publishes unchecked.
+        self.gate = None
 
     def path(self, name: str) -> str:
         return table_path(self.root, name)
@@ -194,6 +198,24 @@ class Lakehouse:
         if not partition:
             raise ContractError(f"{name}: write_partition needs the partition values to replace")
         guarded = check_contract(df, c, partition)
+        audit_key = None
+        if self.gate is not None and self.gate.covers(name):
+            # Audit what will be published: stage it once, validate the staged rows, write those.
+            audit_key = f"_audit/{name}/{uuid.uuid4().hex}"
+            staged = self.stage(audit_key, df.select(*c.column_names))
+            try:
+                self.gate.check(name, staged, dict(partition))
+            except Exception:
+                self.unstage(audit_key)
+                raise
+            guarded = check_contract(staged, c, partition)
+        try:
+            self._publish(name, c, guarded, partition)
+        finally:
+            if audit_key:
+                self.unstage(audit_key)
+
+    def _publish(self, name: str, c, guarded: DataFrame, partition: Mapping[str, object]) -> None:
         self.create(name)
         writer = guarded.write.format(self.fmt).mode("overwrite")
         if self.fmt == "delta":

@@ -44,29 +44,37 @@ def _shape(kind: str, n: int, rng: random.Random) -> list[tuple[int, int]]:
     raise ValueError(kind)
 
 
-def _run(spark, tmp_path, n, edges):
+def _run(spark, tmp_path, n, edges, local_edges=10_000_000):
     lh = Lakehouse(spark, str(tmp_path / "lh"))  # only staging (Parquet) is used
     nodes = spark.createDataFrame([(i,) for i in range(n)], "node long")
-    e = spark.createDataFrame(edges or [], "src long, dst long")
-    result = connected_components(nodes, e, lh, "cc-test")
+    e = spark.createDataFrame(edges or [], "src long, dst long").repartition(3)  # several partitions to contract
+    result = connected_components(nodes, e, lh, "cc-test", local_edges=local_edges)
     return {r.node: r.component for r in result.assignment.collect()}, result.rounds
 
 
+# One partition settled by the local union-find; several partitions joined by rounds; rounds alone.
+MODES = {"one-partition": 10_000_000, "partitions+rounds": 60, "rounds-only": None}
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["chain", "star", "clique", "random", "forest"])
-def test_connected_components_equals_union_find(spark, tmp_path, kind):
+def test_connected_components_equals_union_find(spark, tmp_path, kind, mode):
     rng = random.Random(hash(kind) % 1000)
     n = 300
     edges = _shape(kind, n, rng)
-    got, rounds = _run(spark, tmp_path, n, edges)
+    got, rounds = _run(spark, tmp_path, n, edges, MODES[mode])
     assert got == _reference(n, edges)
-    assert rounds >= 1
+    if mode == "one-partition":
+        assert rounds == 0  # the local union-find settled it
+    elif mode == "rounds-only":
+        assert rounds >= 1
 
 
 def test_connected_components_long_path_needs_many_rounds_and_isolated_nodes_stay_alone(sail, tmp_path):
     n = 2000
     rng = random.Random(7)
     edges = _shape("chain", 1500, rng)  # nodes 1500..1999 are isolated
-    got, rounds = _run(sail, tmp_path, n, edges)
+    got, rounds = _run(sail, tmp_path, n, edges, local_edges=None)  # the rounds alone
     assert got == _reference(n, edges)
     assert all(got[i] == i for i in range(1500, 2000))
     assert rounds > 2
@@ -76,8 +84,10 @@ def test_connected_components_long_path_needs_many_rounds_and_isolated_nodes_sta
 @given(st.integers(2, 60).flatmap(lambda n: st.tuples(st.just(n), st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=90))))
 def test_connected_components_property_random_graphs(sail, tmp_path_factory, graph):
     n, edges = graph
-    got, _ = _run(sail, tmp_path_factory.mktemp("cc"), n, edges)
-    assert got == _reference(n, edges)
+    reference = _reference(n, edges)
+    for local_edges in MODES.values():
+        got, _ = _run(sail, tmp_path_factory.mktemp("cc"), n, edges, local_edges)
+        assert got == reference
 
 
 def test_graphframes_algorithm_on_a_connect_session_is_a_clear_error(sail, tmp_path):
@@ -105,5 +115,5 @@ def test_graphframes_partition_equals_the_dataframe_algorithm(monkeypatch, tmp_p
     except GraphFramesUnavailable as e:
         pytest.skip(f"GraphFrames not available to this JVM session: {e}")
     got = {r.node: r.component for r in gf.assignment.collect()}
-    ours = {r.node: r.component for r in connected_components(nodes, edge_df, lh, "cc").assignment.collect()}
+    ours = {r.node: r.component for r in connected_components(nodes, edge_df, lh, "cc", local_edges=None).assignment.collect()}
     assert got == ours == _reference(n, edges)

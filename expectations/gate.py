@@ -1,0 +1,206 @@
+"""Write-audit-publish with Great Expectations. `QualityGate.check` validates a frame a stage is about
+to publish (already staged, so the check and the write read the same rows), records every result in
+`ops_dq_results` and as a GX result file for Data Docs, and raises QualityGateError when a critical
+expectation fails: the caller then writes nothing. `build_docs` renders the Data Docs site."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from expectations.docs_assets import localise
+from expectations.suites import CRITICAL, GATED, SuiteContext, gx, gx_suite, label, suite_for
+from spark_jobs.config import PROJECT_ROOT, CdpConfig
+from spark_jobs.tables import Lakehouse, TableNotFoundError, partition_predicate, read_pandas
+
+log = logging.getLogger(__name__)
+
+DQ_TABLE = "ops_dq_results"
+# The partition column that holds the batch date, per layer.
+_BATCH_COLUMNS = ("_batch_date", "batch_date", "as_of")
+
+
+class QualityGateError(RuntimeError):
+    """A critical expectation failed: the table was not published (the message names the table, the
+    expectation and example bad values)."""
+
+
+@dataclass(frozen=True)
+class _Failure:
+    expectation: str
+    unexpected: int | None
+    observed: str | None
+    examples: list
+
+
+def docs_root(cfg: CdpConfig) -> Path:
+    """Where GX result files and the Data Docs site live (default <lakehouse>/_dq)."""
+    if cfg.quality.docs:
+        path = Path(cfg.quality.docs).expanduser()
+        return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
+    root = cfg.paths.lakehouse_uri()
+    if "://" in root:
+        raise ValueError("quality.docs must be set to a local folder when the lakehouse is an object store")
+    return Path(root) / "_dq"
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _scope(partition: dict) -> str:
+    """The partition without its batch column: the same scope on another day has the same text."""
+    rest = {k: v for k, v in partition.items() if k not in _BATCH_COLUMNS}
+    return partition_predicate(rest) if rest else "(whole batch)"
+
+
+class QualityGate:
+    """One stage run's gate: `Lakehouse.write_partition` calls `check` before every publish."""
+
+    def __init__(self, lh: Lakehouse, cfg: CdpConfig, run_id: str, batch_date: dt.date, checked_at: dt.datetime | None = None):
+        self.lh, self.cfg, self.run_id, self.batch_date = lh, cfg, run_id, batch_date
+        self.checked_at = (checked_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(tzinfo=None)
+        self.results: list[dict] = []
+        self._context = None
+
+    def covers(self, table: str) -> bool:
+        return table in GATED
+
+    # ------------------------------------------------------------------ validation
+    def _gx(self):
+        if self._context is None:
+            self._context = gx.get_context(mode="ephemeral")
+            self._context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+            self._source = self._context.data_sources.add_spark(name="cdp")
+        return self._context
+
+    def _history(self, table: str, scope: str) -> tuple[int, ...]:
+        """Row counts of earlier batches of `table` in the same scope (latest check per batch)."""
+        import pyarrow.compute as pc
+
+        try:
+            df = read_pandas(self.lh.root, DQ_TABLE, ["batch_date", "scope", "expectation", "observed_value", "checked_at"],
+                             where=(pc.field("table_name") == table) & (pc.field("expectation") == "row_count")
+                             & (pc.field("batch_date") < pc.scalar(self.batch_date)))
+        except TableNotFoundError:
+            return ()
+        df = df[df["scope"] == scope].sort_values("checked_at").drop_duplicates("batch_date", keep="last")
+        return tuple(int(v) for v in df.sort_values("batch_date")["observed_value"])
+
+    def _context_for(self, table: str, scope: str) -> SuiteContext:
+        known = None
+        if table == "silver_orders" and self.lh.exists("silver_contacts"):
+            from pyspark.sql import functions as F
+
+            known = (self.lh.read("silver_contacts").where(F.col("_batch_date") <= F.lit(self.batch_date))
+                     .where(F.col("source") == "crm").select("member_id"))
+        return SuiteContext(
+            batch_date=self.batch_date, quality=self.cfg.quality, identity=self.cfg.identity,
+            timezone=self.cfg.standardise.timezone, row_history=self._history(table, scope), known_members=known,
+        )
+
+    def check(self, table: str, df, partition: dict) -> list[dict]:
+        """Validate `df` (what is about to be published to `partition` of `table`); record the results;
+        raise QualityGateError on a critical failure."""
+        scope = _scope(partition)
+        suite = suite_for(table, self._context_for(table, scope))
+        ctx = self._gx()
+        name = f"{table}-{uuid.uuid4().hex[:12]}"
+        asset = self._source.add_dataframe_asset(name=name)
+        batch = asset.add_batch_definition_whole_dataframe("batch")
+        gx_s = ctx.suites.add(gx_suite(suite))
+        try:
+            validation = gx.ValidationDefinition(name=name, data=batch, suite=gx_s)
+            run = gx.RunIdentifier(run_name=self.run_id, run_time=self.checked_at)
+            result = validation.run(batch_parameters={"dataframe": suite.prepare(df)}, result_format="SUMMARY", run_id=run)
+            suite_json = gx_s.to_json_dict()
+        finally:
+            ctx.suites.delete(suite.name)
+
+        key = hashlib.sha256(f"{self.run_id}|{table}|{scope}".encode()).hexdigest()[:16]
+        rows, failures = [], []
+        for r in result.results:
+            config = r.expectation_config
+            level = str(getattr(config.severity, "value", config.severity))
+            res = r.result or {}
+            examples = (res.get("partial_unexpected_list") or [])[:10]
+            row = {
+                "run_id": self.run_id, "batch_date": self.batch_date, "table_name": table, "scope": scope,
+                "suite": suite.name, "expectation": label(config), "level": level, "success": bool(r.success),
+                "observed_value": _text(res.get("observed_value")), "unexpected_count": res.get("unexpected_count"),
+                "unexpected_examples": json.dumps(examples, default=str) if examples else None,
+                "checked_at": self.checked_at, "check_key": key,
+            }
+            rows.append(row)
+            if level == CRITICAL and not r.success:
+                failures.append(_Failure(row["expectation"], row["unexpected_count"], row["observed_value"], examples))
+        self._record(table, key, rows, result, suite_json)
+        self.results.extend(rows)
+        if failures:
+            raise QualityGateError(self._message(table, scope, failures))
+        warned = [r["expectation"] for r in rows if not r["success"]]
+        if warned:
+            log.warning("quality warnings on %s (%s): %s", table, scope, ", ".join(warned))
+        return rows
+
+    def _message(self, table: str, scope: str, failures: list[_Failure]) -> str:
+        lines = [f"quality gate: {table} was not published (batch {self.batch_date}, {scope}); critical failures:"]
+        for f in failures:
+            what = f"{f.unexpected} unexpected value(s), e.g. {f.examples}" if f.unexpected else f"observed {f.observed}"
+            lines.append(f"  - {f.expectation}: {what}")
+        return "\n".join(lines)
+
+    def _record(self, table: str, key: str, rows: list[dict], result, suite_json: dict) -> None:
+        from spark_jobs.contracts import contract
+
+        spark = self.lh.spark
+        frame = spark.createDataFrame([tuple(r[c] for c in contract(DQ_TABLE).column_names) for r in rows],
+                                      contract(DQ_TABLE).schema())
+        self.lh.write_partition(DQ_TABLE, frame, {"batch_date": self.batch_date, "table_name": table, "check_key": key})
+        out = docs_root(self.cfg) / "results" / key
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(json.dumps(result.to_json_dict(), default=str))
+        (out / "meta.json").write_text(json.dumps({
+            "table": table, "run_id": self.run_id, "run_time": self.checked_at.isoformat(),
+            "batch_date": self.batch_date.isoformat(), "suite": suite_json,
+        }, default=str))
+
+
+def build_docs(cfg: CdpConfig, run_id: str | None = None) -> Path:
+    """Render the GX Data Docs site from every recorded result (or those of `run_id`); return index.html."""
+    from great_expectations.core import ExpectationSuiteValidationResult
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    root = docs_root(cfg)
+    ctx = gx.get_context(mode="file", project_root_dir=str(root))
+    ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    for folder in sorted((root / "results").glob("*")):
+        meta_file = folder / "meta.json"
+        if not meta_file.exists():
+            continue
+        meta = json.loads(meta_file.read_text())
+        if run_id and meta["run_id"] != run_id:
+            continue
+        suite = meta["suite"]
+        ctx.suites.add_or_update(gx.ExpectationSuite(name=suite["name"], expectations=suite["expectations"]))
+        result = ExpectationSuiteValidationResult(**json.loads((folder / "result.json").read_text()))
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=meta["table"]),
+            run_id=gx.RunIdentifier(run_name=meta["run_id"], run_time=dt.datetime.fromisoformat(meta["run_time"])),
+            batch_identifier=f"{meta['table']}-{folder.name}",
+        )
+        ctx.validation_results_store.set(key, result)
+    ctx.build_data_docs()
+    site = root / "gx" / "uncommitted" / "data_docs" / "local_site"
+    localise(site, root / "vendor-cache")  # jQuery, Bootstrap, bootstrap-table from npm: works offline
+    return site / "index.html"

@@ -1,0 +1,238 @@
+"""Great Expectations suites for every CDP table, kept as code. Each table's suite is built for one
+batch (timestamps within the batch window, volume against the trailing median of earlier batches) from
+its contract (required columns, keys) plus the table's own rules. Levels: `critical` stops the write,
+`warning` is recorded and the run goes on, `info` only records a figure (the row count).
+
+Rules that need more than one column or another table (referential checks, identity health) add
+`_dq_*` columns to the frame validated (the published frame is never changed)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no network here; and no phoning home in production
+
+import great_expectations as gx  # noqa: E402
+from great_expectations import expectations as gxe  # noqa: E402
+from pyspark.sql import DataFrame, Window  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+
+from spark_jobs.config import CHANNELS, ID_TYPES, IdentityConfig, QualityConfig  # noqa: E402
+from spark_jobs.contracts import EVENT_NAMES, bronze_name, contract  # noqa: E402
+
+CRITICAL, WARNING, INFO = "critical", "warning", "info"
+E164 = r"^\+[1-9][0-9]{6,14}$"
+EMAIL_LOWER = r"^[^A-Z\s@]+@[^A-Z\s@]+\.[^A-Z\s@]+$"
+TIERS = ("normal", "silver", "gold", "platinum")
+# Event time column of each table whose rows happen on the batch day.
+EVENT_TIME = {
+    bronze_name("app_events"): "event_time", bronze_name("wechat"): "event_time", bronze_name("crm"): "updated_at",
+    bronze_name("orders"): "paid_time", bronze_name("pos"): "txn_time", bronze_name("ad_leads"): "created_at",
+    "silver_events": "event_time", "silver_orders": "paid_time",
+}
+
+
+@dataclass(frozen=True)
+class SuiteContext:
+    """What a suite needs to know about the batch it checks."""
+
+    batch_date: dt.date
+    quality: QualityConfig = QualityConfig()
+    identity: IdentityConfig = IdentityConfig()
+    timezone: str = "Asia/Shanghai"
+    row_history: tuple[int, ...] = ()  # row counts of earlier batches of the same table, oldest first
+    known_members: DataFrame | None = None  # member_id of every CRM member up to the batch (silver_orders)
+
+    def window(self) -> tuple[dt.datetime, dt.datetime]:
+        """The batch's local day as naive UTC datetimes (Spark sessions here run in UTC)."""
+        start = dt.datetime.combine(self.batch_date, dt.time(), ZoneInfo(self.timezone)).astimezone(dt.UTC)
+        return start.replace(tzinfo=None), (start + dt.timedelta(days=1)).replace(tzinfo=None)
+
+
+@dataclass
+class Suite:
+    """A table's expectations for one batch and how to derive the `_dq_*` columns they read."""
+
+    name: str
+    expectations: list = field(default_factory=list)
+    prepare: Callable[[DataFrame], DataFrame] = lambda df: df
+
+    def add(self, expectation, level: str, check: str | None = None) -> None:
+        expectation.severity = level
+        if check:
+            expectation.meta = {**(expectation.meta or {}), "check": check}
+        self.expectations.append(expectation)
+
+    def derive(self, step: Callable[[DataFrame], DataFrame]) -> None:
+        before = self.prepare
+        self.prepare = lambda df: step(before(df))
+
+
+def label(config) -> str:
+    """How a result (its ExpectationConfiguration) is named in ops_dq_results: the check name, or the
+    expectation type and its column(s)."""
+    meta = config.meta or {}
+    if meta.get("check"):
+        return meta["check"]
+    cols = config.kwargs.get("column") or ",".join(config.kwargs.get("column_list") or [])
+    return f"{config.type}({cols})" if cols else config.type
+
+
+def _in_set(s: Suite, column: str, values, level: str, mostly: float = 1.0) -> None:
+    s.add(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(values), mostly=mostly), level)
+
+
+def _flag(s: Suite, name: str, condition, level: str, check: str, mostly: float = 1.0) -> None:
+    """A derived boolean column `_dq_<name>` that must be true (NULL counts as missing, not bad)."""
+    s.derive(lambda df: df.withColumn(f"_dq_{name}", condition))
+    s.add(gxe.ExpectColumnValuesToBeInSet(column=f"_dq_{name}", value_set=[True], mostly=mostly), level, check)
+
+
+def _common(s: Suite, table: str, ctx: SuiteContext) -> None:
+    c = contract(table)
+    for col in c.required():
+        s.add(gxe.ExpectColumnValuesToNotBeNull(column=col), CRITICAL)
+    if len(c.keys) == 1:
+        s.add(gxe.ExpectColumnValuesToBeUnique(column=c.keys[0]), CRITICAL)
+    elif c.keys:
+        s.add(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(c.keys)), CRITICAL)
+    s.add(gxe.ExpectTableRowCountToBeBetween(min_value=0), INFO, "row_count")
+    q = ctx.quality
+    history = ctx.row_history[-q.volume_history:]
+    if len(history) >= q.volume_min_history:
+        median = statistics.median(history)
+        if median >= q.volume_min_rows:
+            s.add(gxe.ExpectTableRowCountToBeBetween(
+                min_value=int(median * (1 - q.volume_tolerance)), max_value=int(median * (1 + q.volume_tolerance)) + 1,
+                meta={"trailing_median": median, "batches": len(history)},
+            ), WARNING, "volume")
+    ts = EVENT_TIME.get(table)
+    if ts:
+        start, end = ctx.window()
+        s.add(gxe.ExpectColumnValuesToBeBetween(
+            column=ts, min_value=start - dt.timedelta(hours=q.late_hours), max_value=end + dt.timedelta(hours=1),
+            mostly=0.99,
+        ), WARNING, f"in_batch_window({ts})")
+        s.add(gxe.ExpectColumnMaxToBeBetween(column=ts, min_value=start), WARNING, f"freshness({ts})")
+
+
+def _bronze(s: Suite, channel: str) -> None:
+    if channel in EVENT_NAMES:
+        _in_set(s, "event_name", EVENT_NAMES[channel], WARNING, mostly=0.99)
+    if channel in ("orders", "pos"):
+        s.add(gxe.ExpectColumnValuesToBeBetween(column="amount", min_value=0), WARNING)
+    if channel == "crm":
+        s.add(gxe.ExpectColumnValuesToBeInSet(column="tier", value_set=[*TIERS, *(t.capitalize() for t in TIERS)], mostly=0.99), WARNING)
+
+
+def _canonical(id_type, id_value):
+    """True when an identifier is in the canonical form of its type."""
+    return (
+        F.when(id_type == "phone", id_value.rlike(E164))
+        .when(id_type == "email", id_value.rlike(EMAIL_LOWER))
+        .when(id_type == "device_id", id_value == F.upper(id_value))
+        .otherwise(F.lit(True))
+    )
+
+
+def _silver(s: Suite, table: str, ctx: SuiteContext) -> None:
+    if table == "silver_events":
+        _in_set(s, "channel", ("app", "wechat"), CRITICAL)
+        _in_set(s, "event_name", sorted({n for names in EVENT_NAMES.values() for n in names}), CRITICAL)
+        s.add(gxe.ExpectColumnValuesToMatchRegex(column="phone", regex=E164), CRITICAL)
+        s.add(gxe.ExpectColumnValuesToBeBetween(
+            column="event_date", min_value=ctx.batch_date - dt.timedelta(days=1), max_value=ctx.batch_date + dt.timedelta(days=1),
+            mostly=0.99), WARNING)
+    elif table == "silver_orders":
+        _in_set(s, "channel", ("ecommerce", "pos"), CRITICAL)
+        s.add(gxe.ExpectColumnValuesToBeBetween(column="amount", min_value=0), CRITICAL)
+        s.add(gxe.ExpectColumnValuesToMatchRegex(column="phone", regex=E164), CRITICAL)
+        if ctx.known_members is not None:
+            known = ctx.known_members.select("member_id").distinct().withColumn("_dq_known", F.lit(True))
+            s.derive(lambda df: df.join(known, "member_id", "left"))
+            _flag(s, "member_ref", F.col("member_id").isNull() | F.col("_dq_known").isNotNull(), WARNING,
+                  "orders_reference_known_members", mostly=0.99)
+    elif table == "silver_contacts":
+        _in_set(s, "source", ("crm", "ad_leads"), CRITICAL)
+        s.add(gxe.ExpectColumnValuesToMatchRegex(column="phone", regex=E164), CRITICAL)
+        s.add(gxe.ExpectColumnValuesToMatchRegex(column="email", regex=EMAIL_LOWER), CRITICAL)
+        _in_set(s, "gender", ("M", "F"), CRITICAL)
+        _in_set(s, "tier", TIERS, CRITICAL)
+    elif table == "silver_identifiers":
+        _in_set(s, "id_type", ID_TYPES, CRITICAL)
+        _flag(s, "canonical", _canonical(F.col("id_type"), F.col("id_value")), CRITICAL, "identifiers_canonical")
+        s.add(gxe.ExpectColumnValuesToBeBetween(column="records", min_value=1), CRITICAL)
+    elif table == "silver_id_links":
+        _in_set(s, "src_type", ID_TYPES, CRITICAL)
+        _in_set(s, "dst_type", ID_TYPES, CRITICAL)
+        ordered = (F.col("src_type") < F.col("dst_type")) | (
+            (F.col("src_type") == F.col("dst_type")) & (F.col("src_value") < F.col("dst_value")))
+        _flag(s, "ordered", ordered, CRITICAL, "links_ordered_src_before_dst")
+
+
+def _gold(s: Suite, table: str, ctx: SuiteContext) -> None:
+    q = ctx.quality
+    if table == "gold_id_map":
+        s.add(gxe.ExpectColumnValuesToMatchRegex(column="person_id", regex=r"^p_[0-9a-f]{20}$"), CRITICAL)
+        _flag(s, "canonical", _canonical(F.col("id_type"), F.col("id_value")), CRITICAL, "identifiers_canonical")
+        person = Window.partitionBy("person_id")
+        typed = Window.partitionBy("person_id", "id_type")
+        limit = F.lit(None).cast("long")
+        for t, n in ctx.identity.limits.items():
+            limit = F.when(F.col("id_type") == t, F.lit(n)).otherwise(limit)
+        s.derive(lambda df: df.withColumn("_dq_person_size", F.count(F.lit(1)).over(person))
+                 .withColumn("_dq_over_limit", F.when(F.count(F.lit(1)).over(typed) > limit, 1.0).otherwise(0.0))
+                 .withColumn("_dq_singleton", F.when(F.col("_dq_person_size") == 1, 1.0).otherwise(0.0)))
+        s.add(gxe.ExpectColumnMaxToBeBetween(column="_dq_person_size", max_value=q.max_person_identifiers), CRITICAL,
+              "largest_person")
+        s.add(gxe.ExpectColumnMeanToBeBetween(column="_dq_over_limit", max_value=q.max_over_limit_share), WARNING,
+              "share_over_type_limits")
+        s.add(gxe.ExpectColumnMeanToBeBetween(column="_dq_singleton", max_value=q.max_singleton_share), WARNING,
+              "share_of_singletons")
+    elif table == "gold_id_dropped":
+        s.add(gxe.ExpectColumnValuesToMatchRegex(column="rule", regex=r"^(blocklist_|hub:|limit:|link_dropped:)"), CRITICAL)
+    elif table == "gold_id_changes":
+        _in_set(s, "change", ("new", "merge", "split"), CRITICAL)
+        s.add(gxe.ExpectColumnValuesToBeBetween(column="identifiers", min_value=1), CRITICAL)
+
+
+def _ops(s: Suite, table: str) -> None:
+    if table == "ops_ingest_files":
+        _in_set(s, "channel", CHANNELS, CRITICAL)
+        s.add(gxe.ExpectColumnValuesToMatchRegex(column="checksum", regex=r"^[0-9a-f]{64}$"), CRITICAL)
+        balanced = F.col("duplicate_of").isNotNull() | (F.col("lines") == F.col("loaded") + F.col("quarantined"))
+        _flag(s, "balanced", balanced, CRITICAL, "lines_equal_loaded_plus_quarantined")
+    elif table == "bronze_quarantine":
+        _in_set(s, "channel", CHANNELS, CRITICAL)
+
+
+GATED = tuple(t for t in (
+    *(bronze_name(ch) for ch in CHANNELS), "bronze_quarantine", "ops_ingest_files", "silver_events", "silver_orders",
+    "silver_contacts", "silver_identifiers", "silver_id_links", "gold_id_map", "gold_id_dropped", "gold_id_changes",
+))
+
+
+def suite_for(table: str, ctx: SuiteContext) -> Suite:
+    """The suite of `table` for the batch in `ctx` (every gated table has one)."""
+    if table not in GATED:
+        raise KeyError(f"no quality suite for {table!r}; suites exist for {list(GATED)}")
+    s = Suite(name=table)
+    _common(s, table, ctx)
+    if table.startswith("bronze_") and table != "bronze_quarantine":
+        _bronze(s, table.removeprefix("bronze_"))
+    elif table.startswith("silver_"):
+        _silver(s, table, ctx)
+    elif table.startswith("gold_"):
+        _gold(s, table, ctx)
+    _ops(s, table)
+    return s
+
+
+def gx_suite(s: Suite) -> gx.ExpectationSuite:
+    """The GX ExpectationSuite object of a Suite."""
+    return gx.ExpectationSuite(name=s.name, expectations=list(s.expectations))

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# System packages the test suite needs, installed when missing (Debian/Ubuntu, as root or with sudo):
+#   Java 17  - the engine-matrix tests run the same transforms on JVM Spark
+#   chromium - the Data Docs test opens the generated GX site in headless Chromium
+set -euo pipefail
+need=()
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "installing system packages: ${need[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,185 @@
+"""Quality gates: every suite passes on good generated data and fails on crafted bad frames; a bad batch
+stops the stage and leaves the published table as it was; results land in ops_dq_results; Data Docs
+render in headless Chromium. Real GX validations on Sail and real Delta tables."""
+
+import datetime as dt
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from expectations.gate import DQ_TABLE, QualityGate, QualityGateError, build_docs
+from expectations.suites import GATED
+from spark_jobs.config import CdpConfig, EngineConfig, PathsConfig, QualityConfig
+from spark_jobs.generate import generate
+from spark_jobs.pipeline import run_stage, summarise
+from spark_jobs.tables import Lakehouse, read_pandas
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+DAY = dt.date(2026, 11, 1)
+ARTIFACTS = Path(__file__).resolve().parent / "_artifacts"
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    """One generated day through ingest, standardise and identity, every write gated."""
+    base = tmp_path_factory.mktemp("dq")
+    generate(base / "landing", people=400, days=1, seed=5, start=DAY)
+    cfg = CdpConfig(engine=EngineConfig(kind="local"),
+                    paths=PathsConfig(landing=str(base / "landing"), lakehouse=str(base / "lh")))
+    for ch in cfg.ingest.channels:
+        run_stage("ingest", DAY, "good", channel=ch, cfg=cfg)
+    run_stage("standardise", DAY, "good", cfg=cfg)
+    run_stage("identity", DAY, "good", cfg=cfg)
+    return cfg, summarise("good", cfg)
+
+
+def _gate(sail, cfg, run_id, **quality):
+    config = cfg.model_copy(update={"quality": QualityConfig(**quality)}) if quality else cfg
+    lh = Lakehouse(sail, cfg.paths.lakehouse_uri())
+    return lh, QualityGate(lh, config, run_id, DAY)
+
+
+def _partition(table):
+    from spark_jobs.contracts import contract
+
+    col = contract(table).partition_by[0]
+    return {col: DAY}
+
+
+def test_every_suite_passes_on_good_data_and_every_result_is_recorded(good):
+    cfg, summary = good
+    dq = read_pandas(cfg.paths.lakehouse_uri(), DQ_TABLE)
+    dq = dq[dq["run_id"] == "good"]
+    assert set(dq["table_name"]) == set(GATED)
+    critical = dq[dq["level"] == "critical"]
+    assert critical["success"].all(), critical[~critical["success"]][["table_name", "expectation", "observed_value"]]
+    assert summary["quality"]["failed"]["critical"] == 0
+    assert summary["quality"]["expectations"] == len(dq)
+    # every table's row count is recorded (the volume check's history)
+    counts = dq[dq["expectation"] == "row_count"]
+    assert set(counts["table_name"]) == set(GATED) and (counts["observed_value"].astype(int) >= 0).all()
+
+
+BAD = [
+    ("silver_orders", lambda df: df.withColumn("amount", F.lit(-5).cast("decimal(12,2)")), "expect_column_values_to_be_between(amount)", "-5"),
+    ("silver_orders", lambda df: df.withColumn("phone", F.lit("13912345678")), "expect_column_values_to_match_regex(phone)", "13912345678"),
+    ("silver_contacts", lambda df: df.withColumn("email", F.lit("Ann@Shop.CN")), "expect_column_values_to_match_regex(email)", "Ann@Shop.CN"),
+    ("silver_contacts", lambda df: df.withColumn("tier", F.lit("diamond")), "expect_column_values_to_be_in_set(tier)", "diamond"),
+    ("silver_events", lambda df: df.withColumn("event_name", F.lit("hack")), "expect_column_values_to_be_in_set(event_name)", "hack"),
+    ("silver_events", lambda df: df.unionByName(df), "expect_compound_columns_to_be_unique(channel,event_id)", ""),
+    ("bronze_app_events", lambda df: df.withColumn("event_id", F.lit(None).cast("string")), "expect_column_values_to_not_be_null(event_id)", ""),
+    ("silver_identifiers", lambda df: df.withColumn("id_value", F.when(F.col("id_type") == "phone", F.lit("139-1234-5678")).otherwise(F.col("id_value"))),
+     "identifiers_canonical", "False"),
+    ("silver_id_links", lambda df: df.select(*[F.col(c.replace("src", "tmp").replace("dst", "src").replace("tmp", "dst")).alias(c) for c in df.columns]),
+     "links_ordered_src_before_dst", "False"),
+    ("gold_id_map", lambda df: df.withColumn("person_id", F.concat(F.lit("x"), "person_id")), "expect_column_values_to_match_regex(person_id)", "xp_"),
+    ("gold_id_changes", lambda df: df.withColumn("change", F.lit("renamed")), "expect_column_values_to_be_in_set(change)", "renamed"),
+    ("gold_id_dropped", lambda df: df.withColumn("rule", F.lit("because")), "expect_column_values_to_match_regex(rule)", "because"),
+    ("ops_ingest_files", lambda df: df.withColumn("loaded", F.col("loaded") + 1).withColumn("duplicate_of", F.lit(None).cast("string")),
+     "lines_equal_loaded_plus_quarantined", "False"),
+    ("bronze_quarantine", lambda df: df.withColumn("channel", F.lit("fax")), "expect_column_values_to_be_in_set(channel)", "fax"),
+]
+
+
+@pytest.mark.parametrize(("table", "spoil", "expectation", "example"), BAD, ids=[f"{t}:{e}" for t, _, e, _ in BAD])
+def test_a_crafted_bad_frame_fails_its_critical_expectation_with_examples(good, sail, table, spoil, expectation, example):
+    cfg, _ = good
+    lh, gate = _gate(sail, cfg, f"bad-{table}-{expectation}")
+    df = lh.read(table, _partition(table))
+    assert df.count() > 0, f"the generated day has rows in {table}"
+    with pytest.raises(QualityGateError) as err:
+        gate.check(table, spoil(df), _partition(table))
+    message = str(err.value)
+    assert table in message and expectation in message and example in message
+    failed = [r for r in gate.results if not r["success"]]
+    assert [r["expectation"] for r in failed if r["level"] == "critical"] == [expectation]
+
+
+def test_largest_person_is_a_critical_identity_health_check(good, sail):
+    cfg, _ = good
+    lh, gate = _gate(sail, cfg, "bad-largest", max_person_identifiers=5)
+    df = lh.read("gold_id_map", {"as_of": DAY})
+    with pytest.raises(QualityGateError, match="largest_person"):
+        gate.check("gold_id_map", df.withColumn("person_id", F.lit("p_" + "0" * 20)), {"as_of": DAY})
+
+
+def test_warnings_are_recorded_and_do_not_stop_the_write(good, sail):
+    cfg, _ = good
+    lh, gate = _gate(sail, cfg, "warn")
+    orders = lh.read("silver_orders", {"_batch_date": DAY})
+    late = orders.withColumn("paid_time", F.col("paid_time") - F.expr("INTERVAL 3 DAYS")).withColumn("member_id", F.lit("M_NOBODY"))
+    rows = gate.check("silver_orders", late, {"_batch_date": DAY})
+    failed = {r["expectation"]: r["level"] for r in rows if not r["success"]}
+    assert failed == {"in_batch_window(paid_time)": "warning", "freshness(paid_time)": "warning",
+                      "orders_reference_known_members": "warning"}
+
+
+def test_volume_is_checked_against_the_trailing_median(good, sail):
+    cfg, _ = good
+    lh, gate = _gate(sail, cfg, "volume", volume_min_history=3, volume_min_rows=10)
+    events = lh.read("silver_events", {"_batch_date": DAY})
+    n = events.count()
+    gate._history = lambda table, scope: (n * 10, n * 10, n * 9, n * 11)  # earlier batches were ten times larger
+    rows = gate.check("silver_events", events, {"_batch_date": DAY})
+    volume = next(r for r in rows if r["expectation"] == "volume")
+    assert (volume["success"], volume["level"], int(volume["observed_value"])) == (False, "warning", n)
+    gate._history = lambda table, scope: (n, n, n)
+    assert next(r for r in gate.check("silver_events", events, {"_batch_date": DAY}) if r["expectation"] == "volume")["success"]
+
+
+def test_a_bad_batch_stops_the_stage_and_leaves_the_published_table_as_it_was(good, tmp_path):
+    """Day 2's orders carry negative amounts: bronze takes them (a warning), standardise's gate stops
+    silver_orders: its Delta version is unchanged and ops_dq_results records the failure."""
+    cfg, _ = good
+    day2 = DAY + dt.timedelta(days=1)
+    landing = Path(cfg.paths.landing)
+    folder = landing / "orders" / day2.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "part-00000.csv").write_text(
+        "order_id,member_id,phone,items,amount,paid_time,category\n"
+        f"O1,,13912345678,SKU100001:1,-99.00,{day2}T10:00:00.000+08:00,shoes\n"
+        f"O2,,13912345679,SKU100001:1,19.00,{day2}T11:00:00.000+08:00,shoes\n")
+    run_stage("ingest", day2, "bad-batch", channel="orders", cfg=cfg)
+    lh_root = cfg.paths.lakehouse_uri()
+    from deltalake import DeltaTable
+
+    before = DeltaTable(f"{lh_root}/silver/silver_orders").version()
+    with pytest.raises(QualityGateError) as err:
+        run_stage("standardise", day2, "bad-batch", cfg=cfg)
+    assert "silver_orders" in str(err.value) and "-99" in str(err.value) and "amount" in str(err.value)
+    assert DeltaTable(f"{lh_root}/silver/silver_orders").version() == before
+    dq = read_pandas(lh_root, DQ_TABLE)
+    failed = dq[(dq["run_id"] == "bad-batch") & ~dq["success"] & (dq["level"] == "critical")]
+    assert failed[["table_name", "expectation"]].values.tolist() == [["silver_orders", "expect_column_values_to_be_between(amount)"]]
+    assert json.loads(failed["unexpected_examples"].iloc[0]) == ["-99.00"]
+
+
+def test_data_docs_list_the_suites_and_their_results_in_chromium(good):
+    cfg, _ = good
+    index = build_docs(cfg)
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is missing: `make test` installs it (scripts/system-deps.sh)"
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "data_docs.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--allow-file-access-from-files"]
+    dom = subprocess.run([chromium, *flags, "--virtual-time-budget=5000", "--dump-dom", index.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    subprocess.run([chromium, *flags, "--window-size=1400,1000", f"--screenshot={shot}", index.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    # The rendered tables (built by bootstrap-table from the page's data; served from static/vendor):
+    # one row per validation result and one per suite, each a link to its page.
+    rows = re.findall(r'<tr[^>]*data-index="\d+"[^>]*>(.*?)</tr>', dom, flags=re.S)
+    assert rows, "the Data Docs index rendered no table rows"
+    rendered = " ".join(rows)
+    runs = set(read_pandas(cfg.paths.lakehouse_uri(), DQ_TABLE, ["run_id"])["run_id"])
+    assert any(f">{run}<" in rendered for run in runs) and ">bronze_app_events<" in rendered  # run and suite cells
+    validations = len(list((index.parents[4] / "results").glob("*/meta.json")))
+    totals = [int(n) for n in re.findall(r"Showing 1 to \d+ of (\d+) rows", dom)]
+    assert totals == [validations, len(GATED)]  # paged tables: every validation result, every suite
+    assert "code.jquery.com" not in index.read_text()  # assets are local: the page works offline
+    assert shot.exists() and shot.stat().st_size > 10_000
