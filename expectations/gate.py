@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,10 @@ def docs_root(cfg: CdpConfig) -> Path:
     if "://" in root:
         raise ValueError("quality.docs must be set to a local folder when the lakehouse is an object store")
     return Path(root) / "_dq"
+
+
+def _run_folder(run_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
 
 
 def _text(value) -> str | None:
@@ -164,7 +169,7 @@ class QualityGate:
         frame = spark.createDataFrame([tuple(r[c] for c in contract(DQ_TABLE).column_names) for r in rows],
                                       contract(DQ_TABLE).schema())
         self.lh.write_partition(DQ_TABLE, frame, {"batch_date": self.batch_date, "table_name": table, "check_key": key})
-        out = docs_root(self.cfg) / "results" / key
+        out = docs_root(self.cfg) / "results" / _run_folder(self.run_id) / key
         out.mkdir(parents=True, exist_ok=True)
         (out / "result.json").write_text(json.dumps(result.to_json_dict(), default=str))
         (out / "meta.json").write_text(json.dumps({
@@ -184,7 +189,8 @@ def build_docs(cfg: CdpConfig, run_id: str | None = None) -> Path:
     root = docs_root(cfg)
     ctx = gx.get_context(mode="file", project_root_dir=str(root))
     ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
-    for folder in sorted((root / "results").glob("*")):
+    # The GX store keeps what earlier builds added: a run adds only its own results.
+    for folder in sorted((root / "results").glob(f"{_run_folder(run_id) if run_id else '*'}/*")):
         meta_file = folder / "meta.json"
         if not meta_file.exists():
             continue

@@ -147,7 +147,7 @@ def _quality(cfg: CdpConfig, run_id: str) -> dict | None:
             {k: r[k] for k in ("table_name", "scope", "expectation", "level", "observed_value", "unexpected_count")}
             for r in failed.head(20).to_dict("records")
         ],
-        "data_docs": str(build_docs(cfg)),
+        "data_docs": str(build_docs(cfg, run_id)),
     }
 
 
