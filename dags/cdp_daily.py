@@ -10,12 +10,14 @@ For the run's batch date (the **data interval start**, never `now()`):
 3. `identity`: One-ID over all identifiers seen so far: blocklists, hub rules and per-person limits
    (audited in `gold_id_dropped`), connected components, stable person ids (`gold_id_map` snapshot
    per batch, merges and splits in `gold_id_changes`).
-4. `summary`: rows per table, rows quarantined, identity and quality figures, seconds per stage, into
-   `lakehouse/_runs/latest.json`; rebuilds the Great Expectations Data Docs.
+4. `summary` (runs even when a stage failed): rows per table, rows quarantined, identity and quality
+   figures, seconds per stage, into `lakehouse/_runs/latest.json`; rebuilds the Great Expectations
+   Data Docs.
 
 Quality gates: every table write is validated by its Great Expectations suite before it is published.
-A critical failure fails the task (the log names the table, the expectation and bad values) and leaves
-the table as it was; warnings are recorded in `ops_dq_results`.
+A critical failure fails the task without retries (the data would not change; the log names the
+table, the expectation and bad values) and leaves the table as it was; warnings are recorded in
+`ops_dq_results`.
 
 Every task replaces exactly its batch's partitions, so re-running a day (or a backfill) is safe.
 Wiring only: the logic lives in `spark_jobs`, imported inside the tasks.
@@ -40,6 +42,19 @@ default_args = {
 }
 
 
+def _run(stage: str, batch: dt.date, run_id: str, **kwargs) -> None:
+    """Run a stage; a failed quality gate fails the task at once: the data will not change on a retry."""
+    from airflow.exceptions import AirflowFailException
+
+    from expectations.gate import QualityGateError
+    from spark_jobs.pipeline import run_stage
+
+    try:
+        run_stage(stage, batch, run_id, **kwargs)
+    except QualityGateError as e:
+        raise AirflowFailException(f"QualityGateError: {e}") from e
+
+
 @dag(
     dag_id="cdp_daily",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
@@ -57,30 +72,26 @@ def cdp_daily():
         from airflow.exceptions import AirflowSkipException
 
         from spark_jobs.config import load_config
-        from spark_jobs.pipeline import run_stage
 
         cfg = load_config()
         if channel not in cfg.ingest.channels:
             raise AirflowSkipException(f"channel {channel} is not enabled in conf (ingest.channels)")
-        run_stage("ingest", data_interval_start.date(), run_id, channel=channel, cfg=cfg, started_at=dag_run.start_date)
+        _run("ingest", data_interval_start.date(), run_id, channel=channel, cfg=cfg, started_at=dag_run.start_date)
 
     @task(trigger_rule="none_failed")
     def standardise(data_interval_start=None, run_id=None, dag_run=None) -> None:
         """Bronze to silver: one event model, orders, contacts, canonical identifiers and links."""
-        from spark_jobs.pipeline import run_stage
-
-        run_stage("standardise", data_interval_start.date(), run_id, started_at=dag_run.start_date)
+        _run("standardise", data_interval_start.date(), run_id, started_at=dag_run.start_date)
 
     @task(trigger_rule="none_failed")
     def identity(data_interval_start=None, run_id=None, dag_run=None) -> None:
         """One-ID: resolve identifiers into stable person ids (gold_id_map, gold_id_dropped, gold_id_changes)."""
-        from spark_jobs.pipeline import run_stage
+        _run("identity", data_interval_start.date(), run_id, started_at=dag_run.start_date)
 
-        run_stage("identity", data_interval_start.date(), run_id, started_at=dag_run.start_date)
-
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule="all_done")
     def summary(run_id=None) -> None:
-        """Merge the stages' figures into lakehouse/_runs/latest.json and print them."""
+        """Merge the stages' figures (and quality results, failures included) into lakehouse/_runs/latest.json
+        and print them; runs even when a stage failed."""
         from spark_jobs.pipeline import render_summary, summarise
 
         print(render_summary(summarise(run_id)))

@@ -183,3 +183,38 @@ def test_data_docs_list_the_suites_and_their_results_in_chromium(good):
     assert totals == [validations, len(GATED)]  # paged tables: every validation result, every suite
     assert "code.jquery.com" not in index.read_text()  # assets are local: the page works offline
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_a_critical_failure_fails_the_airflow_task_and_publishes_nothing(tmp_path):
+    """`airflow dags test` on a day whose orders carry a negative amount: the standardise task fails
+    with the gate's message, silver_orders is never published, ops_dq_results keeps the failure."""
+    import os
+    import sys
+
+    from deltalake import DeltaTable
+
+    landing, lh = tmp_path / "landing", tmp_path / "lh"
+    generate(landing, people=300, days=1, seed=5, start=DAY)
+    orders = next((landing / "orders" / DAY.isoformat()).glob("*.csv"))
+    with orders.open("a") as fh:
+        fh.write(f"O_BAD,,13912345678,SKU100001:1,-99.00,{DAY}T10:00:00.000+08:00,shoes\n")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "CDP_LANDING": str(landing), "CDP_LAKEHOUSE": str(lh)}
+    env.pop("SPARK_CONNECT_MODE_ENABLED", None)
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    out = subprocess.run([airflow, "dags", "test", "cdp_daily", (DAY + dt.timedelta(days=1)).isoformat()],
+                         env=env, capture_output=True, text=True, timeout=600)
+    log = out.stdout + out.stderr
+    assert "QualityGateError" in log and "silver_orders was not published" in log and "-99.00" in log, log[-3000:]
+    assert "state=failed" in log
+    assert DeltaTable.is_deltatable(str(lh / "silver" / "silver_events"))  # written before the gate stopped the task
+    assert not DeltaTable.is_deltatable(str(lh / "silver" / "silver_orders"))  # never published
+    dq = read_pandas(str(lh), DQ_TABLE)
+    bad = dq[(dq["table_name"] == "silver_orders") & ~dq["success"]]
+    assert bad["expectation"].tolist() == ["expect_column_values_to_be_between(amount)"]
+    assert "up_for_retry" not in log.lower()  # failed at once: a retry cannot fix the data
+    summary = json.loads((lh / "_runs" / "latest.json").read_text())  # the summary still runs
+    assert summary["quality"]["failed"]["critical"] == 1
+    assert summary["quality"]["failures"][0]["table_name"] == "silver_orders"
