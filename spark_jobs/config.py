@@ -137,20 +137,17 @@ class IdentityConfig(_Strict):
     local_union_find_edges: int | None = Field(10_000_000, ge=1)
     blocklist: BlocklistConfig = BlocklistConfig()
 
-    @field_validator("strong_types", "priority")
+    @field_validator("strong_types", "priority", "limits", "hub_max_strong_by_type")
     @classmethod
-    def _known_types(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(v) - set(ID_TYPES))
+    def _known_types(cls, v):
+        unknown = sorted(set(v) - set(ID_TYPES))  # the names, or a mapping's keys
         if unknown:
             raise ValueError(f"unknown id type(s) {unknown}; known: {list(ID_TYPES)}")
         return v
 
     @field_validator("limits", "hub_max_strong_by_type")
     @classmethod
-    def _known_limit_types(cls, v: dict[str, int]) -> dict[str, int]:
-        unknown = sorted(set(v) - set(ID_TYPES))
-        if unknown:
-            raise ValueError(f"unknown id type(s) {unknown}; known: {list(ID_TYPES)}")
+    def _positive(cls, v: dict[str, int]) -> dict[str, int]:
         bad = {t: n for t, n in v.items() if n < 1}
         if bad:
             raise ValueError(f"limits must be at least 1, got {bad}")
