@@ -24,6 +24,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from spark_jobs.config import CHANNELS, ID_TYPES, IdentityConfig, QualityConfig  # noqa: E402
 from spark_jobs.contracts import EVENT_NAMES, bronze_name, contract  # noqa: E402
+from spark_jobs.identity import per_type_limit  # noqa: E402
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 E164 = r"^\+[1-9][0-9]{6,14}$"
@@ -182,9 +183,7 @@ def _gold(s: Suite, table: str, ctx: SuiteContext) -> None:
         _flag(s, "canonical", _canonical(F.col("id_type"), F.col("id_value")), CRITICAL, "identifiers_canonical")
         person = Window.partitionBy("person_id")
         typed = Window.partitionBy("person_id", "id_type")
-        limit = F.lit(None).cast("long")
-        for t, n in ctx.identity.limits.items():
-            limit = F.when(F.col("id_type") == t, F.lit(n)).otherwise(limit)
+        limit = per_type_limit(F.col("id_type"), ctx.identity.limits)
         s.derive(lambda df: df.withColumn("_dq_person_size", F.count(F.lit(1)).over(person))
                  .withColumn("_dq_over_limit", F.when(F.count(F.lit(1)).over(typed) > limit, 1.0).otherwise(0.0))
                  .withColumn("_dq_singleton", F.when(F.col("_dq_person_size") == 1, 1.0).otherwise(0.0)))

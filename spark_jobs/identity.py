@@ -43,6 +43,14 @@ def blocked_identifiers(identifiers: DataFrame, blocklist: BlocklistConfig) -> D
     )
 
 
+def per_type_limit(id_type: Column, limits: dict[str, int], default: int | None = None) -> Column:
+    """The limit of each row's id type (`default`, or NULL, for types without one)."""
+    col = F.lit(default).cast("long")
+    for t, n in limits.items():
+        col = F.when(id_type == t, F.lit(n)).otherwise(col)
+    return col
+
+
 def hub_identifiers(links: DataFrame, cfg: IdentityConfig) -> DataFrame:
     """(id_type, id_value, rule, strong_links) of values linked to more than `hub_max_strong` distinct
     strong identifiers of one type (a clerk's phone on many members' orders, a family tablet two
@@ -55,9 +63,7 @@ def hub_identifiers(links: DataFrame, cfg: IdentityConfig) -> DataFrame:
         F.col("src_type").alias("nbr_type"), F.col("src_value").alias("nbr_value"),
     ))
     strong = list(cfg.strong_types)
-    limit = F.lit(cfg.hub_max_strong)
-    for id_type, n in cfg.hub_max_strong_by_type.items():
-        limit = F.when(F.col("id_type") == id_type, F.lit(n)).otherwise(limit)
+    limit = per_type_limit(F.col("id_type"), cfg.hub_max_strong_by_type, cfg.hub_max_strong)
     return (
         both.where(F.col("nbr_type").isin(strong))
         .groupBy("id_type", "id_value", "nbr_type")
@@ -129,7 +135,7 @@ def assign_person_ids(current: DataFrame, previous: DataFrame, as_of,
         F.lit("split").alias("change"), F.col("new_person_id").alias("person_id"), F.col("person_id").alias("other_person_id"),
         F.col("n").alias("identifiers"),
     )
-    fresh = ids.join(overlap.select("component").distinct(), "component", "left_anti").select(
+    fresh = ids.join(ranked.select("component").distinct(), "component", "left_anti").select(
         F.lit("new").alias("change"), F.col("new_person_id").alias("person_id"),
         F.lit(None).cast("string").alias("other_person_id"), F.col("size").alias("identifiers"),
     )
@@ -186,13 +192,6 @@ def build_graph(identifiers: DataFrame, links: DataFrame, cfg: IdentityConfig,
         )
     dropped = reduce(DataFrame.unionByName, [value_audit, *link_audit])
     return kept_nodes, usable_links(pairs, removed), dropped
-
-
-def _limit_col(id_type: Column, limits: dict[str, int]) -> Column:
-    col = F.lit(None).cast("long")
-    for t, n in limits.items():
-        col = F.when(id_type == t, F.lit(n)).otherwise(col)
-    return col
 
 
 def _greedy_parts(limits: dict[str, int], rank: dict[str, int]):
@@ -256,7 +255,7 @@ def enforce_limits(members: DataFrame, edges: DataFrame, cfg: IdentityConfig) ->
         return None
     over = (
         members.groupBy("component", "id_type").agg(F.count(F.lit(1)).alias("n"))
-        .where(F.col("n") > _limit_col(F.col("id_type"), cfg.limits))
+        .where(F.col("n") > per_type_limit(F.col("id_type"), cfg.limits))
         .select("component").distinct()
     )
     if over.limit(1).count() == 0:
