@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 
 from pyspark.sql import SparkSession
@@ -96,13 +97,21 @@ def _classic(cfg: EngineConfig) -> Iterator[SparkSession]:
                 "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
             )
         )
-    try:
-        spark = builder.getOrCreate()
-    except Exception as e:
-        raise EngineError(
-            f"could not start JVM Spark ({cfg.classic_master}): {e}. Java 17 must be on PATH; "
-            "with classic_delta the delta-spark JARs must be downloadable or on the classpath."
-        ) from e
+    for attempt in range(3):
+        try:
+            spark = builder.getOrCreate()
+            break
+        except Exception as e:
+            # Seen once in ~20 CI runs: the JVM launcher, forked while a Spark Connect client's gRPC
+            # threads run in this process, exits before reporting its port. A second launch works.
+            if "JAVA_GATEWAY_EXITED" in str(e) and attempt < 2:
+                log.warning("JVM Spark gateway exited at start (attempt %d); starting it again", attempt + 1)
+                time.sleep(1.0)
+                continue
+            raise EngineError(
+                f"could not start JVM Spark ({cfg.classic_master}): {e}. Java 17 must be on PATH; "
+                "with classic_delta the delta-spark JARs must be downloadable or on the classpath."
+            ) from e
     try:
         yield spark
     finally:
