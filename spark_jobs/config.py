@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,6 +20,7 @@ ENV_OVERRIDES = {
     "CDP_SPARK_REMOTE": "engine.remote",
     "CDP_LANDING": "paths.landing",
     "CDP_LAKEHOUSE": "paths.lakehouse",
+    "CDP_EXPORTS": "paths.exports",
 }
 
 
@@ -56,6 +57,15 @@ class EngineConfig(_Strict):
 class PathsConfig(_Strict):
     landing: str = "landing"
     lakehouse: str = "lakehouse"
+    tags: str = "conf/tags.yaml"          # tag definitions (TagsConfig)
+    segments: str = "conf/segments.yaml"  # segment definitions (SegmentsConfig)
+    exports: str = "exports"              # segment exports: <exports>/<segment>/<date>/
+
+    def file(self, which: str) -> Path:
+        return _resolve(getattr(self, which))
+
+    def exports_uri(self) -> str:
+        return self.exports.rstrip("/") if "://" in self.exports else str(_resolve(self.exports))
 
     def landing_path(self) -> Path:
         return _resolve(self.landing)
@@ -176,6 +186,52 @@ class QualityConfig(_Strict):
     max_singleton_share: float = Field(0.9, ge=0, le=1, description="warning: share of identifiers alone in their person")
 
 
+# --- profiles: survivorship per attribute ------------------------------------------------------------
+# Where each profile attribute can come from: CRM contact fields, or identifiers seen in any source.
+ATTRIBUTE_SOURCES: dict[str, tuple[str, ...]] = {
+    **{a: ("crm",) for a in ("name", "gender", "birthday", "city", "tier")},
+    "phone": ("crm", "orders", "app_events", "wechat", "pos", "ad_leads"),
+    "email": ("crm",),
+}
+
+
+class Survivorship(_Strict):
+    """How one attribute's value is chosen among what the person's records say.
+    source_priority: the first source in `sources` that has a value (its most recent value);
+    most_recent: the newest value from any listed source; most_frequent: the value seen on most records.
+    Ties go to the source listed first, then the newest, then the smallest value."""
+
+    rule: Literal["source_priority", "most_recent", "most_frequent"]
+    sources: tuple[str, ...] | None = None  # None: every source the attribute has, in ATTRIBUTE_SOURCES order
+
+
+class ProfilesConfig(_Strict):
+    survivorship: dict[str, Survivorship] = {
+        "name": Survivorship(rule="most_recent"), "gender": Survivorship(rule="most_frequent"),
+        "birthday": Survivorship(rule="most_frequent"), "city": Survivorship(rule="most_recent"),
+        "tier": Survivorship(rule="most_recent"),
+        "phone": Survivorship(rule="source_priority", sources=("crm", "orders", "app_events", "wechat", "pos", "ad_leads")),
+        "email": Survivorship(rule="most_recent"),
+    }
+
+    @field_validator("survivorship")
+    @classmethod
+    def _every_attribute_known(cls, v: dict[str, Survivorship]) -> dict[str, Survivorship]:
+        missing = sorted(set(ATTRIBUTE_SOURCES) - set(v))
+        unknown = sorted(set(v) - set(ATTRIBUTE_SOURCES))
+        if missing or unknown:
+            raise ValueError(f"declare a rule for each of {list(ATTRIBUTE_SOURCES)}"
+                             + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
+        for attr, rule in v.items():
+            bad = sorted(set(rule.sources or ()) - set(ATTRIBUTE_SOURCES[attr]))
+            if bad:
+                raise ValueError(f"{attr}: source(s) {bad} never carry it; its sources: {list(ATTRIBUTE_SOURCES[attr])}")
+        return v
+
+    def sources(self, attr: str) -> tuple[str, ...]:
+        return self.survivorship[attr].sources or ATTRIBUTE_SOURCES[attr]
+
+
 class GenerateDefaults(_Strict):
     people: int = Field(20000, ge=1)
     days: int = Field(3, ge=1)
@@ -190,7 +246,11 @@ class CdpConfig(_Strict):
     standardise: StandardiseConfig = StandardiseConfig()
     identity: IdentityConfig = IdentityConfig()
     quality: QualityConfig = QualityConfig()
+    profiles: ProfilesConfig = ProfilesConfig()
     generate: GenerateDefaults = GenerateDefaults()
+    # Loaded from paths.tags / paths.segments by load_config (their own files, their own errors).
+    tags: Any = None
+    segments: Any = None
 
 
 def _resolve(p: str) -> Path:
@@ -210,21 +270,34 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     """Load conf/cdp.yaml (or `path`, or $CDP_CONF), apply CDP_* environment overrides, validate."""
     env = os.environ if env is None else env
     conf_path = Path(path or env.get("CDP_CONF") or DEFAULT_CONF)
-    try:
-        data = yaml.safe_load(conf_path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {conf_path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{conf_path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{conf_path}: the top level must be a mapping of sections")
+    data = read_yaml(conf_path)
     for var, dotted in ENV_OVERRIDES.items():
         if env.get(var):
             _set_dotted(data, dotted, env[var])
     try:
-        return CdpConfig.model_validate(data)
+        cfg = CdpConfig.model_validate(data)
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-        )
-        raise ConfigError(f"{conf_path}: {problems}") from None
+        raise ConfigError(f"{conf_path}: {_problems(e)}") from None
+    if cfg.tags is not None or cfg.segments is not None:
+        raise ConfigError(f"{conf_path}: tags and segments live in their own files (paths.tags, paths.segments)")
+    from spark_jobs.tag_config import load_segments, load_tags
+
+    tags = load_tags(cfg.paths.file("tags"))
+    return cfg.model_copy(update={"tags": tags, "segments": load_segments(cfg.paths.file("segments"), tags)})
+
+
+def _problems(e: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+
+
+def read_yaml(path: Path) -> dict:
+    """A YAML file whose top level is a mapping; ConfigError naming the file otherwise."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data

@@ -273,6 +273,75 @@ _TABLES += [
     ),
 ]
 
+# --- gold marts: profiles, tags, segments, scores -------------------------------------------------
+# Profile attributes chosen by survivorship rules (conf/cdp.yaml `profiles`); each records its source.
+PROFILE_ATTRIBUTES: dict[str, str] = {
+    "name": "string", "gender": "string", "birthday": "date", "city": "string", "tier": "string",
+    "phone": "string", "email": "string",
+}
+# Derived profile columns (attribute tags may read them too).
+PROFILE_DERIVED: dict[str, str] = {
+    "age": "long", "first_seen": "timestamp", "last_seen": "timestamp", "tenure_days": "long",
+    "channels": "string", "identifiers": "long",
+}
+SEGMENT_STATUSES = ("entered", "stayed", "left")
+
+_TABLES += [
+    TableContract(
+        "gold_profiles",
+        (
+            _c("person_id", nullable=False),
+            *(col for attr, type_ in PROFILE_ATTRIBUTES.items()
+              for col in (_c(attr, type_), _c(f"{attr}_source", doc=f"the source whose {attr} won survivorship"))),
+            _c("age", "long", doc="whole years on the as-of date"),
+            _c("first_seen", "timestamp", nullable=False), _c("last_seen", "timestamp", nullable=False),
+            _c("tenure_days", "long", nullable=False, doc="days from first seen to the as-of date"),
+            _c("channels", nullable=False, doc="sources the person was seen in, sorted, comma-separated"),
+            _c("identifiers", "long", nullable=False), _c("as_of", "date", nullable=False),
+        ),
+        partition_by=("as_of",), keys=("person_id",),
+        doc="the golden record: one row per person per as-of date, each attribute with the source that won",
+    ),
+    TableContract(
+        "gold_tags",
+        (
+            _c("person_id", nullable=False), _c("tag", nullable=False), _c("value", nullable=False, doc="as text"),
+            _c("value_type", nullable=False, doc="long | double | string | boolean | date"),
+            _c("as_of", "date", nullable=False),
+        ),
+        partition_by=("as_of",), keys=("person_id", "tag"),
+        doc="every tag of every person as of a date (long; NULL values are left out), from conf/tags.yaml",
+    ),
+    TableContract(
+        "gold_profile_tags",
+        (_c("person_id", nullable=False), _c("as_of", "date", nullable=False)),
+        keys=("person_id",),
+        doc="one row per person and one column per tag, for BI tools: the newest as-of date computed "
+            "(its columns follow conf/tags.yaml; see profile_tags_contract)",
+    ),
+    TableContract(
+        "gold_segment_members",
+        (
+            _c("as_of", "date", nullable=False), _c("segment", nullable=False), _c("person_id", nullable=False),
+            _c("status", nullable=False, doc="entered | stayed (a member on the as-of date) | left (on it)"),
+            _c("entered_on", "date", nullable=False, doc="first day of this membership spell"),
+            _c("left_on", "date", doc="status left: the as-of date"),
+        ),
+        partition_by=("as_of",), keys=("segment", "person_id"),
+        doc="segment membership per as-of date with spells: who entered or left is one query",
+    ),
+    TableContract(
+        "gold_scores",
+        (
+            _c("person_id", nullable=False), _c("model", nullable=False), _c("version", nullable=False),
+            _c("score", "double", nullable=False), _c("decile", "long", nullable=False, doc="10 = highest scores"),
+            _c("as_of", "date", nullable=False),
+        ),
+        partition_by=("as_of", "model"), keys=("model", "person_id"),
+        doc="model scores per person (written by ml/score.py; predicted tags read them)",
+    ),
+]
+
 _TABLES += [
     TableContract(
         "ops_dq_results",
@@ -299,6 +368,16 @@ class UnknownTableError(KeyError):
 
     def __str__(self) -> str:
         return f"unknown table {self.args[0]!r}; declared tables: {sorted(CONTRACTS)}"
+
+
+def profile_tags_contract(tag_types: dict[str, str]) -> TableContract:
+    """gold_profile_tags with one column per tag (name -> value type), in conf order."""
+    base = CONTRACTS["gold_profile_tags"]
+    clash = sorted(set(tag_types) & set(base.column_names))
+    if clash:
+        raise ValueError(f"tag names {clash} clash with gold_profile_tags columns")
+    return TableContract(base.name, (*base.columns, *(_c(n, t) for n, t in tag_types.items())),
+                         keys=base.keys, doc=base.doc)
 
 
 def contract(name: str) -> TableContract:

@@ -10,7 +10,7 @@ import re
 import time
 from pathlib import Path
 
-from spark_jobs import identity, ingest, standardise
+from spark_jobs import identity, ingest, profiles, segments, standardise, tags
 from spark_jobs.config import PROJECT_ROOT, CdpConfig, load_config
 from spark_jobs.contracts import bronze_name
 from spark_jobs.session import spark_session
@@ -18,7 +18,7 @@ from spark_jobs.tables import Lakehouse
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "standardise", "identity")
+STAGES = ("ingest", "standardise", "identity", "profiles", "tags", "segments")
 
 
 class PipelineError(ValueError):
@@ -60,9 +60,11 @@ def run_stage(
             result = ingest.run(spark, lh, cfg.paths.landing_path(), channel, batch_date, started_at)
         elif stage == "standardise":
             result = {"tables": standardise.run(lh, cfg.standardise, batch_date)}
-        else:
+        elif stage == "identity":
             figures = identity.run(lh, cfg.identity, batch_date)
             result = {"identity": figures, "tables": {"gold_id_map": figures["identifiers"]}}
+        else:  # the marts: each returns its figures and rows per table written
+            result = {"profiles": profiles.run, "tags": tags.run, "segments": segments.run}[stage](lh, cfg, batch_date)
         if lh.gate is not None:
             checked = lh.gate.results
             result["quality"] = {"expectations": len(checked), "failed": sum(not r["success"] for r in checked)}
@@ -116,6 +118,10 @@ def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
         "seconds": seconds,
         "seconds_total": round(sum(seconds.values()), 2),
         "identity": next((s["identity"] for s in stages if s["stage"] == "identity"), None),
+        "profiles": next((s["profiles"] for s in stages if s["stage"] == "profiles"), None),
+        "tags": next(({k: s[k] for k in ("people", "tags", "tag_rows", "profile_tags_updated")}
+                      for s in stages if s["stage"] == "tags"), None),
+        "segments": next(({"members": s["segments"], "exports": s["exports"]} for s in stages if s["stage"] == "segments"), None),
         "quality": _quality(cfg, run_id),
         "tables": _table_totals(cfg),
     }
@@ -194,6 +200,23 @@ def render_summary(summary: dict) -> str:
             f"changes {ident['changes']}; dropped {sum(ident['dropped'].values()):,} values/links by rule "
             f"({ident.get('limit_cuts', 0):,} links cut by per-person limits)"
         )
+    prof = summary.get("profiles")
+    if prof:
+        filled = ", ".join(f"{k.removeprefix('with_')} {v / max(prof['people'], 1):.0%}" for k, v in prof.items() if k != "people")
+        console.print(f"profiles: {prof['people']:,} people; attributes filled: {filled}")
+    tg = summary.get("tags")
+    if tg:
+        console.print(f"tags: {tg['tags']} tags for {tg['people']:,} people = {tg['tag_rows']:,} non-null values in gold_tags"
+                      + ("" if tg["profile_tags_updated"] else " (gold_profile_tags holds a newer date; not replaced)"))
+    seg = summary.get("segments")
+    if seg:
+        table = Table(title="segments")
+        for col in ("segment", "members", "entered", "stayed", "left", "export"):
+            table.add_column(col, justify="left" if col in ("segment", "export") else "right")
+        for name, f in seg["members"].items():
+            table.add_row(name, f"{f['members']:,}", f"{f['entered']:,}", f"{f['stayed']:,}", f"{f['left']:,}",
+                          seg["exports"].get(name, "-"))
+        console.print(table)
     dq = summary.get("quality")
     if dq:
         console.print(

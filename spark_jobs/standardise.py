@@ -103,32 +103,52 @@ def build_contacts(crm: DataFrame, leads: DataFrame, cfg: StandardiseConfig, bat
     )
 
 
+# The identifier columns each source's records carry (the column names are the id types).
+SOURCE_ID_COLUMNS: dict[str, tuple[str, ...]] = {
+    "app_events": ("device_id", "login_id", "phone", "unionid"),
+    "wechat": ("openid", "unionid", "phone"),
+    "orders": ("member_id", "phone"),
+    "pos": ("member_id", "phone"),
+    "crm": ("member_id", "phone", "email", "login_id", "unionid"),
+    "ad_leads": ("member_id", "phone", "email", "login_id", "unionid"),
+}
+
+
+def id_tokens(id_columns: tuple[str, ...]) -> Column:
+    """A record's identifier set: its sorted `type\x01value` tokens."""
+    tokens = [F.when(F.col(c).isNotNull(), F.concat(F.lit(c + _SEP_TYPE), F.col(c))) for c in id_columns]
+    return F.array_sort(F.array_compact(F.array(*tokens)))
+
+
+def link_id(ids: Column) -> Column:
+    """The id of an identifier set (silver_identifiers.link_id): a hash of its tokens."""
+    return F.sha2(F.concat_ws(_SEP_ID, ids), 256)
+
+
 def _id_set(source: Column, ref: Column, ts: Column, id_columns: tuple[str, ...]) -> list[Column]:
     """Columns of one record's identifier set: source, record_ref, ts and sorted `type\x01value` tokens."""
-    tokens = [F.when(F.col(c).isNotNull(), F.concat(F.lit(c + _SEP_TYPE), F.col(c))) for c in id_columns]
     return [
         source.alias("source"), F.concat(source, F.lit(":"), ref).alias("record_ref"), ts.alias("ts"),
-        F.array_sort(F.array_compact(F.array(*tokens))).alias("ids"),
+        id_tokens(id_columns).alias("ids"),
     ]
 
 
 def build_identifier_sets(events: DataFrame, orders: DataFrame, contacts: DataFrame) -> DataFrame:
     """One row per distinct set of canonical identifiers seen together on records of one source:
     source, link_id, ids (sorted `type\x01value` tokens), records, first/last seen, one record_ref."""
+    ids = SOURCE_ID_COLUMNS
     app = events.where(F.col("channel") == "app").select(
-        *_id_set(F.lit("app_events"), F.col("event_id"), F.col("event_time"), ("device_id", "login_id", "phone", "unionid"))
+        *_id_set(F.lit("app_events"), F.col("event_id"), F.col("event_time"), ids["app_events"])
     )
     wx = events.where(F.col("channel") == "wechat").select(
-        *_id_set(F.lit("wechat"), F.col("event_id"), F.col("event_time"), ("openid", "unionid", "phone"))
+        *_id_set(F.lit("wechat"), F.col("event_id"), F.col("event_time"), ids["wechat"])
     )
     order_source = F.when(F.col("channel") == "pos", F.lit("pos")).otherwise(F.lit("orders"))
-    ords = orders.select(*_id_set(order_source, F.col("order_id"), F.col("paid_time"), ("member_id", "phone")))
-    cons = contacts.select(
-        *_id_set(F.col("source"), F.col("contact_id"), F.col("updated_at"), ("member_id", "phone", "email", "login_id", "unionid"))
-    )
+    ords = orders.select(*_id_set(order_source, F.col("order_id"), F.col("paid_time"), ids["orders"]))
+    cons = contacts.select(*_id_set(F.col("source"), F.col("contact_id"), F.col("updated_at"), ids["crm"]))
     records = app.unionByName(wx).unionByName(ords).unionByName(cons).where(F.size("ids") > 0)
     return (
-        records.withColumn("link_id", F.sha2(F.concat_ws(_SEP_ID, "ids"), 256))
+        records.withColumn("link_id", link_id(F.col("ids")))
         .groupBy("source", "link_id")
         .agg(
             F.first("ids").alias("ids"), F.count(F.lit(1)).alias("records"), F.min("record_ref").alias("record_ref"),

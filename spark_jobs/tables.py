@@ -8,6 +8,7 @@ import random
 import time
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 
 from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame, SparkSession
@@ -131,6 +132,17 @@ def latest_partition(root: str, name: str, column: str) -> str | None:
     return max((v for v in values if v is not None), default=None)
 
 
+def partitions_before(root: str, name: str, column: str, before: object) -> str | None:
+    """The largest value of a partition column below `before` (e.g. the previous as_of snapshot)."""
+    from deltalake import DeltaTable
+
+    path = table_path(root, name)
+    if not DeltaTable.is_deltatable(path):
+        return None
+    values = [v for p in DeltaTable(path).partitions() if (v := p.get(column)) is not None and v < str(before)]
+    return max(values, default=None)
+
+
 class Lakehouse:
     """Reads and writes the CDP tables under one root (local path or object-store URI)."""
 
@@ -214,6 +226,54 @@ class Lakehouse:
         finally:
             if audit_key:
                 self.unstage(audit_key)
+
+    def write_table(self, name: str, df: DataFrame, c: TableContract | None = None) -> None:
+        """Replace the whole table with `df`, schema included: for tables whose columns follow config
+        (gold_profile_tags, one column per tag; pass its contract as `c`). Checked and gated like
+        write_partition; one atomic commit."""
+        c = c or contract(name)
+        guarded = check_contract(df, c)
+        audit_key = None
+        if self.gate is not None and self.gate.covers(name):
+            audit_key = f"_audit/{name}/{uuid.uuid4().hex}"
+            staged = self.stage(audit_key, df.select(*c.column_names))
+            try:
+                self.gate.check(name, staged, {})
+            except Exception:
+                self.unstage(audit_key)
+                raise
+            guarded = check_contract(staged, c)
+        try:
+            writer = guarded.write.format(self.fmt).mode("overwrite")
+            if self.fmt == "delta":
+                writer = writer.option("overwriteSchema", "true")
+            self._commit(name, lambda: writer.save(self.path(name)))
+        finally:
+            if audit_key:
+                self.unstage(audit_key)
+
+    def write_export(self, df: DataFrame, uri: str, fmt: str) -> None:
+        """Write `df` as `fmt` files (csv with a header, or parquet) into the folder `uri`, replacing it:
+        files for activation channels, not tables. An empty `df` still gives one file with the columns."""
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"unknown export format {fmt!r}: csv or parquet")
+        writer = df.coalesce(1).write.mode("overwrite")
+        if fmt == "csv":
+            writer.option("header", "true").csv(uri)
+        else:
+            writer.parquet(uri)
+        if "://" not in uri and not any(p.suffix in (".csv", ".parquet") for p in Path(uri).glob("*")):
+            # An empty result writes no file here; consumers still get one file with the columns.
+            import pyarrow as pa
+            import pyarrow.csv as pcsv
+            import pyarrow.parquet as pq
+
+            Path(uri).mkdir(parents=True, exist_ok=True)
+            empty = pa.table({f.name: pa.array([], pa.string()) for f in df.schema.fields})
+            if fmt == "csv":
+                pcsv.write_csv(empty, f"{uri}/part-00000.csv")
+            else:
+                pq.write_table(empty, f"{uri}/part-00000.parquet")
 
     def _publish(self, name: str, c, guarded: DataFrame, partition: Mapping[str, object]) -> None:
         self.create(name)

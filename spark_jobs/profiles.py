@@ -1,0 +1,130 @@
+"""Profiles: reads the attributed contacts and identifiers of an as-of date (spark_jobs.activity); writes
+gold_profiles, the golden record per person, each attribute chosen by its survivorship rule
+(conf/cdp.yaml `profiles`) with the source that won."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from spark_jobs.activity import read_activity
+from spark_jobs.config import CdpConfig, ProfilesConfig
+from spark_jobs.contracts import PROFILE_ATTRIBUTES
+from spark_jobs.tables import Lakehouse
+
+_CONTACT_ATTRIBUTES = ("name", "gender", "birthday", "city", "tier")
+_IDENTIFIER_ATTRIBUTES = ("phone", "email")
+
+
+def build_observations(contacts: DataFrame, person_identifiers: DataFrame) -> DataFrame:
+    """Every value a person's records give an attribute: person_id, attribute, value (text), source,
+    observed_at, records. Contacts give CRM fields; identifiers give phones and e-mails from any source."""
+    from_contacts = contacts.select(
+        "person_id", "source", F.col("updated_at").alias("observed_at"),
+        F.explode(F.array(*[
+            F.struct(F.lit(a).alias("attribute"), F.col(a).cast("string").alias("value")) for a in _CONTACT_ATTRIBUTES
+        ])).alias("kv"),
+    ).select("person_id", "kv.attribute", "kv.value", "source", "observed_at", F.lit(1).cast("long").alias("records"))
+    from_ids = person_identifiers.where(F.col("id_type").isin(*_IDENTIFIER_ATTRIBUTES)).select(
+        "person_id", F.col("id_type").alias("attribute"), F.col("id_value").alias("value"), "source",
+        F.col("last_seen").alias("observed_at"), "records",
+    )
+    return from_contacts.unionByName(from_ids).where(F.col("value").isNotNull())
+
+
+def _case(attribute: Column, values: dict[str, Column]) -> Column:
+    out = None
+    for a, v in values.items():
+        out = F.when(attribute == a, v) if out is None else out.when(attribute == a, v)
+    return out
+
+
+def build_survivors(observations: DataFrame, cfg: ProfilesConfig) -> DataFrame:
+    """One row per person and attribute: the surviving value and its source."""
+    grouped = observations.groupBy("person_id", "attribute", "value", "source").agg(
+        F.max("observed_at").alias("observed_at"), F.sum("records").alias("records")
+    )
+    allowed = F.lit(False)
+    for a in PROFILE_ATTRIBUTES:
+        allowed = allowed | ((F.col("attribute") == a) & F.col("source").isin(*cfg.sources(a)))
+    grouped = grouped.where(allowed)
+    value_records = F.sum("records").over(Window.partitionBy("person_id", "attribute", "value"))
+    grouped = grouped.withColumn("value_records", value_records)
+    attr = F.col("attribute")
+    src_rank = _case(attr, {
+        a: _case(F.col("source"), {s: F.lit(i) for i, s in enumerate(cfg.sources(a))}) for a in PROFILE_ATTRIBUTES
+    })
+    newest = -F.unix_timestamp("observed_at")
+    keys = {
+        "source_priority": (src_rank, newest, -F.col("records")),
+        "most_recent": (newest, src_rank, -F.col("records")),
+        "most_frequent": (-F.col("value_records"), newest, src_rank),
+    }
+    order = [
+        _case(attr, {a: keys[cfg.survivorship[a].rule][i] for a in PROFILE_ATTRIBUTES}) for i in range(3)
+    ]
+    w = Window.partitionBy("person_id", "attribute").orderBy(*order, F.col("value"))
+    return (grouped.withColumn("__rn", F.row_number().over(w)).where("__rn = 1")
+            .select("person_id", "attribute", "value", "source"))
+
+
+def build_profiles(person_identifiers: DataFrame, survivors: DataFrame, as_of: dt.date, timezone: str,
+                   registered: DataFrame | None = None) -> DataFrame:
+    """gold_profiles: every person of the One-ID snapshot, with surviving attributes and derived columns.
+    first_seen is the earliest evidence: a record, or a CRM registration date (`registered`:
+    person_id, registered_at)."""
+    people = person_identifiers.groupBy("person_id").agg(
+        F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"),
+        F.count_distinct("id_type", "id_value").alias("identifiers"),
+        F.concat_ws(",", F.array_sort(F.collect_set("source"))).alias("channels"),
+    )
+    picked = survivors.groupBy("person_id").agg(*[
+        agg for a in PROFILE_ATTRIBUTES for agg in (
+            F.max(F.when(F.col("attribute") == a, F.col("value"))).alias(a),
+            F.max(F.when(F.col("attribute") == a, F.col("source"))).alias(f"{a}_source"),
+        )
+    ])
+    if registered is not None:
+        people = people.join(registered, "person_id", "left").withColumn(
+            "first_seen", F.least("first_seen", "registered_at")).drop("registered_at")
+    d = F.lit(as_of)
+    out = people.join(picked, "person_id", "left").withColumn("birthday", F.col("birthday").cast("date"))
+    first_day = F.to_date(F.from_utc_timestamp("first_seen", timezone))
+    return out.select(
+        "person_id",
+        *[c for a in PROFILE_ATTRIBUTES for c in (F.col(a), F.col(f"{a}_source"))],
+        F.floor(F.months_between(d, F.col("birthday")) / 12).cast("long").alias("age"),
+        "first_seen", "last_seen",
+        F.greatest(F.datediff(d, first_day), F.lit(0)).cast("long").alias("tenure_days"),
+        "channels", F.col("identifiers").cast("long").alias("identifiers"), d.alias("as_of"),
+    )
+
+
+def person_identifiers(identifiers: DataFrame, id_map: DataFrame) -> DataFrame:
+    """silver_identifiers rows of kept identifiers with their person: person_id, id_type, id_value,
+    source, records, first_seen, last_seen."""
+    return identifiers.select("id_type", "id_value", "source", "records", "first_seen", "last_seen").join(
+        id_map.select("id_type", "id_value", "person_id"), ["id_type", "id_value"]
+    )
+
+
+def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
+    """Build the golden records as of `as_of` from the One-ID snapshot of that date; write gold_profiles."""
+    activity = read_activity(lh, as_of, cfg.standardise.timezone, cfg.identity.priority)
+    key = f"profiles/{as_of.isoformat()}"
+    ids = lh.stage(f"{key}/ids", person_identifiers(activity.identifiers, activity.id_map))
+    try:
+        survivors = build_survivors(build_observations(activity.contacts, ids), cfg.profiles)
+        registered = activity.contacts.groupBy("person_id").agg(F.min("registered_at").alias("registered_at"))
+        lh.write_partition("gold_profiles", build_profiles(ids, survivors, as_of, cfg.standardise.timezone, registered),
+                           {"as_of": as_of})
+    finally:
+        lh.unstage(key)
+    written = lh.read("gold_profiles", {"as_of": as_of})
+    figures = written.agg(
+        F.count(F.lit(1)).alias("people"),
+        *[F.count(a).alias(f"with_{a}") for a in PROFILE_ATTRIBUTES],
+    ).first().asDict()
+    return {"profiles": figures, "tables": {"gold_profiles": figures["people"]}}
