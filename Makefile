@@ -15,7 +15,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := True
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install system-deps demo test test-fast lint bench-ingest bench-identity clean
+.PHONY: install system-deps demo test test-fast lint bench-ingest bench-identity bench-tags clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
@@ -63,6 +63,9 @@ bench-ingest: install
 
 bench-identity: install system-deps
 	$(BIN)/python bench/identity.py --scales 10000 100000 1000000 --days 7 --with-previous --repeat 3 --repeat-big 1
+
+bench-tags: install system-deps
+	$(BIN)/python bench/tags.py --scales 100000 1000000 --days 30 --repeat 3 --repeat-big 1 --driver-memory 12g --timeout 1800
 
 clean:
 	rm -rf landing lakehouse $(AIRFLOW_HOME) .pytest_cache

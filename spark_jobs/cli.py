@@ -221,3 +221,44 @@ def _ablation(cfg, root: str, snapshot: str, truth, households) -> dict:
 
 if __name__ == "__main__":
     app()
+
+
+segment_app = typer.Typer(help="Audiences (conf/segments.yaml): try a rule before declaring it.", no_args_is_help=True)
+app.add_typer(segment_app, name="segment")
+
+
+@segment_app.command("preview")
+def segment_preview(
+    rule: str = typer.Argument(..., help="a condition over tags and behaviour, e.g. \"rfm_segment = 'champions'\" "
+                                         "or \"event_count('add_cart', 7) >= 2 and order_count(7) = 0\""),
+    as_of: str = typer.Option(None, help="tags as of this date (default: the newest computed)"),
+    sample: int = typer.Option(10, min=0, help="how many matching people to show"),
+) -> None:
+    """Count and sample the people a rule selects, writing nothing."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from spark_jobs.segments import SegmentError, preview
+    from spark_jobs.session import spark_session
+    from spark_jobs.tables import Lakehouse, TableNotFoundError
+
+    cfg = _config()
+    try:
+        day = dt.date.fromisoformat(as_of) if as_of else None
+    except ValueError:
+        _fail(f"--as-of must be a date like 2026-11-01, got {as_of!r}")
+    try:
+        with spark_session(cfg.engine) as spark:
+            result = preview(Lakehouse(spark, cfg.paths.lakehouse_uri()), cfg, rule, day, sample)
+    except (SegmentError, TableNotFoundError) as e:
+        _fail(str(e))
+    console = Console()
+    console.print(f"as of {result['as_of']}: {result['count']:,} of {result['people']:,} people "
+                  f"({result['share']:.2%}) match {result['rule']!r}")
+    if result["sample"]:
+        table = Table(title=f"sample ({len(result['sample'])})")
+        for col in result["sample"][0]:
+            table.add_column(col)
+        for row in result["sample"]:
+            table.add_row(*("" if v is None else str(v) for v in row.values()))
+        console.print(table)

@@ -248,9 +248,19 @@ class CdpConfig(_Strict):
     quality: QualityConfig = QualityConfig()
     profiles: ProfilesConfig = ProfilesConfig()
     generate: GenerateDefaults = GenerateDefaults()
-    # Loaded from paths.tags / paths.segments by load_config (their own files, their own errors).
+    # Loaded from paths.tags / paths.segments (their own files, their own errors) unless given.
     tags: Any = None
     segments: Any = None
+
+    @model_validator(mode="after")
+    def _load_tags_and_segments(self) -> CdpConfig:
+        from spark_jobs.tag_config import load_segments, load_tags
+
+        if self.tags is None:
+            object.__setattr__(self, "tags", load_tags(self.paths.file("tags")))
+        if self.segments is None:
+            object.__setattr__(self, "segments", load_segments(self.paths.file("segments"), self.tags))
+        return self
 
 
 def _resolve(p: str) -> Path:
@@ -274,16 +284,15 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     for var, dotted in ENV_OVERRIDES.items():
         if env.get(var):
             _set_dotted(data, dotted, env[var])
-    try:
-        cfg = CdpConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(f"{conf_path}: {_problems(e)}") from None
-    if cfg.tags is not None or cfg.segments is not None:
+    if "tags" in data or "segments" in data:
         raise ConfigError(f"{conf_path}: tags and segments live in their own files (paths.tags, paths.segments)")
-    from spark_jobs.tag_config import load_segments, load_tags
-
-    tags = load_tags(cfg.paths.file("tags"))
-    return cfg.model_copy(update={"tags": tags, "segments": load_segments(cfg.paths.file("segments"), tags)})
+    try:
+        return CdpConfig.model_validate(data)
+    except ValidationError as e:
+        for err in e.errors():  # a tags/segments file's own error names that file
+            if isinstance((err.get("ctx") or {}).get("error"), ConfigError):
+                raise err["ctx"]["error"] from None
+        raise ConfigError(f"{conf_path}: {_problems(e)}") from None
 
 
 def _problems(e: ValidationError) -> str:

@@ -63,3 +63,11 @@ def lakehouse(sail, tmp_path):
 
 BATCH = dt.date(2026, 11, 1)
 INGESTED_AT = dt.datetime(2026, 11, 2, 1, 0, 0)
+
+
+def contract_frame(spark, table: str, rows: list[dict], contract=None):
+    """A DataFrame of `table`'s contract schema from dicts (missing columns are NULL)."""
+    from spark_jobs.contracts import contract as lookup
+
+    c = contract or lookup(table)
+    return spark.createDataFrame([tuple(r.get(n) for n in c.column_names) for r in rows], c.schema())
