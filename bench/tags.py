@@ -32,7 +32,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from identity import _env, _scale_name, machine  # noqa: E402
-from ingest import PY, START, last_json  # noqa: E402
+from ingest import PY, START  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -59,14 +59,19 @@ def run_measured(cmd: list[str], env: dict, timeout: float | None = None) -> tup
                             env=env, start_new_session=True)
     peak = 0
     done = threading.Event()
+    ours: dict[int, float] = {}  # CPU seconds of each process of the tree, as last seen
+    busy0 = _busy_seconds()
 
     def sample() -> None:
         nonlocal peak
         root = psutil.Process(proc.pid)
         while not done.is_set():
             try:
-                rss = root.memory_info().rss + sum(c.memory_info().rss for c in root.children(recursive=True))
-                peak = max(peak, rss)
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree))
+                for p in tree:
+                    t = p.cpu_times()
+                    ours[p.pid] = t.user + t.system
             except psutil.Error:
                 pass
             time.sleep(0.1)
@@ -89,12 +94,22 @@ def run_measured(cmd: list[str], env: dict, timeout: float | None = None) -> tup
     thread.join()
     if proc.returncode != 0:
         raise Failed(f"{' '.join(str(c) for c in cmd)} failed:\n{err[-3000:]}")
-    return time.perf_counter() - t0, peak / 2**30, out
+    wall = time.perf_counter() - t0
+    # What the rest of the machine used meanwhile, in per cent of all cores (approximate: the tree's
+    # processes are sampled every 0.1 s).
+    others = max(0.0, _busy_seconds() - busy0 - sum(ours.values())) / (wall * (os.cpu_count() or 1)) * 100
+    return wall, peak / 2**30, out + "\n" + json.dumps({"others_cpu_pct": round(others, 1)})
+
+
+def _busy_seconds() -> float:
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
 
 
 def _measure(cmd: list, timeout: float | None = None) -> dict:
     wall, gib, out = run_measured(cmd, _env(), timeout)
-    return {**last_json(out), "wall_s": round(wall, 1), "peak_gib": round(gib, 2)}
+    jsons = [line for line in out.splitlines() if line.startswith("{")]
+    return {**json.loads(jsons[-2]), **json.loads(jsons[-1]), "wall_s": round(wall, 1), "peak_gib": round(gib, 2)}
 
 
 def prepare(people: int, days: int, seed: int, folder: Path, fresh: bool) -> dict:
@@ -150,13 +165,28 @@ def _reset(folder: Path, engine: str) -> None:
     shutil.rmtree(folder / f"exports-{engine}", ignore_errors=True)
 
 
+def wait_for_quiet(max_busy: float, max_wait: float) -> dict:
+    """Wait (up to `max_wait` s) until the machine's CPU use over a 5 s sample is at most `max_busy` per cent
+    of all cores: between runs nothing of ours runs, so what is busy is someone else's work."""
+    t0 = time.perf_counter()
+    while True:
+        busy = psutil.cpu_percent(interval=5)
+        waited = time.perf_counter() - t0
+        if busy <= max_busy or waited >= max_wait:
+            return {"cpu_busy_pct": busy, "waited_s": round(waited, 1), "quiet": busy <= max_busy}
+        time.sleep(10)
+
+
 def run_marts(engine: str, folder: Path, as_of: str, a: argparse.Namespace) -> dict:
     _reset(folder, engine)
+    quiet = wait_for_quiet(a.max_busy, a.max_wait)
+    if not quiet["quiet"]:
+        print(f"   (machine still {quiet['cpu_busy_pct']}% busy after {quiet['waited_s']} s: running anyway)", flush=True)
     load = [round(x, 2) for x in os.getloadavg()]
     r = _measure([PY, HERE / "tags_job.py", "marts", "--engine", engine, "--lakehouse", _root(folder, engine),
                   "--date", as_of, "--exports", folder / f"exports-{engine}", "--driver-memory", a.driver_memory],
                  a.timeout)
-    r["loadavg_before"] = load
+    r["loadavg_before"], r["before"] = load, quiet
     return r
 
 
@@ -225,7 +255,8 @@ def bench_scale(people: int, a: argparse.Namespace) -> dict:
             runs[engine].append(r)
             print(f"   {engine} #{i + 1}: {r['marts_s']} s (profiles {r['profiles_s']} / tags {r['tags_s']} / "
                   f"segments {r['segments_s']}), wall {r['wall_s']} s, {r['peak_gib']} GiB, load before "
-                  f"{r['loadavg_before'][0]}", flush=True)
+                  f"{r['loadavg_before'][0]} (cpu {r['before']['cpu_busy_pct']}%, waited {r['before']['waited_s']} s); "
+                  f"others used {r['others_cpu_pct']}% cpu during the run", flush=True)
     for engine, msg in failed.items():
         result["engines"][engine] = {"error": msg, "runs": runs.pop(engine)}
     for engine, rs in runs.items():
@@ -233,7 +264,9 @@ def bench_scale(people: int, a: argparse.Namespace) -> dict:
         result["engines"][engine] = {
             **{k: _median(rs, k) for k in keys}, "peak_gib": max(r["peak_gib"] for r in rs),
             "rows_written": {k: v for s in rs[0]["stages"].values() for k, v in s["rows_written"].items()},
-            "loadavg_before": [r["loadavg_before"] for r in rs], "runs": rs,
+            "loadavg_before": [r["loadavg_before"] for r in rs],
+            "cpu_busy_pct_before": [r["before"]["cpu_busy_pct"] for r in rs],
+            "others_cpu_pct_during": [r["others_cpu_pct"] for r in rs], "runs": rs,
         }
     result["agreement"] = compare(runs)
     e = result["engines"]
@@ -292,7 +325,8 @@ def markdown(results: list[dict]) -> str:
         rows.append(f"| {r['people']:,} × {r['days']} | {r['inputs']['silver_events']:,} | {n} | {s} | {sw} | {j} | {jw} | "
                     f"{r['ratios']['marts_jvm_over_sail'] or '-'} | {peaks} | {agree} | {verdict} |")
     rows += ["", "Rows written and inputs (silver rows of all batches; gold_id_map snapshot of the as-of date); "
-             "load average (1 min) before each timed run:", "",
+             "load average (1 min) before each timed run and (in brackets) the CPU the rest of the machine used during it, in "
+             "per cent of both cores:", "",
              "| people | silver_events / orders / contacts / identifiers | gold_id_map | gold_profiles | gold_tags | "
              "gold_profile_tags | gold_segment_members | load before Sail runs | load before JVM runs | "
              "prepare s: generate / ingest+standardise / identity / copy |",
@@ -300,7 +334,8 @@ def markdown(results: list[dict]) -> str:
     for r in results:
         i, e = r["inputs"], r["engines"]
         w = next((d["rows_written"] for d in e.values() if "rows_written" in d), {})
-        loads = [", ".join(str(x[0]) for x in e.get(x, {}).get("loadavg_before", [])) or "-" for x in ENGINES]
+        loads = [", ".join(f"{r['loadavg_before'][0]} ({r['others_cpu_pct']}%)" for r in e.get(x, {}).get("runs", []))
+                 or "-" for x in ENGINES]
         st = r["prepare"]["steps"]
         prep = " / ".join(str(st[k]["wall_s"]) for k in ("generate", "ingest_standardise", "identity", "copy"))
         rows.append(f"| {r['people']:,} | {i['silver_events']:,} / {i['silver_orders']:,} / {i['silver_contacts']:,} / "
@@ -320,6 +355,9 @@ def main() -> None:
     ap.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     ap.add_argument("--driver-memory", default="12g", help="JVM driver heap for JVM Spark")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds a run may take before it is ended")
+    ap.add_argument("--max-busy", type=float, default=15,
+                    help="before each run, wait until the machine's CPU use is at most this per cent (shared machine)")
+    ap.add_argument("--max-wait", type=float, default=1200, help="seconds to wait for that before running anyway")
     ap.add_argument("--fresh", action="store_true", help="regenerate data even when a matching one is in --work")
     ap.add_argument("--work", type=Path, default=HERE / "_out")
     ap.add_argument("--results", type=Path, default=HERE / "results")

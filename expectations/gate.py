@@ -109,6 +109,7 @@ class QualityGate:
         return SuiteContext(
             batch_date=self.batch_date, quality=self.cfg.quality, identity=self.cfg.identity,
             timezone=self.cfg.standardise.timezone, row_history=self._history(table, scope), known_members=known,
+            tag_types=dict(self.cfg.tags.types), segments=tuple(s.name for s in self.cfg.segments.segments),
         )
 
     def check(self, table: str, df, partition: dict) -> list[dict]:

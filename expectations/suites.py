@@ -23,7 +23,8 @@ from pyspark.sql import DataFrame, Window  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from spark_jobs.config import CHANNELS, ID_TYPES, IdentityConfig, QualityConfig  # noqa: E402
-from spark_jobs.contracts import EVENT_NAMES, bronze_name, contract  # noqa: E402
+from spark_jobs.config import ATTRIBUTE_SOURCES  # noqa: E402
+from spark_jobs.contracts import EVENT_NAMES, PROFILE_ATTRIBUTES, SEGMENT_STATUSES, bronze_name, contract  # noqa: E402
 from spark_jobs.identity import per_type_limit  # noqa: E402
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
@@ -48,6 +49,8 @@ class SuiteContext:
     timezone: str = "Asia/Shanghai"
     row_history: tuple[int, ...] = ()  # row counts of earlier batches of the same table, oldest first
     known_members: DataFrame | None = None  # member_id of every CRM member up to the batch (silver_orders)
+    tag_types: dict[str, str] = field(default_factory=dict)  # conf/tags.yaml: tag -> value type
+    segments: tuple[str, ...] = ()  # conf/segments.yaml: segment names
 
     def window(self) -> tuple[dt.datetime, dt.datetime]:
         """The batch's local day as naive UTC datetimes (Spark sessions here run in UTC)."""
@@ -200,6 +203,45 @@ def _gold(s: Suite, table: str, ctx: SuiteContext) -> None:
         s.add(gxe.ExpectColumnValuesToBeBetween(column="identifiers", min_value=1), CRITICAL)
 
 
+def _marts(s: Suite, table: str, ctx: SuiteContext) -> None:
+    """Profiles, tags, segments and scores."""
+    if table == "gold_profiles":
+        s.add(gxe.ExpectColumnValuesToMatchRegex(column="phone", regex=E164), CRITICAL)
+        s.add(gxe.ExpectColumnValuesToMatchRegex(column="email", regex=EMAIL_LOWER), CRITICAL)
+        _in_set(s, "gender", ("M", "F"), CRITICAL)
+        _in_set(s, "tier", TIERS, CRITICAL)
+        for attr in PROFILE_ATTRIBUTES:
+            _in_set(s, f"{attr}_source", ATTRIBUTE_SOURCES[attr], CRITICAL)
+            _flag(s, f"{attr}_sourced", F.col(attr).isNull() == F.col(f"{attr}_source").isNull(), CRITICAL,
+                  f"{attr}_has_its_source")
+        s.add(gxe.ExpectColumnValuesToBeBetween(column="age", min_value=0, max_value=120, mostly=0.999), WARNING)
+        s.add(gxe.ExpectColumnValuesToBeBetween(column="tenure_days", min_value=0), CRITICAL)
+        s.add(gxe.ExpectColumnValuesToBeBetween(column="identifiers", min_value=1), CRITICAL)
+        _flag(s, "seen_order", F.col("first_seen") <= F.col("last_seen"), CRITICAL, "first_seen_before_last_seen")
+    elif table == "gold_tags":
+        types = ctx.tag_types
+        _in_set(s, "tag", sorted(types), CRITICAL)
+        # One flat CASE: Sail 0.7.2 plans CASE nested in ELSE branches in time and memory that grow
+        # exponentially with depth (35 levels took > 20 GB).
+        declared = F.lit(None).cast("string")
+        for i, (name, typ) in enumerate(types.items()):
+            declared = F.when(F.col("tag") == name, F.lit(typ)) if i == 0 else declared.when(F.col("tag") == name, F.lit(typ))
+        _flag(s, "typed", F.col("value_type") == declared, CRITICAL, "value_type_is_the_declared_type")
+    elif table == "gold_profile_tags":
+        for name, typ in ctx.tag_types.items():
+            if name.endswith(("_recency", "_frequency", "_monetary")) and typ == "long":
+                s.add(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=1, max_value=5), CRITICAL)
+        s.add(gxe.ExpectColumnDistinctValuesToBeInSet(column="as_of", value_set=[ctx.batch_date]), CRITICAL)
+    elif table == "gold_segment_members":
+        _in_set(s, "segment", ctx.segments, CRITICAL)
+        _in_set(s, "status", SEGMENT_STATUSES, CRITICAL)
+        _flag(s, "spell", F.col("entered_on") <= F.col("as_of"), CRITICAL, "entered_on_not_after_as_of")
+        _flag(s, "left", (F.col("status") == "left") == F.col("left_on").isNotNull(), CRITICAL, "left_on_iff_left")
+    elif table == "gold_scores":
+        s.add(gxe.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=1), CRITICAL)
+        s.add(gxe.ExpectColumnValuesToBeBetween(column="decile", min_value=1, max_value=10), CRITICAL)
+
+
 def _ops(s: Suite, table: str) -> None:
     if table == "ops_ingest_files":
         _in_set(s, "channel", CHANNELS, CRITICAL)
@@ -213,6 +255,7 @@ def _ops(s: Suite, table: str) -> None:
 GATED = tuple(t for t in (
     *(bronze_name(ch) for ch in CHANNELS), "bronze_quarantine", "ops_ingest_files", "silver_events", "silver_orders",
     "silver_contacts", "silver_identifiers", "silver_id_links", "gold_id_map", "gold_id_dropped", "gold_id_changes",
+    "gold_profiles", "gold_tags", "gold_profile_tags", "gold_segment_members", "gold_scores",
 ))
 
 
@@ -226,8 +269,10 @@ def suite_for(table: str, ctx: SuiteContext) -> Suite:
         _bronze(s, table.removeprefix("bronze_"))
     elif table.startswith("silver_"):
         _silver(s, table, ctx)
-    elif table.startswith("gold_"):
+    elif table in ("gold_id_map", "gold_id_dropped", "gold_id_changes"):
         _gold(s, table, ctx)
+    elif table.startswith("gold_"):
+        _marts(s, table, ctx)
     _ops(s, table)
     return s
 

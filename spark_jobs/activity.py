@@ -22,9 +22,10 @@ class NoIdentityError(RuntimeError):
 def build_set_persons(identifiers: DataFrame, id_map: DataFrame, priority: tuple[str, ...] = ID_TYPES) -> DataFrame:
     """link_id -> person_id: the person of each identifier set, by its strongest identifier that One-ID
     kept (a set whose values were all dropped by the rules belongs to nobody)."""
-    rank = F.lit(len(priority))
-    for i, t in reversed(list(enumerate(priority))):
-        rank = F.when(F.col("id_type") == t, F.lit(i)).otherwise(rank)
+    rank = F.when(F.col("id_type") == priority[0], F.lit(0))
+    for i, t in enumerate(priority[1:], start=1):
+        rank = rank.when(F.col("id_type") == t, F.lit(i))
+    rank = rank.otherwise(F.lit(len(priority)))
     ids = identifiers.select("link_id", "id_type", "id_value").distinct()
     joined = ids.join(id_map.select("id_type", "id_value", "person_id"), ["id_type", "id_value"])
     return joined.groupBy("link_id").agg(F.min(F.struct(rank.alias("r"), F.col("person_id"))).getField("person_id").alias("person_id"))

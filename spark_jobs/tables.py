@@ -79,9 +79,9 @@ def check_contract(df: DataFrame, c: TableContract, partition: Mapping[str, obje
     if not guards:
         return out
     violation = None
-    for cond, msg in reversed(guards):
+    for cond, msg in guards:  # one flat CASE, first match wins (Sail plans nested ELSE-CASEs exponentially)
         text = F.lit(f"{_VIOLATION}: {c.name}: {msg}")
-        violation = F.when(cond, text) if violation is None else F.when(cond, text).otherwise(violation)
+        violation = F.when(cond, text) if violation is None else violation.when(cond, text)
     first = c.column_names[0]
     guarded = F.when(violation.isNotNull(), F.raise_error(violation)).otherwise(F.col(first))
     return out.withColumn(first, guarded.cast(c.columns[0].spark_type()))

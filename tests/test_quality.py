@@ -26,7 +26,7 @@ ARTIFACTS = Path(__file__).resolve().parent / "_artifacts"
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
-    """One generated day through ingest, standardise and identity, every write gated."""
+    """One generated day through every stage, every write gated."""
     base = tmp_path_factory.mktemp("dq")
     generate(base / "landing", people=400, days=1, seed=5, start=DAY)
     cfg = CdpConfig(engine=EngineConfig(kind="local"),
@@ -34,7 +34,8 @@ def good(tmp_path_factory):
     for ch in cfg.ingest.channels:
         run_stage("ingest", DAY, "good", channel=ch, cfg=cfg)
     run_stage("standardise", DAY, "good", cfg=cfg)
-    run_stage("identity", DAY, "good", cfg=cfg)
+    for stage in ("identity", "profiles", "tags", "segments"):
+        run_stage(stage, DAY, "good", cfg=cfg)
     return cfg, summarise("good", cfg)
 
 
@@ -47,24 +48,25 @@ def _gate(sail, cfg, run_id, **quality):
 def _partition(table):
     from spark_jobs.contracts import contract
 
-    col = contract(table).partition_by[0]
-    return {col: DAY}
+    parts = contract(table).partition_by
+    return {parts[0]: DAY} if parts else {}
 
 
 def test_every_suite_passes_on_good_data_and_every_result_is_recorded(good):
     cfg, summary = good
     dq = read_pandas(cfg.paths.lakehouse_uri(), DQ_TABLE)
     dq = dq[dq["run_id"] == "good"]
-    assert set(dq["table_name"]) == set(GATED)
+    assert set(dq["table_name"]) == set(GATED) - WRITTEN_LATER
     critical = dq[dq["level"] == "critical"]
     assert critical["success"].all(), critical[~critical["success"]][["table_name", "expectation", "observed_value"]]
     assert summary["quality"]["failed"]["critical"] == 0
     assert summary["quality"]["expectations"] == len(dq)
     # every table's row count is recorded (the volume check's history)
     counts = dq[dq["expectation"] == "row_count"]
-    assert set(counts["table_name"]) == set(GATED) and (counts["observed_value"].astype(int) >= 0).all()
+    assert set(counts["table_name"]) == set(GATED) - WRITTEN_LATER and (counts["observed_value"].astype(int) >= 0).all()
 
 
+WRITTEN_LATER = {"gold_scores"}  # written by ml/score.py (issue 6), not by cdp_daily's stages yet
 BAD = [
     ("silver_orders", lambda df: df.withColumn("amount", F.lit(-5).cast("decimal(12,2)")), "expect_column_values_to_be_between(amount)", "-5"),
     ("silver_orders", lambda df: df.withColumn("phone", F.lit("13912345678")), "expect_column_values_to_match_regex(phone)", "13912345678"),
@@ -83,6 +85,13 @@ BAD = [
     ("ops_ingest_files", lambda df: df.withColumn("loaded", F.col("loaded") + 1).withColumn("duplicate_of", F.lit(None).cast("string")),
      "lines_equal_loaded_plus_quarantined", "False"),
     ("bronze_quarantine", lambda df: df.withColumn("channel", F.lit("fax")), "expect_column_values_to_be_in_set(channel)", "fax"),
+    ("gold_profiles", lambda df: df.withColumn("phone", F.when(F.col("phone").isNotNull(), F.lit("13912345678"))),
+     "expect_column_values_to_match_regex(phone)", "13912345678"),
+    ("gold_profiles", lambda df: df.withColumn("city_source", F.lit(None).cast("string")), "city_has_its_source", "False"),
+    ("gold_tags", lambda df: df.withColumn("value_type", F.lit("string")), "value_type_is_the_declared_type", "False"),
+    ("gold_profile_tags", lambda df: df.withColumn("rfm_recency", F.lit(7).cast("long")),
+     "expect_column_values_to_be_between(rfm_recency)", "7"),
+    ("gold_segment_members", lambda df: df.withColumn("status", F.lit("left")), "left_on_iff_left", "False"),
 ]
 
 
