@@ -10,9 +10,13 @@ For the run's batch date (the **data interval start**, never `now()`):
 3. `identity`: One-ID over all identifiers seen so far: blocklists, hub rules and per-person limits
    (audited in `gold_id_dropped`), connected components, stable person ids (`gold_id_map` snapshot
    per batch, merges and splits in `gold_id_changes`).
-4. `summary` (runs even when a stage failed): rows per table, rows quarantined, identity and quality
-   figures, seconds per stage, into `lakehouse/_runs/latest.json`; rebuilds the Great Expectations
-   Data Docs.
+4. `profiles`: the golden record per person (`gold_profiles`), each attribute by its survivorship rule.
+5. `tags`: every tag of `conf/tags.yaml` as of the batch date (`gold_tags` long, `gold_profile_tags` wide).
+6. `segments`: the audiences of `conf/segments.yaml` (`gold_segment_members`: entered / stayed / left)
+   and their export files under `exports/<segment>/<date>/`.
+7. `summary` (runs even when a stage failed): rows per table, rows quarantined, identity, profile, tag,
+   segment and quality figures, seconds per stage, into `lakehouse/_runs/latest.json`; rebuilds the
+   Great Expectations Data Docs.
 
 Quality gates: every table write is validated by its Great Expectations suite before it is published.
 A critical failure fails the task without retries (the data would not change; the log names the
@@ -88,6 +92,21 @@ def cdp_daily():
         """One-ID: resolve identifiers into stable person ids (gold_id_map, gold_id_dropped, gold_id_changes)."""
         _run("identity", data_interval_start.date(), run_id, started_at=dag_run.start_date)
 
+    @task(trigger_rule="none_failed")
+    def profiles(data_interval_start=None, run_id=None, dag_run=None) -> None:
+        """The golden record per person (gold_profiles) from the One-ID snapshot of the batch date."""
+        _run("profiles", data_interval_start.date(), run_id, started_at=dag_run.start_date)
+
+    @task(trigger_rule="none_failed")
+    def tags(data_interval_start=None, run_id=None, dag_run=None) -> None:
+        """Every tag of conf/tags.yaml as of the batch date (gold_tags, gold_profile_tags)."""
+        _run("tags", data_interval_start.date(), run_id, started_at=dag_run.start_date)
+
+    @task(trigger_rule="none_failed")
+    def segments(data_interval_start=None, run_id=None, dag_run=None) -> None:
+        """Segment membership (gold_segment_members) and exports for conf/segments.yaml."""
+        _run("segments", data_interval_start.date(), run_id, started_at=dag_run.start_date)
+
     @task(trigger_rule="all_done")
     def summary(run_id=None) -> None:
         """Merge the stages' figures (and quality results, failures included) into lakehouse/_runs/latest.json
@@ -96,7 +115,7 @@ def cdp_daily():
 
         print(render_summary(summarise(run_id)))
 
-    ingest.expand(channel=CHANNELS) >> standardise() >> identity() >> summary()
+    ingest.expand(channel=CHANNELS) >> standardise() >> identity() >> profiles() >> tags() >> segments() >> summary()
 
 
 cdp_daily()

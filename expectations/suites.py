@@ -22,8 +22,7 @@ from great_expectations import expectations as gxe  # noqa: E402
 from pyspark.sql import DataFrame, Window  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from spark_jobs.config import CHANNELS, ID_TYPES, IdentityConfig, QualityConfig  # noqa: E402
-from spark_jobs.config import ATTRIBUTE_SOURCES  # noqa: E402
+from spark_jobs.config import ATTRIBUTE_SOURCES, CHANNELS, ID_TYPES, IdentityConfig, QualityConfig  # noqa: E402
 from spark_jobs.contracts import EVENT_NAMES, PROFILE_ATTRIBUTES, SEGMENT_STATUSES, bronze_name, contract  # noqa: E402
 from spark_jobs.identity import per_type_limit  # noqa: E402
 

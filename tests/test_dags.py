@@ -30,7 +30,8 @@ def test_cdp_daily_has_owner_retries_tags_docs_and_one_active_run(dagbag):
     assert dag.tags and dag.doc_md and dag.max_active_runs == 1 and dag.catchup is False
     for t in dag.tasks:
         assert t.owner == "cdp-data-platform" and t.retries >= 1, t.task_id
-    assert {t.task_id for t in dag.tasks} == {"ingest", "standardise", "identity", "summary"}
+    assert {t.task_id for t in dag.tasks} == {"ingest", "standardise", "identity", "profiles", "tags", "segments", "summary"}
+    assert dag.get_task("segments").upstream_task_ids == {"tags"} and dag.get_task("tags").upstream_task_ids == {"profiles"}
 
 
 def test_cdp_daily_channels_match_the_config_channels():
