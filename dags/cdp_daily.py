@@ -83,29 +83,12 @@ def cdp_daily():
         _run("ingest", data_interval_start.date(), run_id, channel=channel, cfg=cfg, started_at=dag_run.start_date)
 
     @task(trigger_rule="none_failed")
-    def standardise(data_interval_start=None, run_id=None, dag_run=None) -> None:
-        """Bronze to silver: one event model, orders, contacts, canonical identifiers and links."""
-        _run("standardise", data_interval_start.date(), run_id, started_at=dag_run.start_date)
+    def stage(name: str, data_interval_start=None, run_id=None, dag_run=None) -> None:
+        """Run one stage of spark_jobs.pipeline for the batch date (the data interval start)."""
+        _run(name, data_interval_start.date(), run_id, started_at=dag_run.start_date)
 
-    @task(trigger_rule="none_failed")
-    def identity(data_interval_start=None, run_id=None, dag_run=None) -> None:
-        """One-ID: resolve identifiers into stable person ids (gold_id_map, gold_id_dropped, gold_id_changes)."""
-        _run("identity", data_interval_start.date(), run_id, started_at=dag_run.start_date)
-
-    @task(trigger_rule="none_failed")
-    def profiles(data_interval_start=None, run_id=None, dag_run=None) -> None:
-        """The golden record per person (gold_profiles) from the One-ID snapshot of the batch date."""
-        _run("profiles", data_interval_start.date(), run_id, started_at=dag_run.start_date)
-
-    @task(trigger_rule="none_failed")
-    def tags(data_interval_start=None, run_id=None, dag_run=None) -> None:
-        """Every tag of conf/tags.yaml as of the batch date (gold_tags, gold_profile_tags)."""
-        _run("tags", data_interval_start.date(), run_id, started_at=dag_run.start_date)
-
-    @task(trigger_rule="none_failed")
-    def segments(data_interval_start=None, run_id=None, dag_run=None) -> None:
-        """Segment membership (gold_segment_members) and exports for conf/segments.yaml."""
-        _run("segments", data_interval_start.date(), run_id, started_at=dag_run.start_date)
+    def step(name: str, doc: str):
+        return stage.override(task_id=name, doc_md=doc)(name)
 
     @task(trigger_rule="all_done")
     def summary(run_id=None) -> None:
@@ -115,7 +98,15 @@ def cdp_daily():
 
         print(render_summary(summarise(run_id)))
 
-    ingest.expand(channel=CHANNELS) >> standardise() >> identity() >> profiles() >> tags() >> segments() >> summary()
+    (
+        ingest.expand(channel=CHANNELS)
+        >> step("standardise", "Bronze to silver: one event model, orders, contacts, canonical identifiers and links.")
+        >> step("identity", "One-ID: stable person ids (gold_id_map, gold_id_dropped, gold_id_changes).")
+        >> step("profiles", "The golden record per person (gold_profiles) from the One-ID snapshot of the batch date.")
+        >> step("tags", "Every tag of conf/tags.yaml as of the batch date (gold_tags, gold_profile_tags).")
+        >> step("segments", "Segment membership (gold_segment_members) and exports for conf/segments.yaml.")
+        >> summary()
+    )
 
 
 cdp_daily()
