@@ -15,10 +15,6 @@ from spark_jobs.standardise import SOURCE_ID_COLUMNS, id_tokens, link_id
 from spark_jobs.tables import Lakehouse
 
 
-class NoIdentityError(RuntimeError):
-    """Profiles and tags need the One-ID snapshot of their as-of date."""
-
-
 def build_set_persons(identifiers: DataFrame, id_map: DataFrame, priority: tuple[str, ...] = ID_TYPES) -> DataFrame:
     """link_id -> person_id: the person of each identifier set, by its strongest identifier that One-ID
     kept (a set whose values were all dropped by the rules belongs to nobody)."""
@@ -63,7 +59,7 @@ class Activity:
 def read_activity(lh: Lakehouse, as_of: dt.date, timezone: str, priority: tuple[str, ...] = ID_TYPES) -> Activity:
     """Everything profiles, tags and segments read for `as_of`, attributed to people (records no
     identifier resolves for are left out: person_id is never NULL here)."""
-    id_map = lh.read_or_empty("gold_id_map", {"as_of": as_of})
+    id_map = lh.read_partition("gold_id_map", {"as_of": as_of}, f"run the identity stage for {as_of} first")
     up_to = F.col("_batch_date") <= F.lit(as_of)
     identifiers = lh.read_or_empty("silver_identifiers").where(up_to)
     set_persons = build_set_persons(identifiers, id_map, priority)

@@ -128,10 +128,10 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
     specs: list[SegmentSpec] = list(cfg.segments.segments)
     types = cfg.tags.types
     parsed = [(s.name, check_rule(s.rule, types)) for s in specs]
-    people = lh.read("gold_profiles", {"as_of": as_of})
+    people = lh.read_partition("gold_profiles", {"as_of": as_of}, f"run the profiles stage for {as_of} first")
     needs_activity = any(r.calls() for _, r in parsed)
     activity = read_activity(lh, as_of, cfg.standardise.timezone, cfg.identity.priority) if needs_activity else None
-    tag_rows = lh.read("gold_tags", {"as_of": as_of})
+    tag_rows = lh.read_partition("gold_tags", {"as_of": as_of}, f"run the tags stage for {as_of} first")
     key = f"segments/{as_of.isoformat()}"
     try:
         matches = build_matches(people, tag_rows, activity, types, parsed, as_of)
@@ -176,9 +176,9 @@ def preview(lh: Lakehouse, cfg: CdpConfig, rule_text: str, as_of: dt.date | None
         if newest is None:
             raise SegmentError("no tags computed yet: run the tags stage first")
         as_of = dt.date.fromisoformat(str(newest))
-    people = lh.read("gold_profiles", {"as_of": as_of})
+    people = lh.read_partition("gold_profiles", {"as_of": as_of}, f"no profiles as of {as_of}")
     activity = read_activity(lh, as_of, cfg.standardise.timezone, cfg.identity.priority) if rule.calls() else None
-    tag_rows = lh.read("gold_tags", {"as_of": as_of})
+    tag_rows = lh.read_partition("gold_tags", {"as_of": as_of}, f"no tags as of {as_of}: run the tags stage first")
     matches = build_matches(people, tag_rows, activity, cfg.tags.types, [("preview", rule)], as_of)
     shown = sorted(rule.names())
     rows = (matches.join(read_tag_columns(tag_rows, cfg.tags.types, set(shown)), "person_id", "left")

@@ -175,6 +175,24 @@ class Lakehouse:
 
         return DeltaTable(self.path(name)).version()
 
+    def has_partition(self, name: str, partition: Mapping[str, object]) -> bool:
+        """Whether the table holds the partition (from the Delta log; other formats: whether it exists)."""
+        if not self.exists(name):
+            return False
+        if self.fmt != "delta":
+            return True
+        from deltalake import DeltaTable
+
+        want = {k: str(v) for k, v in partition.items()}
+        return any(all(p.get(k) == v for k, v in want.items()) for p in DeltaTable(self.path(name)).partitions())
+
+    def read_partition(self, name: str, partition: Mapping[str, object], hint: str) -> DataFrame:
+        """One partition of a table that an earlier stage must have written; TableNotFoundError saying
+        which stage to run (`hint`) when it has not."""
+        if not self.has_partition(name, partition):
+            raise TableNotFoundError(f"{name} has no partition {partition_predicate(partition)}: {hint}")
+        return self.read(name, partition)
+
     def create(self, name: str) -> bool:
         """Create the table from its contract if it does not exist; True when it was created."""
         if self.exists(name):

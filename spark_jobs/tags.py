@@ -231,7 +231,7 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
     """Compute every tag as of `as_of`; write gold_tags' partition and, when `as_of` is the newest date
     computed, gold_profile_tags. Returns figures for the run summary."""
     tags_cfg: TagsConfig = cfg.tags
-    profiles = lh.read("gold_profiles", {"as_of": as_of})
+    profiles = lh.read_partition("gold_profiles", {"as_of": as_of}, f"run the profiles stage for {as_of} first")
     activity = read_activity(lh, as_of, cfg.standardise.timezone, cfg.identity.priority)
     key = f"tags/{as_of.isoformat()}"
     # Each is read by several aggregations; Sail has no cache, so they are materialised once.

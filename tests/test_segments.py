@@ -161,3 +161,17 @@ def test_preview_counts_and_samples_without_writing(world):
     assert {t: lh.version(t) for t in versions} == versions
     with pytest.raises(SegmentError, match="unknown tag 'vipp'"):
         preview(lh, cfg, "vipp")
+
+
+def test_a_stage_names_the_earlier_stage_that_has_not_run(world):
+    from spark_jobs import profiles, tags
+    from spark_jobs.tables import TableNotFoundError
+
+    lh, cfg = world
+    d4 = D3 + dt.timedelta(days=1)
+    with pytest.raises(TableNotFoundError, match="gold_id_map has no partition `as_of` = '2026-11-04': run the identity stage"):
+        profiles.run(lh, cfg, d4)
+    with pytest.raises(TableNotFoundError, match="run the profiles stage for 2026-11-04 first"):
+        tags.run(lh, cfg, d4)
+    with pytest.raises(TableNotFoundError, match="run the profiles stage for 2026-11-04 first"):
+        segments.run(lh, cfg, d4)
