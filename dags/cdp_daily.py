@@ -11,10 +11,12 @@ For the run's batch date (the **data interval start**, never `now()`):
    (audited in `gold_id_dropped`), connected components, stable person ids (`gold_id_map` snapshot
    per batch, merges and splits in `gold_id_changes`).
 4. `profiles`: the golden record per person (`gold_profiles`), each attribute by its survivorship rule.
-5. `tags`: every tag of `conf/tags.yaml` as of the batch date (`gold_tags` long, `gold_profile_tags` wide).
-6. `segments`: the audiences of `conf/segments.yaml` (`gold_segment_members`: entered / stayed / left)
+5. `score`: each `champion` model of the MLflow registry (`cdp_churn`, `cdp_propensity`) scores every
+   person (`gold_scores`); skipped until the `cdp_train` DAG has promoted one.
+6. `tags`: every tag of `conf/tags.yaml` as of the batch date (`gold_tags` long, `gold_profile_tags` wide).
+7. `segments`: the audiences of `conf/segments.yaml` (`gold_segment_members`: entered / stayed / left)
    and their export files under `exports/<segment>/<date>/`.
-7. `summary` (runs even when a stage failed): rows per table, rows quarantined, identity, profile, tag,
+8. `summary` (runs even when a stage failed): rows per table, rows quarantined, identity, profile, tag,
    segment and quality figures, seconds per stage, into `lakehouse/_runs/latest.json`; rebuilds the
    Great Expectations Data Docs.
 
@@ -103,6 +105,7 @@ def cdp_daily():
         >> step("standardise", "Bronze to silver: one event model, orders, contacts, canonical identifiers and links.")
         >> step("identity", "One-ID: stable person ids (gold_id_map, gold_id_dropped, gold_id_changes).")
         >> step("profiles", "The golden record per person (gold_profiles) from the One-ID snapshot of the batch date.")
+        >> step("score", "Champion models score every person (gold_scores); predicted tags read them.")
         >> step("tags", "Every tag of conf/tags.yaml as of the batch date (gold_tags, gold_profile_tags).")
         >> step("segments", "Segment membership (gold_segment_members) and exports for conf/segments.yaml.")
         >> summary()

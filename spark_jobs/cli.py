@@ -262,3 +262,64 @@ def segment_preview(
         for row in result["sample"]:
             table.add_row(*("" if v is None else str(v) for v in row.values()))
         console.print(table)
+
+
+ml_app = typer.Typer(help="Churn and purchase-propensity models (MLflow).", no_args_is_help=True)
+app.add_typer(ml_app, name="ml")
+
+
+def _print_json(data) -> None:
+    import json
+
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@ml_app.command("features")
+def ml_features(
+    last_cutoff: str = typer.Option(None, help="newest cutoff, yyyy-mm-dd (default: horizon_days before the newest "
+                                               "One-ID snapshot)"),
+) -> None:
+    """Build the point-in-time training set (gold_features) for conf ml.cutoffs cutoffs."""
+    from ml.features import FeatureError, default_cutoffs, run
+    from spark_jobs.session import spark_session
+    from spark_jobs.tables import Lakehouse, TableNotFoundError
+
+    cfg = _config()
+    try:
+        last = dt.date.fromisoformat(last_cutoff) if last_cutoff else None
+    except ValueError:
+        _fail(f"--last-cutoff must be a date like 2026-11-20, got {last_cutoff!r}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        with spark_session(cfg.engine) as spark:
+            lh = Lakehouse(spark, cfg.paths.lakehouse_uri())
+            _print_json(run(lh, cfg, default_cutoffs(lh, cfg, last)))
+    except (FeatureError, TableNotFoundError) as e:
+        _fail(str(e))
+
+
+@ml_app.command("train")
+def ml_train(
+    target: list[str] = typer.Option(None, help="churn and/or purchase (default: both)"),
+    promote: bool = typer.Option(True, help="promote the new version to champion when it beats the champion"),
+) -> None:
+    """Train, log to MLflow, register (alias challenger) and promote, from the current gold_features."""
+    from ml.train import TrainError, run
+
+    cfg = _config()
+    unknown = sorted(set(target or []) - set(cfg.ml.models))
+    if unknown:
+        _fail(f"unknown target(s) {unknown}; targets: {list(cfg.ml.models)}")
+    try:
+        result = run(cfg, list(target) if target else None, promote_after=promote)
+    except TrainError as e:
+        _fail(str(e))
+    _print_json(result)
+
+
+@ml_app.command("telco")
+def ml_telco() -> None:
+    """The same models and metrics on IBM's Telco customer churn data (MLflow experiment `telco`)."""
+    from ml.telco import run
+
+    _print_json(run(_config().ml))

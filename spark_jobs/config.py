@@ -21,6 +21,7 @@ ENV_OVERRIDES = {
     "CDP_LANDING": "paths.landing",
     "CDP_LAKEHOUSE": "paths.lakehouse",
     "CDP_EXPORTS": "paths.exports",
+    "CDP_MLFLOW_ARTIFACTS": "ml.artifacts",
 }
 
 
@@ -232,6 +233,35 @@ class ProfilesConfig(_Strict):
         return self.survivorship[attr].sources or ATTRIBUTE_SOURCES[attr]
 
 
+class MlConfig(_Strict):
+    """Churn and purchase-propensity models (ml/): features are tags computed as of each cutoff."""
+
+    tracking_uri: str | None = None  # None: sqlite:///<project>/mlflow/mlflow.db ($MLFLOW_TRACKING_URI wins)
+    artifacts: str = "mlflow/artifacts"  # artifact root of experiments created on the default store
+    experiment: str = "cdp"
+    horizon_days: int = Field(14, ge=1, description="labels look this many days past the cutoff")
+    cutoffs: int = Field(3, ge=2, description="cutoffs stacked per training set; the newest is the holdout")
+    cutoff_step_days: int = Field(7, ge=1, description="days between cutoffs")
+    active_days: int = Field(30, ge=1, description="churn is defined for people active this many days before the cutoff")
+    features: tuple[str, ...] = (
+        "tenure_days", "events_7d", "events_30d", "active_days_30d", "add_cart_7d", "view_item_30d", "orders_30d",
+        "orders_90d", "spend_30d", "spend_90d", "avg_order_value_90d", "categories_90d", "stores_90d",
+        "wechat_events_30d", "pos_orders_90d", "days_since_last_active", "days_since_last_order",
+        "days_since_first_order", "rfm_recency", "rfm_frequency", "rfm_monetary",
+    )
+    categorical: tuple[str, ...] = ("lifecycle_stage", "preferred_channel", "member_tier", "city_tier")
+    models: dict[str, str] = {"churn": "cdp_churn", "purchase": "cdp_propensity"}  # target -> registered name
+    seed: int = 42
+
+    @field_validator("models")
+    @classmethod
+    def _known_targets(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - {"churn", "purchase"})
+        if unknown:
+            raise ValueError(f"unknown target(s) {unknown}; targets: churn, purchase")
+        return v
+
+
 class GenerateDefaults(_Strict):
     people: int = Field(20000, ge=1)
     days: int = Field(3, ge=1)
@@ -247,6 +277,7 @@ class CdpConfig(_Strict):
     identity: IdentityConfig = IdentityConfig()
     quality: QualityConfig = QualityConfig()
     profiles: ProfilesConfig = ProfilesConfig()
+    ml: MlConfig = MlConfig()
     generate: GenerateDefaults = GenerateDefaults()
     # Loaded from paths.tags / paths.segments (their own files, their own errors) unless given.
     tags: Any = None
@@ -260,6 +291,15 @@ class CdpConfig(_Strict):
             object.__setattr__(self, "tags", load_tags(self.paths.file("tags")))
         if self.segments is None:
             object.__setattr__(self, "segments", load_segments(self.paths.file("segments"), self.tags))
+        kinds = {out: t.kind for t in self.tags.tags for out in t.outputs()}
+        for name in (*self.ml.features, *self.ml.categorical):
+            if name not in self.tags.types:
+                raise ValueError(f"ml: feature {name!r} is not a tag of {self.paths.tags}")
+            if kinds[name] == "predicted":
+                raise ValueError(f"ml: feature {name!r} is a predicted tag: a model must not learn from model scores")
+        bad = [n for n in self.ml.features if self.tags.types[n] not in ("long", "double", "boolean")]
+        if bad:
+            raise ValueError(f"ml: features {bad} are not numeric; list them under ml.categorical")
         return self
 
 

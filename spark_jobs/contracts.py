@@ -331,6 +331,18 @@ _TABLES += [
         doc="segment membership per as-of date with spells: who entered or left is one query",
     ),
     TableContract(
+        "gold_features",
+        (
+            _c("person_id", nullable=False), _c("cutoff", "date", nullable=False, doc="features use data up to it"),
+            _c("horizon_days", "long", nullable=False),
+            _c("label_churn", "long", doc="1: active at the cutoff, nothing in (cutoff, cutoff + horizon]; NULL: not active"),
+            _c("label_purchase", "long", nullable=False, doc="1: an order in (cutoff, cutoff + horizon]"),
+        ),
+        partition_by=("cutoff",), keys=("cutoff", "person_id"),
+        doc="point-in-time training rows (ml/features.py): one per person and cutoff, feature columns from "
+            "conf `ml` (see features_contract); rewritten by each training run",
+    ),
+    TableContract(
         "gold_scores",
         (
             _c("person_id", nullable=False), _c("model", nullable=False), _c("version", nullable=False),
@@ -378,6 +390,13 @@ def profile_tags_contract(tag_types: dict[str, str]) -> TableContract:
         raise ValueError(f"tag names {clash} clash with gold_profile_tags columns")
     return TableContract(base.name, (*base.columns, *(_c(n, t) for n, t in tag_types.items())),
                          keys=base.keys, doc=base.doc)
+
+
+def features_contract(feature_types: dict[str, str]) -> TableContract:
+    """gold_features with its feature columns (name -> type) after the key columns."""
+    base = CONTRACTS["gold_features"]
+    cols = (*base.columns[:3], *(_c(n, t) for n, t in feature_types.items()), *base.columns[3:])
+    return TableContract(base.name, cols, partition_by=base.partition_by, keys=base.keys, doc=base.doc)
 
 
 def contract(name: str) -> TableContract:

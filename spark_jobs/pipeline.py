@@ -18,7 +18,7 @@ from spark_jobs.tables import Lakehouse
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "standardise", "identity", "profiles", "tags", "segments")
+STAGES = ("ingest", "standardise", "identity", "profiles", "score", "tags", "segments")
 
 
 class PipelineError(ValueError):
@@ -63,6 +63,10 @@ def run_stage(
         elif stage == "identity":
             figures = identity.run(lh, cfg.identity, batch_date)
             result = {"identity": figures, "tables": {"gold_id_map": figures["identifiers"]}}
+        elif stage == "score":  # before tags: predicted tags read the batch date's scores
+            from ml import score
+
+            result = score.run(lh, cfg, batch_date)
         else:  # the marts: each returns its figures and rows per table written
             result = {"profiles": profiles.run, "tags": tags.run, "segments": segments.run}[stage](lh, cfg, batch_date)
         if lh.gate is not None:
@@ -122,6 +126,7 @@ def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
         "tags": next(({k: s[k] for k in ("people", "tags", "tag_rows", "profile_tags_updated")}
                       for s in stages if s["stage"] == "tags"), None),
         "segments": next(({"members": s["segments"], "exports": s["exports"]} for s in stages if s["stage"] == "segments"), None),
+        "scores": next(({"models": s["scores"], "skipped": s["skipped"]} for s in stages if s["stage"] == "score"), None),
         "quality": _quality(cfg, run_id),
         "tables": _table_totals(cfg),
     }
@@ -204,6 +209,11 @@ def render_summary(summary: dict) -> str:
     if prof:
         filled = ", ".join(f"{k.removeprefix('with_')} {v / max(prof['people'], 1):.0%}" for k, v in prof.items() if k != "people")
         console.print(f"profiles: {prof['people']:,} people; attributes filled: {filled}")
+    sc = summary.get("scores")
+    if sc:
+        scored = ", ".join(f"{m} v{f['version']} ({f['people']:,} people, mean {f['mean_score']:.3f})" for m, f in sc["models"].items())
+        console.print(f"scores: {scored or 'none'}"
+                      + (f"; no champion yet for {', '.join(sc['skipped'])}" if sc["skipped"] else ""))
     tg = summary.get("tags")
     if tg:
         console.print(f"tags: {tg['tags']} tags for {tg['people']:,} people = {tg['tag_rows']:,} non-null values in gold_tags"

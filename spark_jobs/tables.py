@@ -265,6 +265,8 @@ class Lakehouse:
             writer = guarded.write.format(self.fmt).mode("overwrite")
             if self.fmt == "delta":
                 writer = writer.option("overwriteSchema", "true")
+            if c.partition_by:
+                writer = writer.partitionBy(*c.partition_by)
             self._commit(name, lambda: writer.save(self.path(name)))
         finally:
             if audit_key:

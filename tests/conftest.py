@@ -28,6 +28,16 @@ def _session(kind: str):
     return _SESSIONS[kind]
 
 
+def pytest_configure(config):
+    """Tests never touch the project's own MLflow store: one throw-away store per test process (its
+    Airflow subprocesses inherit it)."""
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="cdp-mlflow-")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{base}/mlflow.db")
+    os.environ.setdefault("CDP_MLFLOW_ARTIFACTS", f"{base}/artifacts")
+
+
 def pytest_sessionfinish(session, exitstatus):
     _STACK.close()
 

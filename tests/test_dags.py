@@ -22,7 +22,19 @@ def dagbag(tmp_path_factory):
 
 def test_dagbag_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert "cdp_daily" in dagbag.dag_ids
+    assert {"cdp_daily", "cdp_train"} <= set(dagbag.dag_ids)
+
+
+def test_cdp_train_features_then_train_then_promote_per_target(dagbag):
+    from dags.cdp_train import TARGETS
+    from spark_jobs.config import load_config
+
+    dag = dagbag.dags["cdp_train"]
+    assert dag.tags and dag.doc_md and dag.max_active_runs == 1 and dag.catchup is False
+    assert all(t.owner == "cdp-data-platform" and t.retries >= 1 for t in dag.tasks)
+    assert dag.get_task("train").upstream_task_ids == {"features"}
+    assert dag.get_task("promote").upstream_task_ids == {"train"}
+    assert TARGETS == list(load_config(env={}).ml.models)
 
 
 def test_cdp_daily_has_owner_retries_tags_docs_and_one_active_run(dagbag):
@@ -30,8 +42,9 @@ def test_cdp_daily_has_owner_retries_tags_docs_and_one_active_run(dagbag):
     assert dag.tags and dag.doc_md and dag.max_active_runs == 1 and dag.catchup is False
     for t in dag.tasks:
         assert t.owner == "cdp-data-platform" and t.retries >= 1, t.task_id
-    assert {t.task_id for t in dag.tasks} == {"ingest", "standardise", "identity", "profiles", "tags", "segments", "summary"}
-    assert dag.get_task("segments").upstream_task_ids == {"tags"} and dag.get_task("tags").upstream_task_ids == {"profiles"}
+    assert {t.task_id for t in dag.tasks} == {"ingest", "standardise", "identity", "profiles", "score", "tags", "segments",
+                                              "summary"}
+    assert dag.get_task("segments").upstream_task_ids == {"tags"} and dag.get_task("tags").upstream_task_ids == {"score"}
 
 
 def test_cdp_daily_channels_match_the_config_channels():

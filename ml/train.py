@@ -1,0 +1,369 @@
+"""Training: reads gold_features (delta-rs, no Spark) and the Delta versions of its inputs; fits LightGBM
+and a logistic-regression baseline per target on a time split (the newest cutoff is the holdout); logs
+parameters, data versions, metrics, plots and models to MLflow; registers the better model as a new
+version with alias `challenger`, and promotes it to `champion` only if it beats the champion on the
+same holdout."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from spark_jobs.config import CdpConfig
+
+log = logging.getLogger(__name__)
+
+TARGETS = {"churn": "label_churn", "purchase": "label_purchase"}
+KINDS = ("lightgbm", "logistic")
+# Tables whose Delta versions pin a training run's data (logged as data.<table>.version).
+INPUT_TABLES = ("gold_features", "silver_events", "silver_orders", "silver_contacts", "gold_id_map", "gold_profiles")
+
+
+class TrainError(ValueError):
+    """Training cannot run (no features, a target without both classes, ...)."""
+
+
+def _import_mlflow():
+    import mlflow
+    import mlflow.pyfunc
+
+    return mlflow
+
+
+class CdpModel:
+    """A fitted estimator and the columns it reads; scores are the probability of the positive class.
+    Wrapped as an MLflow pyfunc model (see `as_pyfunc`)."""
+
+    def __init__(self, kind: str, numeric: list[str], categorical: list[str], seed: int = 42):
+        self.kind, self.numeric, self.categorical, self.seed = kind, list(numeric), list(categorical), seed
+        self.categories: dict[str, list[str]] = {}
+        self.estimator = None
+
+    def prepare(self, df: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame(index=df.index)
+        for c in self.numeric:
+            out[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+        for c in self.categorical:
+            values = df[c].astype("object").where(df[c].notna(), "missing").astype(str)
+            out[c] = (pd.Categorical(values, categories=self.categories[c]) if self.kind == "lightgbm" else values)
+        return out
+
+    def fit(self, df: pd.DataFrame, y: pd.Series) -> CdpModel:
+        self.categories = {c: sorted({*df[c].dropna().astype(str), "missing"}) for c in self.categorical}
+        x = self.prepare(df)
+        if self.kind == "lightgbm":
+            from lightgbm import LGBMClassifier
+
+            self.estimator = LGBMClassifier(
+                n_estimators=300, learning_rate=0.05, num_leaves=31, min_child_samples=50, subsample=0.8,
+                subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0, random_state=self.seed, verbose=-1, n_jobs=2,
+            )
+        else:
+            from sklearn.compose import ColumnTransformer
+            from sklearn.impute import SimpleImputer
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import Pipeline
+            from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+            self.estimator = Pipeline([
+                ("columns", ColumnTransformer([
+                    ("numeric", Pipeline([("impute", SimpleImputer(strategy="median", add_indicator=True)),
+                                          ("scale", StandardScaler())]), self.numeric),
+                    ("categorical", OneHotEncoder(handle_unknown="ignore"), self.categorical),
+                ])),
+                ("model", LogisticRegression(max_iter=2000)),
+            ])
+        self.estimator.fit(x, y.astype(int))
+        return self
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        return self.estimator.predict_proba(self.prepare(df))[:, 1]
+
+    def importance(self) -> pd.Series:
+        """Feature importance: LightGBM's total gain, or the logistic regression's |coefficient| summed
+        per input column."""
+        if self.kind == "lightgbm":
+            gain = self.estimator.booster_.feature_importance(importance_type="gain")
+            return pd.Series(gain, index=self.numeric + self.categorical).sort_values()
+        names = self.estimator.named_steps["columns"].get_feature_names_out()
+        coef = np.abs(self.estimator.named_steps["model"].coef_[0])
+        totals: dict[str, float] = {}
+        for n, v in zip(names, coef, strict=True):
+            raw = n.split("__", 1)[1]
+            col = next((c for c in self.numeric + self.categorical if raw == c or raw.startswith(f"{c}_")), raw)
+            totals[col] = totals.get(col, 0.0) + float(v)
+        return pd.Series(totals).sort_values()
+
+
+def model_input(df: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
+    """What the registered models take: numeric features as float64, categorical as text (None when missing)."""
+    out = pd.DataFrame(index=df.index)
+    for c in numeric:
+        out[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    for c in categorical:
+        out[c] = df[c].astype("object").where(df[c].notna(), None)
+    return out
+
+
+def signature(numeric: list[str], categorical: list[str]):
+    """Every input optional (features can be NULL: no orders, no CRM record); the output is one double."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = Schema([ColSpec("double", c, required=False) for c in numeric]
+                    + [ColSpec("string", c, required=False) for c in categorical])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double")]))
+
+
+def as_pyfunc(model: CdpModel):
+    """The model as an MLflow PythonModel: predict() returns the positive-class probability."""
+    import mlflow.pyfunc
+
+    class _Pyfunc(mlflow.pyfunc.PythonModel):
+        def __init__(self, inner: CdpModel):
+            self.inner = inner
+
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
+            return self.inner.predict(model_input)
+
+    return _Pyfunc(model)
+
+
+# --- metrics and plots ----------------------------------------------------------------------------------
+def evaluate(y: np.ndarray, p: np.ndarray, probabilities: bool = True) -> dict[str, float]:
+    """ROC-AUC, PR-AUC, Brier score (when `p` are probabilities; a rule's scores are not), lift in the top
+    decile (positive rate there / overall), base rate."""
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+    y = np.asarray(y, dtype=int)
+    p = np.asarray(p, dtype=float)
+    if len(set(y)) < 2:
+        raise TrainError("the holdout has only one class: choose other cutoffs or a longer horizon")
+    top = np.argsort(-p, kind="stable")[: max(1, len(p) // 10)]
+    out = {
+        "roc_auc": float(roc_auc_score(y, p)), "pr_auc": float(average_precision_score(y, p)),
+        "lift_top_decile": float(y[top].mean() / y.mean()), "positive_rate": float(y.mean()), "rows": float(len(y)),
+    }
+    if probabilities:
+        out["brier"] = float(brier_score_loss(y, p))
+    return out
+
+
+def figures(y: np.ndarray, p: np.ndarray, importance: pd.Series, title: str) -> dict:
+    """ROC curve, cumulative gains and lift, calibration, feature importance (matplotlib figures)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import roc_curve
+
+    out = {}
+    fpr, tpr, _ = roc_curve(y, p)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(fpr, tpr, label="model")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="random")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC: {title}")
+    ax.legend()
+    out["roc.png"] = fig
+    order = np.argsort(-p, kind="stable")
+    share = np.arange(1, len(p) + 1) / len(p)
+    gains = np.cumsum(np.asarray(y)[order]) / max(1, np.sum(y))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.5))
+    a1.plot(share, gains, label="model")
+    a1.plot([0, 1], [0, 1], "--", color="grey", label="random")
+    a1.set(xlabel="share of people, best scores first", ylabel="share of positives found", title="cumulative gains")
+    a1.legend()
+    deciles = np.array_split(np.asarray(y)[order], 10)
+    a2.bar(range(1, 11), [d.mean() / np.mean(y) if len(d) else 0 for d in deciles])
+    a2.axhline(1, color="grey", linestyle="--")
+    a2.set(xlabel="decile (1 = highest scores)", ylabel="lift", title="lift per decile")
+    out["gains_lift.png"] = fig
+    frac, mean = calibration_curve(y, p, n_bins=10, strategy="quantile")
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(mean, frac, "o-", label="model")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
+    ax.set(xlabel="mean predicted probability", ylabel="observed positive rate", title="calibration")
+    ax.legend()
+    out["calibration.png"] = fig
+    fig, ax = plt.subplots(figsize=(6, max(3, 0.25 * len(importance))))
+    importance.plot.barh(ax=ax)
+    ax.set(title="feature importance")
+    fig.tight_layout()
+    out["feature_importance.png"] = fig
+    return out
+
+
+def fit_and_log(kind: str, x_train: pd.DataFrame, y_train: pd.Series, x_hold: pd.DataFrame, y_hold: np.ndarray,
+                numeric: list[str], categorical: list[str], seed: int, title: str, params: dict) -> dict:
+    """One nested MLflow run: fit, evaluate on the holdout, log params, metrics, plots and the pyfunc model
+    (signature and input example). Returns run id, metrics and model URI."""
+    mlflow = _import_mlflow()
+    with mlflow.start_run(run_name=kind, nested=True) as run:
+        model = CdpModel(kind, numeric, categorical, seed).fit(x_train, y_train)
+        p = model.predict(x_hold)
+        m = evaluate(y_hold, p)
+        mlflow.log_params({"kind": kind, **params})
+        mlflow.log_metrics(m)
+        _log_figures(mlflow, figures(y_hold, p, model.importance(), title))
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=as_pyfunc(model), input_example=model_input(x_hold.head(5), numeric, categorical),
+            signature=signature(numeric, categorical),
+        )
+    return {"run_id": run.info.run_id, "metrics": m, "model_uri": info.model_uri}
+
+
+# --- one target -----------------------------------------------------------------------------------------
+@dataclass
+class Split:
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    label: str
+    holdout_cutoff: str
+
+
+def split(frame: pd.DataFrame, target: str) -> Split:
+    """Rows with a label; the newest cutoff is the holdout, earlier cutoffs the training rows."""
+    label = TARGETS[target]
+    rows = frame[frame[label].notna()]
+    cutoffs = sorted(rows["cutoff"].astype(str).unique())
+    if len(cutoffs) < 2:
+        raise TrainError(f"{target}: need at least two cutoffs with labels, got {cutoffs}")
+    newest = cutoffs[-1]
+    return Split(rows[rows["cutoff"].astype(str) != newest], rows[rows["cutoff"].astype(str) == newest], label, newest)
+
+
+def rule_score(target: str, df: pd.DataFrame) -> np.ndarray:
+    """The simple rule a marketer would use: churn, days since last activity; purchase, orders in 90 days."""
+    if target == "churn":
+        return pd.to_numeric(df["days_since_last_active"], errors="coerce").fillna(10_000).to_numpy(float)
+    return pd.to_numeric(df["orders_90d"], errors="coerce").fillna(0).to_numpy(float)
+
+
+def _log_figures(mlflow, figs: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    for name, fig in figs.items():
+        mlflow.log_figure(fig, f"plots/{name}")
+        plt.close(fig)
+
+
+def train_target(cfg: CdpConfig, frame: pd.DataFrame, target: str, data_versions: dict[str, int | None],
+                 kinds: tuple[str, ...] = KINDS) -> dict:
+    """Fit every kind on the training cutoffs, evaluate on the holdout, log to MLflow, register the best
+    as a new version of the target's model with alias `challenger`. Returns the figures."""
+    mlflow = _import_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    sp = split(frame, target)
+    numeric, categorical = list(cfg.ml.features), list(cfg.ml.categorical)
+    cols = numeric + categorical
+    y_train, y_hold = sp.train[sp.label].astype(int), sp.holdout[sp.label].astype(int).to_numpy()
+    name = cfg.ml.models[target]
+    results: dict[str, dict] = {}
+    with mlflow.start_run(run_name=f"{target} holdout {sp.holdout_cutoff}") as parent:
+        mlflow.set_tags({"target": target, "model_name": name})
+        mlflow.log_params({
+            "target": target, "horizon_days": cfg.ml.horizon_days, "holdout_cutoff": sp.holdout_cutoff,
+            "train_cutoffs": ",".join(sorted(sp.train["cutoff"].astype(str).unique())),
+            "train_rows": len(sp.train), "holdout_rows": len(sp.holdout), "features": ",".join(cols),
+            **{f"data.{t}.version": v for t, v in data_versions.items()},
+        })
+        rule = evaluate(y_hold, rule_score(target, sp.holdout), probabilities=False)
+        mlflow.log_metrics({f"rule_{k}": v for k, v in rule.items()})
+        for kind in kinds:
+            results[kind] = fit_and_log(
+                kind, sp.train[cols], y_train, sp.holdout[cols], y_hold, numeric, categorical, cfg.ml.seed,
+                f"{target} ({kind})", {"target": target, "holdout_cutoff": sp.holdout_cutoff,
+                                       **{f"data.{t}.version": v for t, v in data_versions.items()}})
+            log.info("%s %s: holdout ROC-AUC %.4f (rule %.4f)", target, kind, results[kind]["metrics"]["roc_auc"],
+                     rule["roc_auc"])
+        best = max(results, key=lambda k: results[k]["metrics"]["roc_auc"])
+        version = mlflow.register_model(results[best]["model_uri"], name)
+        client = MlflowClient()
+        client.set_registered_model_alias(name, "challenger", version.version)
+        client.set_model_version_tag(name, version.version, "holdout_cutoff", sp.holdout_cutoff)
+        client.set_model_version_tag(name, version.version, "kind", best)
+        mlflow.log_metrics({f"best_{k}": v for k, v in results[best]["metrics"].items()})
+        mlflow.set_tags({"best_kind": best, "registered_version": version.version})
+    return {"target": target, "model": name, "version": int(version.version), "best": best,
+            "run_id": parent.info.run_id, "holdout_cutoff": sp.holdout_cutoff, "rule": rule,
+            "kinds": {k: v["metrics"] for k, v in results.items()}}
+
+
+def promote(cfg: CdpConfig, frame: pd.DataFrame, target: str, version: int | None = None) -> dict:
+    """Make `version` (default: the `challenger`) the `champion` if there is none, or if it beats the
+    champion's ROC-AUC on the same holdout (the newest cutoff of `frame`). Ties keep the champion."""
+    mlflow = _import_mlflow()
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    name = cfg.ml.models[target]
+    if version is None:
+        version = int(client.get_model_version_by_alias(name, "challenger").version)
+    try:
+        champion = int(client.get_model_version_by_alias(name, "champion").version)
+    except MlflowException:
+        champion = None
+    sp = split(frame, target)
+    y = sp.holdout[sp.label].astype(int).to_numpy()
+
+    x = model_input(sp.holdout, list(cfg.ml.features), list(cfg.ml.categorical))
+
+    def auc(v: int) -> float:
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{v}")
+        return evaluate(y, np.asarray(model.predict(x), dtype=float).ravel())["roc_auc"]
+
+    new_auc = auc(version)
+    if champion is None:
+        decision, champ_auc = "promoted: no champion yet", None
+    elif champion == version:
+        decision, champ_auc = "already champion", new_auc
+    else:
+        try:
+            champ_auc = auc(champion)
+        except Exception as e:  # e.g. the champion reads features the config no longer has
+            log.warning("champion %s v%s cannot score this holdout (%s); the challenger wins", name, champion, e)
+            champ_auc = None
+        decision = ("promoted: beats the champion" if champ_auc is None or new_auc > champ_auc
+                    else "kept the champion: the challenger is not better")
+    if decision.startswith("promoted"):
+        client.set_registered_model_alias(name, "champion", version)
+    client.set_model_version_tag(name, version, "promotion", decision)
+    log.info("%s v%s: %s (challenger %.4f, champion %s)", name, version, decision, new_auc, champ_auc)
+    return {"model": name, "version": version, "champion_before": champion, "decision": decision,
+            "challenger_roc_auc": new_auc, "champion_roc_auc": champ_auc, "holdout_cutoff": sp.holdout_cutoff,
+            "champion": int(client.get_model_version_by_alias(name, "champion").version)}
+
+
+def read_training_set(root: str) -> tuple[pd.DataFrame, dict[str, int | None]]:
+    """gold_features as pandas, and the Delta versions of it and its inputs."""
+    from spark_jobs.tables import TableNotFoundError, read_pandas, table_stats
+
+    try:
+        frame = read_pandas(root, "gold_features")
+    except TableNotFoundError:
+        raise TrainError("gold_features does not exist: build it first (cdp ml features, or the cdp_train DAG)") from None
+    if frame.empty:
+        raise TrainError("gold_features is empty")
+    versions = {t: (s or {}).get("version") for t in INPUT_TABLES for s in [table_stats(root, t)]}
+    return frame, versions
+
+
+def run(cfg: CdpConfig, targets: list[str] | None = None, promote_after: bool = True) -> dict:
+    """Train (and by default promote) every configured target from the current gold_features."""
+    from ml.tracking import configure
+
+    configure(cfg.ml)
+    frame, versions = read_training_set(cfg.paths.lakehouse_uri())
+    out = {}
+    for target in targets or list(cfg.ml.models):
+        trained = train_target(cfg, frame, target, versions)
+        if promote_after:
+            trained["promotion"] = promote(cfg, frame, target, trained["version"])
+        out[target] = trained
+    return out
