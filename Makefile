@@ -15,7 +15,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := True
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install system-deps demo test test-fast lint bench-ingest bench-identity bench-tags clean
+.PHONY: install system-deps demo ml-demo mlflow-ui test test-fast lint bench-ingest bench-identity bench-tags bench-ml clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
@@ -45,6 +45,26 @@ demo: install $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/cdp summary
 	@echo "Delta tables: lakehouse/<layer>/<table> (read them with Spark, delta-rs or DuckDB); bad lines: lakehouse/bronze/bronze_quarantine"
 	@echo "Airflow logs of each run: .airflow/dags-test-<date>.log; the UI: AIRFLOW_HOME=.airflow .venv/bin/airflow standalone"
+
+# Models need history: ML_DAYS days of data, then features -> train -> promote, then the last day's
+# score / tags / segments with the new champions. Runs the stages with `cdp run` (no Airflow) to be quick.
+ML_PEOPLE ?= 5000
+ML_DAYS   ?= 36
+ml-demo: install
+	$(BIN)/cdp generate --people $(ML_PEOPLE) --days $(ML_DAYS) --seed $(SEED) --start $(START)
+	@set -e; for d in $$($(BIN)/python -m spark_jobs.dates $(START) $(ML_DAYS)); do \
+	  echo "== cdp run $$d"; \
+	  mkdir -p lakehouse/_runs; $(BIN)/cdp run --date $$d > lakehouse/_runs/ml-demo-$$d.log 2>&1 \
+	    || { tail -40 lakehouse/_runs/ml-demo-$$d.log; exit 1; }; \
+	done
+	$(BIN)/cdp ml features
+	$(BIN)/cdp ml train
+	$(BIN)/cdp run --date $$($(BIN)/python -m spark_jobs.dates $(START) $(ML_DAYS) | tr ' ' '\n' | tail -1) \
+	  --stage score --stage tags --stage segments
+	@echo "MLflow UI on this store: make mlflow-ui"
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow/mlflow.db} --port 5000
 
 system-deps:
 	bash scripts/system-deps.sh
