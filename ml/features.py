@@ -48,7 +48,7 @@ def build_features(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date, stage_key: str
     """person_id and every feature as of `as_of` (every person of that day's profiles). Intermediates are
     staged under `stage_key`; the caller unstages it."""
     profiles = lh.read_partition("gold_profiles", {"as_of": as_of}, f"run the profiles stage for {as_of} first")
-    activity = read_activity(lh, as_of, cfg.standardise.timezone, cfg.identity.priority)
+    activity = read_activity(lh, as_of, cfg.standardise.timezone, stage_key, cfg.identity.priority)
     activity.events = lh.stage(f"{stage_key}/events", activity.events)
     activity.orders = lh.stage(f"{stage_key}/orders", activity.orders)
     tags = without_predicted(cfg.tags)
@@ -59,11 +59,11 @@ def build_features(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date, stage_key: str
     return wide.select("person_id", *[F.col(n).cast(t).alias(n) for n, t in types.items()])
 
 
-def build_labels(lh: Lakehouse, cfg: CdpConfig, cutoff: dt.date) -> DataFrame:
+def build_labels(lh: Lakehouse, cfg: CdpConfig, cutoff: dt.date, stage_key: str) -> DataFrame:
     """person_id, activity and orders in (cutoff, cutoff + horizon], attributed with the One-ID snapshot
     of the horizon's last day."""
     end = cutoff + dt.timedelta(days=cfg.ml.horizon_days)
-    future = read_activity(lh, end, cfg.standardise.timezone, cfg.identity.priority).activity()
+    future = read_activity(lh, end, cfg.standardise.timezone, stage_key, cfg.identity.priority).activity()
     return future.where(F.col("date") > F.lit(cutoff)).groupBy("person_id").agg(
         F.count(F.lit(1)).alias("__acts"), F.count(F.when(F.col("action") == "order", 1)).alias("__orders"))
 
@@ -106,7 +106,8 @@ def run(lh: Lakehouse, cfg: CdpConfig, cutoffs: list[dt.date]) -> dict:
     try:
         for c in cutoffs:
             log.info("features as of %s, labels to %s", c, c + dt.timedelta(days=cfg.ml.horizon_days))
-            rows = with_labels(build_features(lh, cfg, c, f"{key}/{c}"), build_labels(lh, cfg, c), cfg, c)
+            rows = with_labels(build_features(lh, cfg, c, f"{key}/{c}"), build_labels(lh, cfg, c, f"{key}/labels-{c}"),
+                               cfg, c)
             parts.append(lh.stage(f"{key}/rows-{c}", rows))
         frame = parts[0]
         for p in parts[1:]:

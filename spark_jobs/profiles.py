@@ -75,11 +75,16 @@ def build_profiles(person_identifiers: DataFrame, survivors: DataFrame, as_of: d
     """gold_profiles: every person of the One-ID snapshot, with surviving attributes and derived columns.
     first_seen is the earliest evidence: a record, or a CRM registration date (`registered`:
     person_id, registered_at)."""
-    people = person_identifiers.groupBy("person_id").agg(
+    # Distinct first, then plain aggregates: Sail 0.7.2's count_distinct / collect_set are 9-10x slower
+    # (measured at 100k people: 4.3 s and 1.8 s against 0.5 s and 0.2 s).
+    per_id = person_identifiers.groupBy("person_id", "id_type", "id_value").agg(
+        F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"))
+    people = per_id.groupBy("person_id").agg(
         F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"),
-        F.count_distinct("id_type", "id_value").alias("identifiers"),
-        F.concat_ws(",", F.array_sort(F.collect_set("source"))).alias("channels"),
-    )
+        F.count(F.lit(1)).alias("identifiers"))
+    channels = person_identifiers.select("person_id", "source").distinct().groupBy("person_id").agg(
+        F.concat_ws(",", F.array_sort(F.collect_list("source"))).alias("channels"))
+    people = people.join(channels, "person_id")
     picked = survivors.groupBy("person_id").agg(*[
         agg for a in PROFILE_ATTRIBUTES for agg in (
             F.max(F.when(F.col("attribute") == a, F.col("value"))).alias(a),
@@ -112,12 +117,14 @@ def person_identifiers(identifiers: DataFrame, id_map: DataFrame) -> DataFrame:
 
 def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
     """Build the golden records as of `as_of` from the One-ID snapshot of that date; write gold_profiles."""
-    activity = read_activity(lh, as_of, cfg.standardise.timezone, cfg.identity.priority)
     key = f"profiles/{as_of.isoformat()}"
-    ids = lh.stage(f"{key}/ids", person_identifiers(activity.identifiers, activity.id_map))
     try:
-        survivors = build_survivors(build_observations(activity.contacts, ids), cfg.profiles)
-        registered = activity.contacts.groupBy("person_id").agg(F.min("registered_at").alias("registered_at"))
+        activity = read_activity(lh, as_of, cfg.standardise.timezone, key, cfg.identity.priority)
+        # Staged: each feeds several steps, and Sail re-plans (and re-runs) unstaged inputs per use.
+        ids = lh.stage(f"{key}/ids", person_identifiers(activity.identifiers, activity.id_map))
+        contacts = lh.stage(f"{key}/contacts", activity.contacts)
+        survivors = lh.stage(f"{key}/survivors", build_survivors(build_observations(contacts, ids), cfg.profiles))
+        registered = contacts.groupBy("person_id").agg(F.min("registered_at").alias("registered_at"))
         lh.write_partition("gold_profiles", build_profiles(ids, survivors, as_of, cfg.standardise.timezone, registered),
                            {"as_of": as_of})
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import uuid
 from pathlib import Path
 
 from pyspark.sql import DataFrame, Window
@@ -130,14 +131,14 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
     parsed = [(s.name, check_rule(s.rule, types)) for s in specs]
     people = lh.read_partition("gold_profiles", {"as_of": as_of}, f"run the profiles stage for {as_of} first")
     needs_activity = any(r.calls() for _, r in parsed)
-    activity = read_activity(lh, as_of, cfg.standardise.timezone, cfg.identity.priority) if needs_activity else None
     tag_rows = lh.read_partition("gold_tags", {"as_of": as_of}, f"run the tags stage for {as_of} first")
     key = f"segments/{as_of.isoformat()}"
     try:
+        activity = read_activity(lh, as_of, cfg.standardise.timezone, key, cfg.identity.priority) if needs_activity else None
         matches = build_matches(people, tag_rows, activity, types, parsed, as_of)
         members = build_members(matches, _previous(lh, as_of), [s.name for s in specs], as_of)
         lh.write_partition("gold_segment_members", members, {"as_of": as_of})
-        written = lh.stage(key, lh.read("gold_segment_members", {"as_of": as_of}))
+        written = lh.stage(f"{key}/members", lh.read("gold_segment_members", {"as_of": as_of}))
         counts = {(r["segment"], r["status"]): r["n"] for r in
                   written.groupBy("segment", "status").agg(F.count(F.lit(1)).alias("n")).collect()}
         figures = {s.name: {st: counts.get((s.name, st), 0) for st in ("entered", "stayed", "left")} for s in specs}
@@ -177,14 +178,19 @@ def preview(lh: Lakehouse, cfg: CdpConfig, rule_text: str, as_of: dt.date | None
             raise SegmentError("no tags computed yet: run the tags stage first")
         as_of = dt.date.fromisoformat(str(newest))
     people = lh.read_partition("gold_profiles", {"as_of": as_of}, f"no profiles as of {as_of}")
-    activity = read_activity(lh, as_of, cfg.standardise.timezone, cfg.identity.priority) if rule.calls() else None
     tag_rows = lh.read_partition("gold_tags", {"as_of": as_of}, f"no tags as of {as_of}: run the tags stage first")
-    matches = build_matches(people, tag_rows, activity, cfg.tags.types, [("preview", rule)], as_of)
-    shown = sorted(rule.names())
-    rows = (matches.join(read_tag_columns(tag_rows, cfg.tags.types, set(shown)), "person_id", "left")
-            .select("person_id", *shown).orderBy("person_id"))
-    total = people.count()
-    count = matches.count()
+    key = f"preview/{uuid.uuid4().hex}"
+    try:
+        activity = read_activity(lh, as_of, cfg.standardise.timezone, key, cfg.identity.priority) if rule.calls() else None
+        matches = build_matches(people, tag_rows, activity, cfg.tags.types, [("preview", rule)], as_of)
+        shown = sorted(rule.names())
+        rows = (matches.join(read_tag_columns(tag_rows, cfg.tags.types, set(shown)), "person_id", "left")
+                .select("person_id", *shown).orderBy("person_id"))
+        total = people.count()
+        count = matches.count()
+        sample_rows = [r.asDict() for r in rows.limit(sample).collect()]
+    finally:
+        lh.unstage(key)
     return {"as_of": as_of.isoformat(), "rule": rule_text, "people": total, "count": count,
             "share": round(count / total, 4) if total else 0.0,
-            "sample": [r.asDict() for r in rows.limit(sample).collect()]}
+            "sample": sample_rows}

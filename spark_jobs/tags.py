@@ -232,12 +232,12 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
     computed, gold_profile_tags. Returns figures for the run summary."""
     tags_cfg: TagsConfig = cfg.tags
     profiles = lh.read_partition("gold_profiles", {"as_of": as_of}, f"run the profiles stage for {as_of} first")
-    activity = read_activity(lh, as_of, cfg.standardise.timezone, cfg.identity.priority)
     key = f"tags/{as_of.isoformat()}"
-    # Each is read by several aggregations; Sail has no cache, so they are materialised once.
-    activity.events = lh.stage(f"{key}/events", activity.events)
-    activity.orders = lh.stage(f"{key}/orders", activity.orders)
     try:
+        activity = read_activity(lh, as_of, cfg.standardise.timezone, key, cfg.identity.priority)
+        # Each is read by several aggregations; Sail has no cache, so they are materialised once.
+        activity.events = lh.stage(f"{key}/events", activity.events)
+        activity.orders = lh.stage(f"{key}/orders", activity.orders)
         wide = lh.stage(f"{key}/wide", build_profile_tags(
             profiles, activity, lh.read_or_empty("gold_scores"), tags_cfg, as_of, cfg.standardise.timezone
         ))
