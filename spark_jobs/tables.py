@@ -317,8 +317,8 @@ class Lakehouse:
         """Delete a staged intermediate (local path or object store)."""
         from pyarrow import fs
 
-        filesystem, path = fs.FileSystem.from_uri(f"{self.root}/_staging/{key}" if "://" in self.root
-                                                  else f"file://{self.root}/_staging/{key}")
+        target = f"{self.root}/_staging/{key}"
+        filesystem, path = fs.FileSystem.from_uri(target if "://" in self.root else Path(target).resolve().as_uri())
         try:
             filesystem.delete_dir(path)
         except FileNotFoundError:
