@@ -81,6 +81,9 @@ lint: install
 bench-ingest: install
 	$(BIN)/python bench/ingest.py
 
+bench-ml: install
+	$(BIN)/python bench/models.py --scales 100000 1000000
+
 bench-identity: install system-deps
 	$(BIN)/python bench/identity.py --scales 10000 100000 1000000 --days 7 --with-previous --repeat 3 --repeat-big 1
 

@@ -8,7 +8,7 @@ and first builds what the models need (timed separately as `prepare`): One-ID sn
 cutoffs 2026-11-09 and 2026-11-16 and on 2026-11-30 (scoring). MLflow: a SQLite store and artifacts under
 bench/_out/ml-<people>/.
 
-    python bench/ml.py --scales 100000 1000000
+    python bench/models.py --scales 100000 1000000
 Writes bench/results/ml-<date>-<scales>.json and prints a Markdown table."""
 
 from __future__ import annotations
