@@ -52,8 +52,10 @@ class Failed(RuntimeError):
     """A measured process failed or ran out of time."""
 
 
-def run_measured(cmd: list[str], env: dict, timeout: float | None = None) -> tuple[float, float, str]:
-    """bench/ingest.py's run_measured with a time limit: on timeout the process group is ended."""
+def run_measured(cmd: list[str], env: dict, timeout: float | None = None,
+                 max_rss_gib: float | None = None) -> tuple[float, float, str]:
+    """bench/ingest.py's run_measured with limits: the process group is ended on timeout, or when the tree's
+    RSS passes `max_rss_gib` (a shared machine: better than the kernel's OOM killer picking a process)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, start_new_session=True)
@@ -61,6 +63,7 @@ def run_measured(cmd: list[str], env: dict, timeout: float | None = None) -> tup
     done = threading.Event()
     ours: dict[int, float] = {}  # CPU seconds of each process of the tree, as last seen
     busy0 = _busy_seconds()
+    over: list[float] = []
 
     def sample() -> None:
         nonlocal peak
@@ -68,7 +71,11 @@ def run_measured(cmd: list[str], env: dict, timeout: float | None = None) -> tup
         while not done.is_set():
             try:
                 tree = [root, *root.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree))
+                rss = sum(p.memory_info().rss for p in tree)
+                peak = max(peak, rss)
+                if max_rss_gib and rss > max_rss_gib * 2**30 and not over:
+                    over.append(rss / 2**30)
+                    os.killpg(proc.pid, signal.SIGKILL)  # the group this call started
                 for p in tree:
                     t = p.cpu_times()
                     ours[p.pid] = t.user + t.system
@@ -92,6 +99,8 @@ def run_measured(cmd: list[str], env: dict, timeout: float | None = None) -> tup
         raise Failed(f"timed out after {timeout:.0f} s (peak {peak / 2**30:.2f} GiB)") from None
     done.set()
     thread.join()
+    if over:
+        raise Failed(f"ended: its processes used {over[0]:.1f} GiB, over --max-rss-gib {max_rss_gib}")
     if proc.returncode != 0:
         raise Failed(f"{' '.join(str(c) for c in cmd)} failed:\n{err[-3000:]}")
     wall = time.perf_counter() - t0
@@ -106,8 +115,14 @@ def _busy_seconds() -> float:
     return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
 
 
-def _measure(cmd: list, timeout: float | None = None) -> dict:
-    wall, gib, out = run_measured(cmd, _env(), timeout)
+def _clean_env() -> dict[str, str]:
+    """The environment of every step but the timed Sail runs: Sail's defaults (no SAIL_* overrides)."""
+    return {k: v for k, v in _env().items() if not k.startswith("SAIL_")}
+
+
+def _measure(cmd: list, timeout: float | None = None, max_rss_gib: float | None = None,
+             env: dict[str, str] | None = None) -> dict:
+    wall, gib, out = run_measured(cmd, env or _clean_env(), timeout, max_rss_gib)
     jsons = [line for line in out.splitlines() if line.startswith("{")]
     return {**json.loads(jsons[-2]), **json.loads(jsons[-1]), "wall_s": round(wall, 1), "peak_gib": round(gib, 2)}
 
@@ -123,12 +138,18 @@ def prepare(people: int, days: int, seed: int, folder: Path, fresh: bool) -> dic
         done = json.loads(marker.read_text())
         if done["params"] == params:
             return {**done, "reused": True}
+        if {**done["params"], "sources": sources} == params:
+            # The repository moves while benchmarks run (a new table contract, a generator tweak): reuse the
+            # data, say so, and leave regenerating (minutes at 1M people) to --fresh.
+            print(f"   WARNING: {folder} was prepared with other sources ({done['params']['sources']}, now {sources}): "
+                  "reused; --fresh prepares it again", flush=True)
+            return {**done, "reused": True, "stale_sources": sources}
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     landing, lakehouse = folder / "landing", folder / "lakehouse"
     steps = {}
     wall, gib, _ = run_measured([PY, "-m", "spark_jobs.cli", "generate", "--people", people, "--days", days,
-                                 "--seed", seed, "--start", START, "--landing", landing], _env())
+                                 "--seed", seed, "--start", START, "--landing", landing], _clean_env())
     manifest = json.loads((landing / "_truth" / "manifest.json").read_text())
     steps["generate"] = {"wall_s": round(wall, 1), "peak_gib": round(gib, 2), "raw_lines": manifest["total_lines"]}
     steps["ingest_standardise"] = _measure([PY, HERE / "ingest_job.py", "--engine", "sail", "--landing", landing,
@@ -177,16 +198,29 @@ def wait_for_quiet(max_busy: float, max_wait: float) -> dict:
         time.sleep(10)
 
 
+def code_version() -> dict:
+    """The commit and a hash of the code and config under test (spark_jobs/, conf/) as a run starts: the
+    repository may change while the benchmark runs."""
+    files = sorted([*(ROOT / "spark_jobs").glob("*.py"), *(ROOT / "conf").glob("*.yaml")])
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return {"commit": head.stdout.strip() or None,
+            "code_hash": hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]}
+
+
 def run_marts(engine: str, folder: Path, as_of: str, a: argparse.Namespace) -> dict:
     _reset(folder, engine)
     quiet = wait_for_quiet(a.max_busy, a.max_wait)
     if not quiet["quiet"]:
         print(f"   (machine still {quiet['cpu_busy_pct']}% busy after {quiet['waited_s']} s: running anyway)", flush=True)
-    load = [round(x, 2) for x in os.getloadavg()]
+    load, code = [round(x, 2) for x in os.getloadavg()], code_version()
+    env = {**_clean_env(), **(a.sail_env if engine == "sail" else {})}
     r = _measure([PY, HERE / "tags_job.py", "marts", "--engine", engine, "--lakehouse", _root(folder, engine),
                   "--date", as_of, "--exports", folder / f"exports-{engine}", "--driver-memory", a.driver_memory],
-                 a.timeout)
+                 a.timeout, a.max_rss_gib, env)
     r["loadavg_before"], r["before"] = load, quiet
+    if code != code_version():
+        r["code_changed_during_run"] = True
+    r.update(code)
     return r
 
 
@@ -269,6 +303,9 @@ def bench_scale(people: int, a: argparse.Namespace) -> dict:
             "others_cpu_pct_during": [r["others_cpu_pct"] for r in rs], "runs": rs,
         }
     result["agreement"] = compare(runs)
+    result["code_versions"] = sorted({(r["commit"], r["code_hash"]) for rs in runs.values() for r in rs})
+    if len(result["code_versions"]) > 1 or any(r.get("code_changed_during_run") for rs in runs.values() for r in rs):
+        print(f"   WARNING: spark_jobs/ or conf/ changed between or during runs: {result['code_versions']}", flush=True)
     e = result["engines"]
     result["ratios"] = {f"{k}_jvm_over_sail": _ratio(e.get("jvm", {}).get(f"{k}_s"), e.get("sail", {}).get(f"{k}_s"))
                         for k in ("marts", *STAGES, "wall")}
@@ -355,6 +392,12 @@ def main() -> None:
     ap.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     ap.add_argument("--driver-memory", default="12g", help="JVM driver heap for JVM Spark")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds a run may take before it is ended")
+    ap.add_argument("--sail-env", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="Sail settings for the timed Sail runs only, e.g. SAIL_RUNTIME__MEMORY_POOL__TYPE=fair "
+                         "(every other step runs with Sail's defaults: SAIL_* variables of this shell are dropped)")
+    ap.add_argument("--prepare-only", action="store_true", help="prepare the data of each scale, run nothing")
+    ap.add_argument("--max-rss-gib", type=float, default=18,
+                    help="end a run whose processes use more memory than this (before the kernel's OOM killer does)")
     ap.add_argument("--max-busy", type=float, default=15,
                     help="before each run, wait until the machine's CPU use is at most this per cent (shared machine)")
     ap.add_argument("--max-wait", type=float, default=1200, help="seconds to wait for that before running anyway")
@@ -362,9 +405,16 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=HERE / "_out")
     ap.add_argument("--results", type=Path, default=HERE / "results")
     a = ap.parse_args()
+    a.sail_env = dict(kv.split("=", 1) for kv in a.sail_env)
     a.work.mkdir(parents=True, exist_ok=True)
+    if a.prepare_only:
+        for people in a.scales:
+            prep = prepare(people, a.days, a.seed, a.work / f"tags-{people}", a.fresh)
+            how = "reused" if prep["reused"] else f"prepared in {prep['seconds']} s"
+            print(f"== {people:,} people x {a.days} days: {how}", flush=True)
+        return
     info = machine()
-    info["sail_env"] = {k: v for k, v in os.environ.items() if k.startswith("SAIL_")}
+    info["sail_env"] = a.sail_env  # the timed Sail runs' settings (besides the defaults of spark_jobs/session.py)
     out = a.results / f"tags-{info['date']}-{'-'.join(_scale_name(p) for p in a.scales)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
