@@ -100,7 +100,7 @@ def run(lh: Lakehouse, cfg: CdpConfig, cutoffs: list[dt.date]) -> dict:
         for day, why in ((c, "features"), (end, "labels")):
             if not lh.has_partition("gold_id_map", {"as_of": day}):
                 raise FeatureError(f"cutoff {c}: no One-ID snapshot for {day} ({why}); run cdp_daily for it "
-                                   f"or choose earlier cutoffs")
+                                   f"or choose other cutoffs (cdp ml features --last-cutoff)")
     parts = []
     key = f"features/{cutoffs[-1].isoformat()}"
     try:
