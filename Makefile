@@ -64,7 +64,7 @@ ml-demo: install
 	@echo "MLflow UI on this store: make mlflow-ui"
 
 mlflow-ui: install
-	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow/mlflow.db} --port 5000
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db} --port 5000
 
 system-deps:
 	bash scripts/system-deps.sh

@@ -7,21 +7,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from pyspark.sql import Column, Window
 from pyspark.sql import functions as F
 
 from ml.features import build_features, feature_types
 from spark_jobs.config import CdpConfig
 from spark_jobs.tables import Lakehouse
+from spark_jobs.tags import quantile_score
 
 log = logging.getLogger(__name__)
-
-
-def decile(score: Column) -> Column:
-    """1..10, 10 = the highest tenth of scores: ceil(10 * k / n), k people scoring at or below (ties share)."""
-    n = F.count(F.lit(1)).over(Window.partitionBy())
-    k = F.round(F.cume_dist().over(Window.orderBy(score)) * n)
-    return F.ceil(F.lit(10) * k / n).cast("long")
 
 
 def champions(cfg: CdpConfig) -> dict[str, tuple[str, int]]:
@@ -61,7 +54,7 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
             scored = lh.stage(f"{key}/{name}", feats.select("person_id", udf(*[F.col(c) for c in types]).alias("score")))
             frame = scored.select(
                 "person_id", F.lit(name).alias("model"), F.lit(str(version)).alias("version"), "score",
-                decile(F.col("score")).alias("decile"), F.lit(as_of).alias("as_of"),
+                quantile_score(F.col("score"), 10).alias("decile"), F.lit(as_of).alias("as_of"),
             )
             lh.write_partition("gold_scores", frame, {"as_of": as_of, "model": name})
             stats = lh.read("gold_scores", {"as_of": as_of, "model": name}).agg(

@@ -10,11 +10,11 @@ from spark_jobs.config import PROJECT_ROOT, MlConfig
 
 
 def tracking_uri(cfg: MlConfig) -> str:
-    """$MLFLOW_TRACKING_URI, else conf ml.tracking_uri, else sqlite:///<project>/mlflow/mlflow.db."""
+    """$MLFLOW_TRACKING_URI, else conf ml.tracking_uri, else sqlite:///<project>/mlruns/mlflow.db."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
     if uri:
         return uri
-    db = PROJECT_ROOT / "mlflow" / "mlflow.db"
+    db = PROJECT_ROOT / "mlruns" / "mlflow.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{db}"
 

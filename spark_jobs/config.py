@@ -236,8 +236,8 @@ class ProfilesConfig(_Strict):
 class MlConfig(_Strict):
     """Churn and purchase-propensity models (ml/): features are tags computed as of each cutoff."""
 
-    tracking_uri: str | None = None  # None: sqlite:///<project>/mlflow/mlflow.db ($MLFLOW_TRACKING_URI wins)
-    artifacts: str = "mlflow/artifacts"  # artifact root of experiments created on the default store
+    tracking_uri: str | None = None  # None: sqlite:///<project>/mlruns/mlflow.db ($MLFLOW_TRACKING_URI wins)
+    artifacts: str = "mlruns/artifacts"  # artifact root of experiments created on the default store
     experiment: str = "cdp"
     horizon_days: int = Field(14, ge=1, description="labels look this many days past the cutoff")
     cutoffs: int = Field(3, ge=2, description="cutoffs stacked per training set; the newest is the holdout")

@@ -113,11 +113,12 @@ def build_stats(sources: dict[str, DataFrame], tags: list[StatTag], as_of: dt.da
     return frames
 
 
-def _score(order: Column, n: Column) -> Column:
-    """Quintile score 1..5 from the cumulative share of people at or below this value (ties share the
-    higher score), in whole numbers: ceil(5 * k / n)."""
+def quantile_score(order: Column, buckets: int) -> Column:
+    """Score 1..buckets from the cumulative share of rows at or below this value in `order` (ties share
+    the higher score), in whole numbers: ceil(buckets * k / n). RFM quintiles, score deciles."""
+    n = F.count(F.lit(1)).over(Window.partitionBy())
     k = F.round(F.cume_dist().over(Window.orderBy(order)) * n).cast("long")
-    return ((F.lit(5) * k + n - 1) / n).cast("long")  # n > 0 on every row here
+    return ((F.lit(buckets) * k + n - 1) / n).cast("long")  # n > 0 on every row here
 
 
 def build_rfm(orders: DataFrame, tag: RfmTag, as_of: dt.date) -> DataFrame:
@@ -126,12 +127,11 @@ def build_rfm(orders: DataFrame, tag: RfmTag, as_of: dt.date) -> DataFrame:
         F.datediff(F.lit(as_of), F.max("date")).alias("__days"), F.count(F.lit(1)).alias("__orders"),
         F.sum("amount").alias("__amount"),
     )
-    n = F.count(F.lit(1)).over(Window.partitionBy())
-    return buyers.withColumn("__n", n).select(
+    return buyers.select(
         "person_id",
-        _score(F.col("__days").desc(), F.col("__n")).alias(f"{tag.name}_recency"),
-        _score(F.col("__orders").asc(), F.col("__n")).alias(f"{tag.name}_frequency"),
-        _score(F.col("__amount").asc(), F.col("__n")).alias(f"{tag.name}_monetary"),
+        quantile_score(F.col("__days").desc(), 5).alias(f"{tag.name}_recency"),
+        quantile_score(F.col("__orders").asc(), 5).alias(f"{tag.name}_frequency"),
+        quantile_score(F.col("__amount").asc(), 5).alias(f"{tag.name}_monetary"),
     )
 
 
