@@ -112,9 +112,9 @@ def build_export(members: DataFrame, profiles: DataFrame, id_map: DataFrame, ide
 
 def _previous(lh: Lakehouse, as_of: dt.date) -> DataFrame:
     """The newest membership snapshot before `as_of` (empty on the first run)."""
-    from spark_jobs.tables import partitions_before
+    from spark_jobs.tables import latest_partition
 
-    before = partitions_before(lh.root, "gold_segment_members", "as_of", as_of)
+    before = latest_partition(lh.root, "gold_segment_members", "as_of", before=as_of)
     if before is None:
         return lh.read_or_empty("gold_segment_members").limit(0)
     return lh.read("gold_segment_members", {"as_of": before})

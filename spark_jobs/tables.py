@@ -121,26 +121,16 @@ def read_pandas(root: str, name: str, columns: list[str] | None = None, partitio
     return dataset.to_table(columns=columns, filter=where).to_pandas()
 
 
-def latest_partition(root: str, name: str, column: str) -> str | None:
-    """The largest value of a partition column (e.g. the newest as_of snapshot), from the Delta log."""
+def latest_partition(root: str, name: str, column: str, before: object | None = None) -> str | None:
+    """The largest value of a partition column (e.g. the newest as_of snapshot), or the largest below
+    `before` (the previous snapshot), from the Delta log."""
     from deltalake import DeltaTable
 
     path = table_path(root, name)
     if not DeltaTable.is_deltatable(path):
         return None
-    values = [p.get(column) for p in DeltaTable(path).partitions()]
-    return max((v for v in values if v is not None), default=None)
-
-
-def partitions_before(root: str, name: str, column: str, before: object) -> str | None:
-    """The largest value of a partition column below `before` (e.g. the previous as_of snapshot)."""
-    from deltalake import DeltaTable
-
-    path = table_path(root, name)
-    if not DeltaTable.is_deltatable(path):
-        return None
-    values = [v for p in DeltaTable(path).partitions() if (v := p.get(column)) is not None and v < str(before)]
-    return max(values, default=None)
+    values = [v for p in DeltaTable(path).partitions() if (v := p.get(column)) is not None]
+    return max((v for v in values if before is None or v < str(before)), default=None)
 
 
 class Lakehouse:
@@ -227,40 +217,33 @@ class Lakehouse:
         c = contract(name)
         if not partition:
             raise ContractError(f"{name}: write_partition needs the partition values to replace")
-        guarded = check_contract(df, c, partition)
-        audit_key = None
-        if self.gate is not None and self.gate.covers(name):
-            # Audit what will be published: stage it once, validate the staged rows, write those.
-            audit_key = f"_audit/{name}/{uuid.uuid4().hex}"
-            staged = self.stage(audit_key, df.select(*c.column_names))
-            try:
-                self.gate.check(name, staged, dict(partition))
-            except Exception:
-                self.unstage(audit_key)
-                raise
-            guarded = check_contract(staged, c, partition)
+        guarded, audit_key = self._audit(name, df, c, partition)
         try:
             self._publish(name, c, guarded, partition)
         finally:
             if audit_key:
                 self.unstage(audit_key)
 
+    def _audit(self, name: str, df: DataFrame, c: TableContract, partition: Mapping[str, object]):
+        """The frame to publish, contract-guarded, and the staging key to drop after publishing. With a
+        gate: stage `df` once, validate the staged rows (raises to stop the write), publish those."""
+        if self.gate is None or not self.gate.covers(name):
+            return check_contract(df, c, partition), None
+        audit_key = f"_audit/{name}/{uuid.uuid4().hex}"
+        staged = self.stage(audit_key, df.select(*c.column_names))
+        try:
+            self.gate.check(name, staged, dict(partition))
+        except Exception:
+            self.unstage(audit_key)
+            raise
+        return check_contract(staged, c, partition), audit_key
+
     def write_table(self, name: str, df: DataFrame, c: TableContract | None = None) -> None:
         """Replace the whole table with `df`, schema included: for tables whose columns follow config
         (gold_profile_tags, one column per tag; pass its contract as `c`). Checked and gated like
         write_partition; one atomic commit."""
         c = c or contract(name)
-        guarded = check_contract(df, c)
-        audit_key = None
-        if self.gate is not None and self.gate.covers(name):
-            audit_key = f"_audit/{name}/{uuid.uuid4().hex}"
-            staged = self.stage(audit_key, df.select(*c.column_names))
-            try:
-                self.gate.check(name, staged, {})
-            except Exception:
-                self.unstage(audit_key)
-                raise
-            guarded = check_contract(staged, c)
+        guarded, audit_key = self._audit(name, df, c, {})
         try:
             writer = guarded.write.format(self.fmt).mode("overwrite")
             if self.fmt == "delta":
