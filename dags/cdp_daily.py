@@ -25,7 +25,18 @@ A critical failure fails the task without retries (the data would not change; th
 table, the expectation and bad values) and leaves the table as it was; warnings are recorded in
 `ops_dq_results`.
 
-Every task replaces exactly its batch's partitions, so re-running a day (or a backfill) is safe.
+**Engine**: the Airflow connection `cdp_spark` (type *Spark Connect*, e.g.
+`AIRFLOW_CONN_CDP_SPARK='spark-connect://spark-connect:15002'`) when it exists, else conf/cdp.yaml's
+engine (the embedded Sail engine by default). The `spark_conn_id` param picks another connection.
+
+**Params** (trigger form, validated by their schema): `channels` to ingest (the others are skipped),
+`spark_conn_id`.
+
+**Re-runs and backfills**: every task replaces exactly its batch's partitions, so re-running a day (or
+clearing a failed one) repairs it without duplicates. Identity, segments and duplicate-file detection
+build on the previous batch, so every task waits for its own run of the day before
+(`depends_on_past`): a backfill over a range gives the same tables as running the days one by one.
+Each task publishes its tables as assets (`delta://cdp/<layer>/<table>`).
 Wiring only: the logic lives in `spark_jobs`, imported inside the tasks.
 """
 
@@ -33,14 +44,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-# Kept in step with spark_jobs.config.CHANNELS (a test checks); not imported to keep parsing light.
-CHANNELS = ["app_events", "wechat", "crm", "orders", "pos", "ad_leads"]
+from spark_jobs.orchestration import CHANNELS, PUBLISHES, SPARK_CONN_ID, asset_uri
 
 default_args = {
     "owner": "cdp-data-platform",
+    "depends_on_past": True,  # each batch builds on the previous one (ids, segment history, duplicates)
     "retries": 2,
     "retry_delay": dt.timedelta(seconds=30),
     "retry_exponential_backoff": True,
@@ -48,17 +59,8 @@ default_args = {
 }
 
 
-def _run(stage: str, batch: dt.date, run_id: str, **kwargs) -> None:
-    """Run a stage; a failed quality gate fails the task at once: the data will not change on a retry."""
-    from airflow.exceptions import AirflowFailException
-
-    from expectations.gate import QualityGateError
-    from spark_jobs.pipeline import run_stage
-
-    try:
-        run_stage(stage, batch, run_id, **kwargs)
-    except QualityGateError as e:
-        raise AirflowFailException(f"QualityGateError: {e}") from e
+def tables(stage: str) -> list[Asset]:
+    return [Asset(name=t, uri=asset_uri(t), group="cdp") for t in PUBLISHES[stage]]
 
 
 @dag(
@@ -68,29 +70,46 @@ def _run(stage: str, batch: dt.date, run_id: str, **kwargs) -> None:
     catchup=False,
     max_active_runs=1,
     default_args=default_args,
+    params={
+        "channels": Param(
+            list(CHANNELS), type="array", items={"type": "string", "enum": list(CHANNELS)}, minItems=1, uniqueItems=True,
+            title="Channels to ingest", description="The others are skipped (e.g. re-load one channel's day).",
+        ),
+        "spark_conn_id": Param(
+            SPARK_CONN_ID, type="string", pattern=r"^[A-Za-z0-9_.-]+$", title="Spark Connect connection",
+            description="Airflow connection of type Spark Connect to run on; when it does not exist, conf/cdp.yaml's "
+                        "engine (embedded Sail by default).",
+        ),
+    },
     tags=["cdp", "daily"],
     doc_md=__doc__,
 )
 def cdp_daily():
-    @task(max_active_tis_per_dagrun=2)
-    def ingest(channel: str, data_interval_start=None, run_id=None, dag_run=None) -> None:
+    @task(max_active_tis_per_dagrun=2, outlets=tables("ingest"))
+    def ingest(channel: str, data_interval_start=None, run_id=None, dag_run=None, params=None) -> None:
         """Load one channel's files of the batch date into bronze."""
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from spark_jobs.config import load_config
+        from spark_jobs.orchestration import run_task
 
         cfg = load_config()
         if channel not in cfg.ingest.channels:
             raise AirflowSkipException(f"channel {channel} is not enabled in conf (ingest.channels)")
-        _run("ingest", data_interval_start.date(), run_id, channel=channel, cfg=cfg, started_at=dag_run.start_date)
+        if channel not in params["channels"]:
+            raise AirflowSkipException(f"channel {channel} is not in this run's params.channels")
+        run_task("ingest", data_interval_start.date(), run_id, params["spark_conn_id"], channel=channel, cfg=cfg,
+                 started_at=dag_run.start_date)
 
     @task(trigger_rule="none_failed")
-    def stage(name: str, data_interval_start=None, run_id=None, dag_run=None) -> None:
+    def stage(name: str, data_interval_start=None, run_id=None, dag_run=None, params=None) -> None:
         """Run one stage of spark_jobs.pipeline for the batch date (the data interval start)."""
-        _run(name, data_interval_start.date(), run_id, started_at=dag_run.start_date)
+        from spark_jobs.orchestration import run_task
+
+        run_task(name, data_interval_start.date(), run_id, params["spark_conn_id"], started_at=dag_run.start_date)
 
     def step(name: str, doc: str):
-        return stage.override(task_id=name, doc_md=doc)(name)
+        return stage.override(task_id=name, doc_md=doc, outlets=tables(name))(name)
 
     @task(trigger_rule="all_done")
     def summary(run_id=None) -> None:
@@ -101,7 +120,7 @@ def cdp_daily():
         print(render_summary(summarise(run_id)))
 
     (
-        ingest.expand(channel=CHANNELS)
+        ingest.expand(channel=list(CHANNELS))
         >> step("standardise", "Bronze to silver: one event model, orders, contacts, canonical identifiers and links.")
         >> step("identity", "One-ID: stable person ids (gold_id_map, gold_id_dropped, gold_id_changes).")
         >> step("profiles", "The golden record per person (gold_profiles) from the One-ID snapshot of the batch date.")

@@ -10,6 +10,10 @@
 3. `promote[target]`: the challenger becomes `champion` only if it beats the champion's ROC-AUC on the
    same holdout; `cdp_daily`'s `score` task then uses it.
 
+**Params** (validated by their schema): `targets` to train, `promote` (false: register challengers only).
+The engine is chosen as in `cdp_daily` (Airflow connection `cdp_spark`, else conf). Assets: `features`
+reads the gold tables and publishes `gold_features`; `promote` publishes the registered models.
+
 The MLflow store is `$MLFLOW_TRACKING_URI`, else conf `ml.tracking_uri`, else a SQLite file inside the
 project. Wiring only: the logic lives in `ml/`, imported inside the tasks.
 """
@@ -18,10 +22,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from spark_jobs.orchestration import MODELS, PUBLISHES, SPARK_CONN_ID, asset_uri, model_uri
+
 TARGETS = ["churn", "purchase"]  # kept in step with conf ml.models (a test checks)
+FEATURE_INPUTS = ("silver_events", "silver_orders", "silver_contacts", "gold_id_map", "gold_profiles")
 
 default_args = {
     "owner": "cdp-data-platform",
@@ -32,6 +39,10 @@ default_args = {
 }
 
 
+def _tables(names) -> list[Asset]:
+    return [Asset(name=t, uri=asset_uri(t), group="cdp") for t in names]
+
+
 @dag(
     dag_id="cdp_train",
     schedule=CronDataIntervalTimetable("0 3 * * 1", timezone="UTC"),
@@ -39,48 +50,61 @@ default_args = {
     catchup=False,
     max_active_runs=1,
     default_args=default_args,
+    params={
+        "targets": Param(TARGETS, type="array", items={"type": "string", "enum": TARGETS}, minItems=1, uniqueItems=True,
+                         title="Targets to train"),
+        "promote": Param(True, type="boolean", title="Promote",
+                         description="Make a better challenger the champion (false: register it only)."),
+    },
     tags=["cdp", "ml", "weekly"],
     doc_md=__doc__,
 )
 def cdp_train():
-    @task
+    @task(inlets=_tables(FEATURE_INPUTS), outlets=_tables(PUBLISHES["features"]))
     def features(data_interval_end=None) -> None:
         """Build gold_features for the cutoffs ending horizon_days before the interval's end."""
         from ml import features as feats
         from spark_jobs.config import load_config
+        from spark_jobs.orchestration import engine_config
         from spark_jobs.session import spark_session
         from spark_jobs.tables import Lakehouse
 
-        cfg = load_config()
+        cfg = engine_config(load_config(), SPARK_CONN_ID)
         with spark_session(cfg.engine) as spark:
             lh = Lakehouse(spark, cfg.paths.lakehouse_uri())
             last = data_interval_end.date() - dt.timedelta(days=1 + cfg.ml.horizon_days)
             print(feats.run(lh, cfg, feats.default_cutoffs(lh, cfg, last)))
 
-    @task
-    def train(target: str) -> int:
-        """Fit, log and register one target's models; returns the new version (the challenger)."""
+    @task(inlets=_tables(PUBLISHES["features"]))
+    def train(target: str, params=None) -> None:
+        """Fit, log and register one target's models; the new version becomes the challenger."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from ml import train as training
         from spark_jobs.config import load_config
 
+        if target not in params["targets"]:
+            raise AirflowSkipException(f"{target} is not in this run's params.targets")
         result = training.run(load_config(), [target], promote_after=False)[target]
         print({k: v for k, v in result.items() if k != "kinds"})
-        return result["version"]
 
-    @task
-    def promote(target: str) -> None:
+    @task(trigger_rule="none_failed", outlets=[Asset(name=m, uri=model_uri(m), group="cdp_models") for m in MODELS])
+    def promote(target: str, params=None) -> None:
         """Make the challenger the champion if it beats the champion on the same holdout."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from ml import train as training
         from ml.tracking import configure
         from spark_jobs.config import load_config
 
+        if target not in params["targets"] or not params["promote"]:
+            raise AirflowSkipException(f"{target}: not promoted in this run (params)")
         cfg = load_config()
         configure(cfg.ml)
         frame, _ = training.read_training_set(cfg.paths.lakehouse_uri())
         print(training.promote(cfg, frame, target))
 
-    trained = train.expand(target=TARGETS)
-    features() >> trained >> promote.expand(target=TARGETS)
+    features() >> train.expand(target=TARGETS) >> promote.expand(target=TARGETS)
 
 
 cdp_train()

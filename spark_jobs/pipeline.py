@@ -74,7 +74,8 @@ def run_stage(
             result["quality"] = {"expectations": len(checked), "failed": sum(not r["success"] for r in checked)}
     figures = {
         "stage": stage, "channel": channel, "batch_date": batch_date.isoformat(), "run_id": run_id,
-        "engine": cfg.engine.kind, "seconds": round(time.perf_counter() - t0, 2), **result,
+        "engine": cfg.engine.kind, "engine_remote": cfg.engine.remote.split(";")[0] if cfg.engine.kind == "connect" else None,
+        "seconds": round(time.perf_counter() - t0, 2), **result,
     }
     out = runs_dir(cfg) / _safe(run_id) / (f"{stage}-{channel}.json" if channel else f"{stage}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +110,7 @@ def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
         "run_id": run_id,
         "batch_date": stages[0]["batch_date"],
         "engine": stages[0]["engine"],
+        "engine_remote": stages[0].get("engine_remote"),
         "rows": tables,
         "ingest": {
             "files": sum(s["files"] for s in ingests),
@@ -179,7 +181,8 @@ def render_summary(summary: dict) -> str:
     from rich.table import Table
 
     console = Console(record=True, width=100, file=io.StringIO())
-    console.print(f"CDP run {summary['run_id']}: batch {summary['batch_date']} on engine {summary['engine']}")
+    console.print(f"CDP run {summary['run_id']}: batch {summary['batch_date']} on engine {summary['engine']}"
+                  + (f" ({summary['engine_remote']})" if summary.get("engine_remote") else ""))
     totals = summary.get("tables", {})
     rows = Table(title="rows per table")
     rows.add_column("table")

@@ -1,5 +1,7 @@
 """DAG files: import cleanly, stay light at parse time, carry the metadata operators rely on."""
 
+import copy
+import json
 import os
 import subprocess
 import sys
@@ -7,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from spark_jobs.config import CHANNELS
+from spark_jobs.config import CHANNELS, load_config
+from spark_jobs.contracts import CONTRACTS
+from spark_jobs.orchestration import AUDIT_TABLES, PUBLISHES, asset_uri
 
 DAGS = Path(__file__).resolve().parent.parent / "dags"
+DAG_IDS = {"cdp_daily", "cdp_train"}
 
 
 @pytest.fixture(scope="module")
@@ -48,24 +53,124 @@ def test_cdp_daily_has_owner_retries_tags_docs_and_one_active_run(dagbag):
 
 
 def test_cdp_daily_channels_match_the_config_channels():
-    import dags.cdp_daily as module
+    from spark_jobs import orchestration
 
-    assert tuple(module.CHANNELS) == CHANNELS
+    assert orchestration.CHANNELS == CHANNELS
+    assert orchestration.MODELS == tuple(load_config(env={}).ml.models.values())
 
 
-def test_dag_files_parse_without_heavy_imports():
-    """Parsing must not import pyspark, great_expectations or mlflow (Airflow parses DAG files often)."""
+HEAVY = ("pyspark", "great_expectations", "mlflow", "pysail", "deltalake", "lightgbm", "sklearn")
+
+
+def test_dagbag_imports_with_the_heavy_packages_unimportable(tmp_path):
+    """Parsing must not import pyspark, great_expectations or mlflow (Airflow parses DAG files often):
+    with them made unimportable, the DagBag still loads every DAG without an import error."""
     code = (
-        "import sys\n"
-        "for m in ('pyspark', 'great_expectations', 'mlflow', 'pysail', 'deltalake'): sys.modules[m] = None\n"
-        "import importlib.util, pathlib\n"
-        f"for p in sorted(pathlib.Path({str(DAGS)!r}).glob('*.py')):\n"
-        "    spec = importlib.util.spec_from_file_location(p.stem, p)\n"
-        "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
-        "print('ok')\n"
+        "import json, sys\n"
+        f"for m in {HEAVY!r}: sys.modules[m] = None\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(DAGS)!r})\n"
+        f"heavy = [m for m in {HEAVY!r} if sys.modules.get(m) is not None]\n"
+        "print(json.dumps({'errors': {k: str(v)[-300:] for k, v in bag.import_errors.items()}, 'dags': sorted(bag.dag_ids), 'heavy': heavy}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"errors": {}, "dags": sorted(DAG_IDS), "heavy": []}
+
+
+def test_blocking_a_heavy_import_is_noticed(tmp_path):
+    """The check above can fail: a DAG file importing pyspark at the top is an import error."""
+    bad = tmp_path / "dags"
+    bad.mkdir()
+    (bad / "bad_dag.py").write_text("import pyspark  # noqa\nfrom airflow.sdk import dag\n\n@dag(dag_id='bad')\ndef bad():\n    pass\n\nbad()\n")
+    code = (
+        "import sys\nsys.modules['pyspark'] = None\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"print(len(DagBag(dag_folder={str(bad)!r}).import_errors))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                         env={**os.environ, "AIRFLOW_HOME": str(tmp_path)})
+    assert out.stdout.strip().splitlines()[-1] == "1", out.stderr[-2000:]
+
+
+def test_every_dag_has_tags_owner_retries_docs_and_one_active_run(dagbag):
+    assert set(dagbag.dag_ids) == DAG_IDS
+    for dag in dagbag.dags.values():
+        assert dag.tags and "cdp" in dag.tags and dag.doc_md and len(dag.doc_md) > 200, dag.dag_id
+        assert dag.max_active_runs == 1 and dag.catchup is False, dag.dag_id
+        for t in dag.tasks:
+            assert t.owner == "cdp-data-platform" and t.retries >= 1, (dag.dag_id, t.task_id)
+            assert t.retry_exponential_backoff and t.max_retry_delay, (dag.dag_id, t.task_id)
+            assert t.doc_md or t.doc or (t.python_callable.__doc__ if hasattr(t, "python_callable") else None), t.task_id
+
+
+def test_cdp_daily_waits_for_the_day_before(dagbag):
+    """Identity, segment history and duplicate-file detection build on the previous batch."""
+    assert all(t.depends_on_past for t in dagbag.dags["cdp_daily"].tasks)
+
+
+def _validated(params, conf: dict) -> dict:
+    """What a run triggered with `conf` gets: the DAG's params updated, then checked by their schema."""
+    merged = copy.deepcopy(params)
+    merged.update(conf)
+    return merged.validate()
+
+
+@pytest.mark.parametrize("conf", [
+    {"channels": ["fax"]}, {"channels": []}, {"channels": ["crm", "crm"]}, {"spark_conn_id": "bad id!"},
+])
+def test_cdp_daily_params_are_validated_by_their_schema(dagbag, conf):
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = dagbag.dags["cdp_daily"].params
+    assert ParamsDict(params).validate()["channels"] == list(CHANNELS)  # the defaults are valid
+    assert _validated(params, {"channels": ["crm"]})["channels"] == ["crm"]
+    with pytest.raises(ParamValidationError):
+        _validated(params, conf)
+
+
+def test_cdp_train_params_are_validated(dagbag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = dagbag.dags["cdp_train"].params
+    assert _validated(params, {"targets": ["churn"], "promote": False}) == {"targets": ["churn"], "promote": False}
+    for bad in ({"targets": ["ltv"]}, {"promote": "yes"}):
+        with pytest.raises(ParamValidationError):
+            _validated(params, bad)
+
+
+def test_every_table_is_an_asset_published_by_exactly_one_task(dagbag):
+    published: dict[str, list[str]] = {}
+    for dag in dagbag.dags.values():
+        for t in dag.tasks:
+            for asset in t.outlets:
+                published.setdefault(asset.name, []).append(f"{dag.dag_id}.{t.task_id}")
+                if asset.name in CONTRACTS:
+                    assert asset.uri == asset_uri(asset.name)
+    tables = {n: v for n, v in published.items() if n in CONTRACTS}
+    assert set(tables) == set(CONTRACTS) - set(AUDIT_TABLES)
+    assert all(len(v) == 1 for v in tables.values()), tables
+    daily = dagbag.dags["cdp_daily"]
+    for stage, names in PUBLISHES.items():
+        if stage != "features":
+            assert {a.name for a in daily.get_task(stage).outlets} == set(names), stage
+    assert [a.name for a in dagbag.dags["cdp_train"].get_task("features").outlets] == ["gold_features"]
+
+
+def test_engine_comes_from_the_spark_connect_connection(monkeypatch):
+    from spark_jobs.orchestration import EngineConnectionError, engine_config
+
+    cfg = load_config(env={})
+    assert engine_config(cfg, "cdp_spark_missing") is cfg  # no connection: conf's engine (embedded Sail)
+    monkeypatch.setenv("AIRFLOW_CONN_CDP_SPARK_TEST", "spark-connect://spark.example:15002?use_ssl=true")
+    remote = engine_config(cfg, "cdp_spark_test").engine
+    assert (remote.kind, remote.remote) == ("connect", "sc://spark.example:15002/;use_ssl=true")
+    monkeypatch.setenv("AIRFLOW_CONN_CDP_SPARK_TEST", "postgres://user:secret@db:5432/cdp")
+    with pytest.raises(EngineConnectionError, match="type 'postgres'.*spark_connect"):
+        engine_config(cfg, "cdp_spark_test")
 
 
 def test_dag_files_pass_ruff_air_rules():

@@ -1,0 +1,102 @@
+"""What the Airflow DAGs need from the CDP, kept out of the DAG files (they are wiring only):
+
+- `PUBLISHES`: the tables each task publishes, so the DAGs can declare them as asset outlets / inlets.
+  Plain names only: DAG files import this module while Airflow parses them, so nothing heavy
+  (pyspark, great_expectations, mlflow) may be imported at the top of this module.
+- `engine_config`: the engine a task runs on: the Airflow connection `cdp_spark` (type `spark_connect`)
+  when it exists, else the engine of conf/cdp.yaml (the embedded Sail default).
+- `run_task`: runs one pipeline stage; a failure that a retry cannot mend fails the task at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from spark_jobs.config import CdpConfig
+
+log = logging.getLogger(__name__)
+
+SPARK_CONN_ID = "cdp_spark"  # the Airflow connection a deployment sets to run on a Spark Connect server
+SPARK_CONN_TYPE = "spark_connect"  # apache-airflow-providers-apache-spark's Spark Connect connection type
+CHANNELS = ("app_events", "wechat", "crm", "orders", "pos", "ad_leads")  # == config.CHANNELS (a test checks)
+
+# Tables each task of cdp_daily publishes (every gated write also appends its validation results to
+# ops_dq_results, an audit table no task owns). A test checks this against the Delta versions each
+# stage actually creates.
+PUBLISHES: dict[str, tuple[str, ...]] = {
+    "ingest": (*(f"bronze_{c}" for c in CHANNELS), "bronze_quarantine", "ops_ingest_files"),
+    "standardise": ("silver_events", "silver_orders", "silver_contacts", "silver_identifiers", "silver_id_links"),
+    "identity": ("gold_id_map", "gold_id_dropped", "gold_id_changes"),
+    "profiles": ("gold_profiles",),
+    "score": ("gold_scores",),
+    "tags": ("gold_tags", "gold_profile_tags"),
+    "segments": ("gold_segment_members",),
+    "features": ("gold_features",),  # cdp_train
+}
+AUDIT_TABLES = ("ops_dq_results",)
+MODELS = ("cdp_churn", "cdp_propensity")  # == conf ml.models values (a test checks)
+
+
+def asset_uri(table: str) -> str:
+    """A deployment-independent URI for a lakehouse table (its layer is its name's prefix)."""
+    return f"delta://cdp/{table.split('_', 1)[0]}/{table}"
+
+
+def model_uri(name: str) -> str:
+    return f"mlflow://cdp/models/{name}"
+
+
+class EngineConnectionError(ValueError):
+    """The Airflow connection for the engine exists but cannot be used; the message says why."""
+
+
+def spark_connect_url(conn_id: str) -> str | None:
+    """The Spark Connect URL of Airflow connection `conn_id`, or None when no such connection exists."""
+    from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+    if conn.conn_type != SPARK_CONN_TYPE:
+        raise EngineConnectionError(
+            f"Airflow connection {conn_id!r} has type {conn.conn_type!r}; the engine needs type {SPARK_CONN_TYPE!r} "
+            f"(e.g. AIRFLOW_CONN_{conn_id.upper()}='spark-connect://host:15002')")
+    if not conn.host:
+        raise EngineConnectionError(f"Airflow connection {conn_id!r} has no host")
+    url = SparkConnectHook(conn_id).get_connection_url()
+    return url.removesuffix("/") if url.endswith("/") else url
+
+
+def engine_config(cfg: CdpConfig, conn_id: str = SPARK_CONN_ID) -> CdpConfig:
+    """`cfg` with its engine taken from Airflow connection `conn_id` when that exists (kind `connect`),
+    else `cfg` unchanged (conf/cdp.yaml's engine; the embedded Sail engine by default)."""
+    url = spark_connect_url(conn_id)
+    if url is None:
+        log.info("engine: %s from conf (no Airflow connection %r)", cfg.engine.kind, conn_id)
+        return cfg
+    log.info("engine: Spark Connect %s from Airflow connection %r", url.split(";")[0], conn_id)
+    engine = cfg.engine.model_copy(update={"kind": "connect", "remote": url})
+    return cfg.model_copy(update={"engine": engine})
+
+
+def run_task(stage: str, batch: dt.date, run_id: str, conn_id: str = SPARK_CONN_ID, **kwargs) -> dict:
+    """Run one stage for the batch date on the task's engine. A failed quality gate or a bad
+    configuration fails the task without retries (the data or the file must be fixed first); anything
+    else (the engine or a store unreachable) is left to the task's retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from expectations.gate import QualityGateError
+    from spark_jobs.config import ConfigError, load_config
+    from spark_jobs.pipeline import run_stage
+
+    try:
+        cfg = engine_config(kwargs.pop("cfg", None) or load_config(), conn_id)
+        return run_stage(stage, batch, run_id, cfg=cfg, **kwargs)
+    except (QualityGateError, ConfigError, EngineConnectionError) as e:
+        raise AirflowFailException(f"{type(e).__name__}: {e}") from e
