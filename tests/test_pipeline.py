@@ -15,7 +15,9 @@ from deltalake import DeltaTable
 from spark_jobs.config import CdpConfig, EngineConfig, PathsConfig, load_config
 from spark_jobs.contracts import CONTRACTS
 from spark_jobs.generate import generate
+from spark_jobs.orchestration import AUDIT_TABLES, PUBLISHES
 from spark_jobs.pipeline import render_summary, run_stage, summarise
+from spark_jobs.tables import table_stats
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,21 +36,46 @@ def world(tmp_path_factory):
     cfg = CdpConfig(engine=EngineConfig(kind="local"), paths=PathsConfig(
         landing=str(base / "landing"), lakehouse=str(base / "lh"), exports=str(base / "exports")))
     summaries = []
+    changed: dict[str, set[str]] = {}  # the tables whose Delta version each stage moved
+
+    def tracked(stage, batch, run_id, **kwargs):
+        before = _versions(cfg)
+        run_stage(stage, batch, run_id, cfg=cfg, **kwargs)
+        after = _versions(cfg)
+        changed.setdefault(stage, set()).update(n for n, v in after.items() if before.get(n) != v)
+
     for i in range(2):
         batch = START + dt.timedelta(days=i)
         run_id = f"test_{batch}"
         for ch in cfg.ingest.channels:
-            run_stage("ingest", batch, run_id, channel=ch, cfg=cfg)
-        run_stage("standardise", batch, run_id, cfg=cfg)
+            tracked("ingest", batch, run_id, channel=ch)
+        tracked("standardise", batch, run_id)
         for stage in ("identity", "profiles", "tags", "segments"):
-            run_stage(stage, batch, run_id, cfg=cfg)
+            tracked(stage, batch, run_id)
         summaries.append(summarise(run_id, cfg))
+    world_changes.update(changed)
     return base, cfg, manifest, summaries
+
+
+world_changes: dict[str, set[str]] = {}
+
+
+def _versions(cfg) -> dict[str, int]:
+    root = cfg.paths.lakehouse_uri()
+    return {n: s["version"] for n in CONTRACTS if (s := table_stats(root, n))}
 
 
 def _rows(cfg, name):
     c = CONTRACTS[name]
     return DeltaTable(f"{cfg.paths.lakehouse_uri()}/{c.layer}/{name}").to_pyarrow_table().to_pylist()
+
+
+def test_each_stage_writes_exactly_the_tables_its_task_publishes_as_assets(world):
+    """The DAGs' asset outlets (orchestration.PUBLISHES) are the tables each stage really commits to."""
+    assert set(world_changes) == {"ingest", "standardise", "identity", "profiles", "tags", "segments"}
+    for stage, tables in world_changes.items():
+        assert tables - set(AUDIT_TABLES) == set(PUBLISHES[stage]), stage
+    assert "ops_dq_results" in world_changes["identity"]  # every gated write records its validation
 
 
 def test_every_file_is_accounted_for_and_corrupt_lines_caught_exactly(world):
