@@ -323,3 +323,82 @@ def ml_telco() -> None:
     from ml.telco import run
 
     _print_json(run(_config().ml))
+
+
+table_app = typer.Typer(help="Delta table upkeep: history, restore, compaction and vacuum (delta-rs, no Spark).",
+                        no_args_is_help=True)
+app.add_typer(table_app, name="table")
+
+
+def _table_errors():
+    """The errors a user causes at the table commands (unknown table or version, short retention)."""
+    from spark_jobs.contracts import UnknownTableError
+    from spark_jobs.maintenance import MaintenanceError
+    from spark_jobs.tables import TableNotFoundError
+
+    return UnknownTableError, TableNotFoundError, MaintenanceError
+
+
+@table_app.command("history")
+def table_history(
+    table: str = typer.Argument(..., help="table name, e.g. silver_events"),
+    limit: int = typer.Option(20, min=1, help="how many versions to show, newest first"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON (with parameters and metrics)"),
+) -> None:
+    """List a table's versions: what wrote each, when."""
+    from spark_jobs.maintenance import history
+
+    cfg = _config()
+    try:
+        rows = history(cfg.paths.lakehouse_uri(), table, limit)
+    except _table_errors() as e:
+        _fail(str(e))
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        params = ", ".join(f"{k}={v}" for k, v in r["parameters"].items() if k in ("mode", "predicate", "targetSize", "version"))
+        typer.echo(f"{r['version']:>6}  {r['timestamp']}  {r['operation']:<14} {r['engine'] or '':<24} {params}")
+
+
+@table_app.command("restore")
+def table_restore(
+    table: str = typer.Argument(..., help="table name, e.g. gold_profiles"),
+    version: int = typer.Option(None, help="the version to bring back (see `cdp table history`)"),
+    timestamp: str = typer.Option(None, help="or the version current at this time, ISO 8601 (UTC when no offset)"),
+) -> None:
+    """Make an earlier version the table's content again, as a new version (history is kept)."""
+    from spark_jobs.maintenance import CommitConflictError, restore
+
+    cfg = _config()
+    try:
+        _print_json(restore(cfg.paths.lakehouse_uri(), table, version=version, timestamp=timestamp))
+    except _table_errors() as e:
+        _fail(str(e))
+    except CommitConflictError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+@table_app.command("maintain")
+def table_maintain(
+    table: list[str] = typer.Option(None, "--table", help="table(s) to maintain (default: every existing table)"),
+    retention_hours: int = typer.Option(None, help="vacuum files unreferenced for longer (default: conf maintenance.retention_hours)"),
+    target_file_mb: int = typer.Option(None, min=1, help="compaction target file size (default: conf maintenance.target_file_mb)"),
+    dry_run: bool = typer.Option(False, help="plan compaction and list the files vacuum would delete; change nothing"),
+    force: bool = typer.Option(False, help="allow a retention below conf maintenance.min_retention_hours"),
+) -> None:
+    """Compact small files, vacuum unreferenced ones and checkpoint the log of each table."""
+    from spark_jobs.maintenance import CommitConflictError, run
+
+    cfg = _config()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        _print_json(run(cfg, list(table) if table else None, retention_hours, target_file_mb, dry_run, force))
+    except _table_errors() as e:
+        _fail(str(e))
+    except CommitConflictError as e:  # a concurrent write won: a retry is safe
+        if e.result is not None:
+            _print_json(e.result)
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None

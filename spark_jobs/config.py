@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -76,6 +77,12 @@ class PathsConfig(_Strict):
         if "://" in self.lakehouse:
             return self.lakehouse.rstrip("/")
         return str(_resolve(self.lakehouse))
+
+    def runs(self, run_id: str | None = None) -> Path:
+        """Where run figures and summaries go: <lakehouse>/_runs (the project's lakehouse/_runs when the
+        lakehouse is an object store), or one run's folder in it (the run id made file-name safe)."""
+        root = (Path(self.lakehouse_uri()) if "://" not in self.lakehouse else PROJECT_ROOT / "lakehouse") / "_runs"
+        return root / re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id) if run_id else root
 
 
 class IngestConfig(_Strict):
@@ -187,6 +194,22 @@ class QualityConfig(_Strict):
     max_singleton_share: float = Field(0.9, ge=0, le=1, description="warning: share of identifiers alone in their person")
 
 
+class MaintenanceConfig(_Strict):
+    """Delta table upkeep (spark_jobs.maintenance): compaction, vacuum, log checkpoints."""
+
+    retention_hours: int = Field(168, ge=0, description="vacuum deletes unreferenced files older than this")
+    # Readers and writers in flight, and time travel inside the window, still need removed files: a
+    # shorter vacuum retention is refused unless forced. 168 h (7 days) is the Delta default.
+    min_retention_hours: int = Field(168, ge=0, description="a shorter vacuum retention is refused unless forced")
+    target_file_mb: int = Field(128, ge=1, description="compaction bin-packs small files up to about this size")
+
+    @model_validator(mode="after")
+    def _retention_meets_minimum(self) -> MaintenanceConfig:
+        if self.retention_hours < self.min_retention_hours:
+            raise ValueError(f"retention_hours {self.retention_hours} is below min_retention_hours {self.min_retention_hours}")
+        return self
+
+
 # --- profiles: survivorship per attribute ------------------------------------------------------------
 # Where each profile attribute can come from: CRM contact fields, or identifiers seen in any source.
 ATTRIBUTE_SOURCES: dict[str, tuple[str, ...]] = {
@@ -278,6 +301,7 @@ class CdpConfig(_Strict):
     quality: QualityConfig = QualityConfig()
     profiles: ProfilesConfig = ProfilesConfig()
     ml: MlConfig = MlConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
     generate: GenerateDefaults = GenerateDefaults()
     # Loaded from paths.tags / paths.segments (their own files, their own errors) unless given.
     tags: Any = None

@@ -6,12 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 import time
 from pathlib import Path
 
 from spark_jobs import identity, ingest, profiles, segments, standardise, tags
-from spark_jobs.config import PROJECT_ROOT, CdpConfig, load_config
+from spark_jobs.config import CdpConfig, load_config
 from spark_jobs.contracts import bronze_name
 from spark_jobs.session import spark_session
 from spark_jobs.tables import Lakehouse
@@ -26,12 +25,7 @@ class PipelineError(ValueError):
 
 
 def runs_dir(cfg: CdpConfig) -> Path:
-    root = cfg.paths.lakehouse_uri()
-    return (Path(root) if "://" not in root else PROJECT_ROOT / "lakehouse") / "_runs"
-
-
-def _safe(run_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
+    return cfg.paths.runs()
 
 
 def run_stage(
@@ -77,7 +71,7 @@ def run_stage(
         "engine": cfg.engine.kind, "engine_remote": cfg.engine.remote.split(";")[0] if cfg.engine.kind == "connect" else None,
         "seconds": round(time.perf_counter() - t0, 2), **result,
     }
-    out = runs_dir(cfg) / _safe(run_id) / (f"{stage}-{channel}.json" if channel else f"{stage}.json")
+    out = cfg.paths.runs(run_id) / (f"{stage}-{channel}.json" if channel else f"{stage}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2, sort_keys=True))
     log.info("%s%s done in %.1fs", stage, f"[{channel}]" if channel else "", figures["seconds"])
@@ -88,7 +82,7 @@ def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
     """Merge the figures every stage of `run_id` recorded into one summary; write it to
     _runs/<run_id>/summary.json and _runs/latest.json."""
     cfg = cfg or load_config()
-    folder = runs_dir(cfg) / _safe(run_id)
+    folder = cfg.paths.runs(run_id)
     stages = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.name != "summary.json"]
     if not stages:
         raise PipelineError(f"no stage figures recorded for run {run_id!r} in {folder}")

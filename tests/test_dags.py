@@ -14,7 +14,7 @@ from spark_jobs.contracts import CONTRACTS
 from spark_jobs.orchestration import AUDIT_TABLES, PUBLISHES, asset_uri
 
 DAGS = Path(__file__).resolve().parent.parent / "dags"
-DAG_IDS = {"cdp_daily", "cdp_train"}
+DAG_IDS = {"cdp_daily", "cdp_train", "cdp_maintenance"}
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +140,24 @@ def test_cdp_train_params_are_validated(dagbag):
     for bad in ({"targets": ["ltv"]}, {"promote": "yes"}):
         with pytest.raises(ParamValidationError):
             _validated(params, bad)
+
+
+def test_cdp_maintenance_params_and_tables(dagbag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from dags.cdp_maintenance import TABLES
+
+    assert set(TABLES) == set(CONTRACTS)
+    params = dagbag.dags["cdp_maintenance"].params
+    assert _validated(params, {}) == {"tables": [], "retention_hours": None, "dry_run": False}
+    assert _validated(params, {"tables": ["gold_tags"], "retention_hours": 240})["retention_hours"] == 240
+    for bad in ({"tables": ["gold_nope"]}, {"retention_hours": -1}, {"retention_hours": "a week"}, {"dry_run": "no"}):
+        with pytest.raises(ParamValidationError):
+            _validated(params, bad)
+    dag = dagbag.dags["cdp_maintenance"]
+    assert dag.get_task("maintain").upstream_task_ids == {"plan"}
+    assert {a.name for a in dag.get_task("maintain").inlets} == set(CONTRACTS)
+    assert not any(t.outlets for t in dag.tasks)  # compaction changes no data: nothing downstream should fire
 
 
 def test_every_table_is_an_asset_published_by_exactly_one_task(dagbag):
