@@ -3,11 +3,13 @@
 #   Java 17  - the engine-matrix tests run the same transforms on JVM Spark
 #   chromium - the Data Docs test opens the generated GX site in headless Chromium
 #   libgomp1 - OpenMP runtime the LightGBM wheel links against (ml/train.py)
+#   docker-compose - resolves docker/compose.yaml offline for tests/test_docker.py (no Docker engine needed)
 set -euo pipefail
 need=()
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 ldconfig -p 2>/dev/null | grep -q 'libgomp\.so\.1' || need+=(libgomp1)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${need[*]}"
 SUDO=""
