@@ -16,7 +16,7 @@ For the run's batch date (the **data interval start**, never `now()`):
 6. `tags`: every tag of `conf/tags.yaml` as of the batch date (`gold_tags` long, `gold_profile_tags` wide).
 7. `segments`: the audiences of `conf/segments.yaml` (`gold_segment_members`: entered / stayed / left)
    and their export files under `exports/<segment>/<date>/`.
-8. `summary` (runs even when a stage failed): rows per table, rows quarantined, identity, profile, tag,
+8. `summary` (runs even when a stage failed, and then fails too so that the run is marked failed): rows per table, rows quarantined, identity, profile, tag,
    segment and quality figures, seconds per stage, into `lakehouse/_runs/latest.json`; rebuilds the
    Great Expectations Data Docs.
 
@@ -44,10 +44,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from spark_jobs.orchestration import CHANNELS, PUBLISHES, SPARK_CONN_ID, asset_uri
+from spark_jobs.orchestration import CHANNELS, PUBLISHES, SPARK_CONN_ID, table_assets
 
 default_args = {
     "owner": "cdp-data-platform",
@@ -59,8 +59,8 @@ default_args = {
 }
 
 
-def tables(stage: str) -> list[Asset]:
-    return [Asset(name=t, uri=asset_uri(t), group="cdp") for t in PUBLISHES[stage]]
+def tables(stage: str) -> list:
+    return table_assets(PUBLISHES[stage])
 
 
 @dag(
@@ -112,12 +112,14 @@ def cdp_daily():
         return stage.override(task_id=name, doc_md=doc, outlets=tables(name))(name)
 
     @task(trigger_rule="all_done")
-    def summary(run_id=None) -> None:
+    def summary(run_id=None, ti=None) -> None:
         """Merge the stages' figures (and quality results, failures included) into lakehouse/_runs/latest.json
-        and print them; runs even when a stage failed."""
+        and print them; runs even when a stage failed, and then fails too, so that the run is marked failed."""
+        from spark_jobs.orchestration import fail_if_upstream_failed
         from spark_jobs.pipeline import render_summary, summarise
 
         print(render_summary(summarise(run_id)))
+        fail_if_upstream_failed(ti, "cdp_daily", run_id, "the run summary")
 
     (
         ingest.expand(channel=list(CHANNELS))

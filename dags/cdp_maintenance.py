@@ -8,7 +8,7 @@ Spark session:
 2. `maintain[table]`: bin-packing compaction of each partition's small files (a commit with
    `dataChange=false`: readers see the same rows), then vacuum of the files no version inside the
    retention window uses, then a log checkpoint and old-log cleanup.
-3. `report` (runs even when a table failed): the figures per table into
+3. `report` (runs even when a table failed, and then fails too): the figures per table into
    `lakehouse/_runs/<run_id>/maintenance.json` and `lakehouse/_runs/latest-maintenance.json`.
 
 **Params** (validated by their schema): `tables` (empty: all), `retention_hours` (empty: conf
@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from spark_jobs.orchestration import AUDIT_TABLES, PUBLISHES, asset_uri
+from spark_jobs.orchestration import AUDIT_TABLES, PUBLISHES, table_assets
 
 TABLES = sorted({*(t for names in PUBLISHES.values() for t in names), *AUDIT_TABLES})
 
@@ -74,7 +74,7 @@ def cdp_maintenance():
             raise AirflowFailException(f"table(s) {missing} do not exist yet: run the stages that write them first")
         return list(params["tables"]) or existing
 
-    @task(max_active_tis_per_dagrun=2, inlets=[Asset(name=t, uri=asset_uri(t), group="cdp") for t in TABLES])
+    @task(max_active_tis_per_dagrun=2, inlets=table_assets(TABLES))
     def maintain(table: str, run_id=None, params=None) -> dict:
         """Compact, vacuum and checkpoint one table; returns its totals (a few numbers)."""
         import json
@@ -95,17 +95,19 @@ def cdp_maintenance():
         return result["totals"]
 
     @task(trigger_rule="all_done")
-    def report(run_id=None) -> None:
+    def report(run_id=None, ti=None) -> None:
         """Merge the tables' figures into _runs/<run_id>/maintenance.json and latest-maintenance.json."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from spark_jobs.config import load_config
         from spark_jobs.maintenance import MaintenanceError, render_report, summarise_runs
+        from spark_jobs.orchestration import fail_if_upstream_failed
 
         try:
             print(render_report(summarise_runs(load_config().paths.runs(run_id))))
         except MaintenanceError as e:  # no table recorded figures: their tasks' logs say why; a retry cannot help
             raise AirflowFailException(str(e)) from e
+        fail_if_upstream_failed(ti, "cdp_maintenance", run_id, "the maintenance report")
 
     maintain.expand(table=plan()) >> report()
 

@@ -25,7 +25,7 @@ import datetime as dt
 from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from spark_jobs.orchestration import MODELS, PUBLISHES, SPARK_CONN_ID, asset_uri, model_uri
+from spark_jobs.orchestration import MODELS, PUBLISHES, SPARK_CONN_ID, model_uri, table_assets
 
 TARGETS = ["churn", "purchase"]  # kept in step with conf ml.models (a test checks)
 FEATURE_INPUTS = ("silver_events", "silver_orders", "silver_contacts", "gold_id_map", "gold_profiles")
@@ -37,10 +37,6 @@ default_args = {
     "retry_exponential_backoff": True,
     "max_retry_delay": dt.timedelta(minutes=20),
 }
-
-
-def _tables(names) -> list[Asset]:
-    return [Asset(name=t, uri=asset_uri(t), group="cdp") for t in names]
 
 
 @dag(
@@ -60,7 +56,7 @@ def _tables(names) -> list[Asset]:
     doc_md=__doc__,
 )
 def cdp_train():
-    @task(inlets=_tables(FEATURE_INPUTS), outlets=_tables(PUBLISHES["features"]))
+    @task(inlets=table_assets(FEATURE_INPUTS), outlets=table_assets(PUBLISHES["features"]))
     def features(data_interval_end=None) -> None:
         """Build gold_features for the cutoffs ending horizon_days before the interval's end."""
         from ml import features as feats
@@ -75,7 +71,7 @@ def cdp_train():
             last = data_interval_end.date() - dt.timedelta(days=1 + cfg.ml.horizon_days)
             print(feats.run(lh, cfg, feats.default_cutoffs(lh, cfg, last)))
 
-    @task(inlets=_tables(PUBLISHES["features"]))
+    @task(inlets=table_assets(PUBLISHES["features"]))
     def train(target: str, params=None) -> None:
         """Fit, log and register one target's models; the new version becomes the challenger."""
         from airflow.sdk.exceptions import AirflowSkipException

@@ -49,6 +49,13 @@ def model_uri(name: str) -> str:
     return f"mlflow://cdp/models/{name}"
 
 
+def table_assets(names) -> list:
+    """Airflow assets for lakehouse tables (task inlets / outlets)."""
+    from airflow.sdk import Asset
+
+    return [Asset(name=t, uri=asset_uri(t), group="cdp") for t in names]
+
+
 class EngineConnectionError(ValueError):
     """The Airflow connection for the engine exists but cannot be used; the message says why."""
 
@@ -100,3 +107,17 @@ def run_task(stage: str, batch: dt.date, run_id: str, conn_id: str = SPARK_CONN_
         return run_stage(stage, batch, run_id, cfg=cfg, **kwargs)
     except (QualityGateError, ConfigError, EngineConnectionError) as e:
         raise AirflowFailException(f"{type(e).__name__}: {e}") from e
+
+
+def fail_if_upstream_failed(ti, dag_id: str, run_id: str, what: str) -> None:
+    """For a run's last task (trigger rule all_done, so it always runs and reports): fail it when another
+    task of the run failed. Without this the run would be marked success, because Airflow judges a run
+    by its leaf tasks."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    states = ti.get_task_states(dag_id=dag_id, run_ids=[run_id])
+    per_task = states.get(run_id, states)
+    failed = sorted(t for t, s in per_task.items() if t != ti.task_id and str(s) in ("failed", "upstream_failed"))
+    if failed:
+        raise AirflowFailException(f"{what} written, but these tasks of the run did not succeed: {failed}")
+

@@ -19,7 +19,8 @@ from spark_jobs.contracts import TableContract, contract
 log = logging.getLogger(__name__)
 
 _VIOLATION = "CDP_CONTRACT_VIOLATION"
-_CONFLICT_MARKERS = ("conflict", "concurrent", "version already exists", "commit failed")
+# Sail reports a lost commit race as "Failed to commit transaction: <n>".
+_CONFLICT_MARKERS = ("conflict", "concurrent", "version already exists", "commit failed", "failed to commit transaction")
 
 
 class ContractError(ValueError):

@@ -6,6 +6,7 @@ the same tables (audit columns aside)."""
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,9 +14,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from spark_jobs.contracts import CONTRACTS
 from spark_jobs.generate import generate
@@ -54,9 +56,14 @@ def run_day(env: dict, batch: dt.date) -> tuple[str, str]:
     """`airflow dags test` of the run whose data interval starts at `batch`; (final state, log)."""
     out = airflow(env, "dags", "test", "cdp_daily", (batch + dt.timedelta(days=1)).isoformat())
     log = out.stdout + out.stderr
-    states = [s for s in ("success", "failed") if f"state={s}" in log]
+    return final_state(log), log
+
+
+def final_state(log: str) -> str:
+    """The run's final state from `airflow dags test` output ("DagRun Finished: ..., state=failed, ...")."""
+    states = re.findall(r"DagRun Finished: .*?, state=(\w+)", log)
     assert states, log[-4000:]
-    return states[-1], log
+    return states[-1]
 
 
 def snapshot(lakehouse: Path) -> dict[str, list[str]]:
@@ -101,11 +108,11 @@ def reference(tmp_path_factory):
         state, log = run_day(env, batch)
         assert state == "success", log[-4000:]
         after[batch] = snapshot(base / "lh")
-    return landing, after
+    return SimpleNamespace(base=base, landing=landing, after=after)
 
 
 def test_rerunning_a_failed_day_repairs_it_without_duplicates(reference, tmp_path):
-    landing_ok, after = reference
+    landing_ok, after = reference.landing, reference.after
     landing = tmp_path / "landing"
     shutil.copytree(landing_ok, landing)
     env = airflow_env(tmp_path, landing)
@@ -137,6 +144,49 @@ def test_rerunning_a_failed_day_repairs_it_without_duplicates(reference, tmp_pat
     assert_no_duplicate_keys(tmp_path / "lh")
 
 
+def test_cdp_maintenance_compacts_and_vacuums_without_changing_a_row(reference, tmp_path):
+    after = reference.after
+    lakehouse = tmp_path / "lh"
+    shutil.copytree(reference.base / "lh", lakehouse)
+    env = {**airflow_env(reference.base, tmp_path / "landing"), "CDP_LAKEHOUSE": str(lakehouse)}
+    # At this size every partition is one file; split gold_tags' newest partition into four, as a big
+    # write with many tasks leaves it (same rows), so that compaction has something to do.
+    tags = table_path(str(lakehouse), "gold_tags")
+    newest = DeltaTable(tags).to_pyarrow_table(filters=[("as_of", "=", BATCHES[-1])])
+    quarter = -(-newest.num_rows // 4)
+    write_deltalake(tags, newest.slice(0, quarter), mode="overwrite", predicate=f"as_of = '{BATCHES[-1]}'")
+    for i in range(1, 4):
+        write_deltalake(tags, newest.slice(i * quarter, quarter), mode="append")
+    assert_same_tables(snapshot(lakehouse), after[BATCHES[-1]])
+    versions = {n: DeltaTable(table_path(str(lakehouse), n)).version() for n in after[BATCHES[-1]]}
+
+    sundays = iter(["2026-11-08", "2026-11-15", "2026-11-22"])  # one run each: a re-run keeps its first conf
+
+    def maintain(conf: dict) -> tuple[str, str]:
+        out = airflow(env, "dags", "test", "cdp_maintenance", next(sundays), "-c", json.dumps(conf))
+        log = out.stdout + out.stderr
+        return final_state(log), log
+
+    state, log = maintain({"dry_run": True})
+    assert state == "success", log[-4000:]
+    assert {n: DeltaTable(table_path(str(lakehouse), n)).version() for n in versions} == versions  # dry run
+    state, log = maintain({"retention_hours": 1})  # below maintenance.min_retention_hours: refused, nothing done
+    assert state == "failed" and "MaintenanceError" in log and "below the minimum" in log
+    assert {n: DeltaTable(table_path(str(lakehouse), n)).version() for n in versions} == versions
+
+    state, log = maintain({})
+    assert state == "success", log[-4000:]
+    report = json.loads((lakehouse / "_runs" / "latest-maintenance.json").read_text())
+    assert set(report["tables"]) == set(versions) | set(AUDIT_TABLES)
+    assert report["totals"]["partitions_compacted"] > 0
+    assert report["totals"]["files_after"] < report["totals"]["files_before"]
+    assert report["retention_hours"] == 168 and report["totals"]["files_vacuumed"] == 0  # all files are new
+    assert_same_tables(snapshot(lakehouse), after[BATCHES[-1]])
+    compact = report["tables"]["gold_tags"]["compact"]
+    assert (compact["partitions_compacted"], compact["files_before"], compact["files_after"]) == (1, 3 + 3, 3)
+    assert DeltaTable(tags).version() > versions["gold_tags"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -146,7 +196,7 @@ def _free_port() -> int:
 def test_the_engine_comes_from_the_airflow_connection(reference, tmp_path):
     """With the connection cdp_spark set, the tasks run on that Spark Connect server (here a Sail server
     started on its own, as a cluster would be) and give the same tables as the embedded engine."""
-    landing, after = reference
+    landing, after = reference.landing, reference.after
     port = _free_port()
     server = subprocess.Popen([str(BIN / "sail"), "spark", "server", "--ip", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -169,3 +219,86 @@ def test_the_engine_comes_from_the_airflow_connection(reference, tmp_path):
     assert (summary["engine"], summary["engine_remote"]) == ("connect", f"sc://127.0.0.1:{port}")
     assert f"Spark Connect sc://127.0.0.1:{port} from Airflow connection 'cdp_spark'" in log
     assert_same_tables(snapshot(tmp_path / "lh"), after[BATCHES[0]])
+
+
+ARTIFACTS = Path(__file__).resolve().parent / "_artifacts"
+
+
+def test_the_scheduler_runs_a_trigger_and_a_backfill_like_one_by_one_and_the_grid_shows_success(reference, tmp_path):
+    """The real scheduler (`airflow standalone`): the first day triggered through the REST API v2 with a JWT,
+    the next two as a backfill through the API; the tables equal the one-by-one runs; the UI's grid, read in
+    headless Chromium, shows every task of every run as success; SIGINT stops every Airflow process."""
+    from tests.airflow_standalone import Standalone, read_grid
+
+    af = Standalone(airflow_env(tmp_path, reference.landing))
+    assert airflow(af.env, "db", "migrate").returncode == 0
+    try:
+        af.start()
+        dag = wait_for_dag(af, "cdp_daily")
+        assert af.api("GET", "/importErrors").json()["total_entries"] == 0
+        assert dag["is_paused"] is True  # new DAGs start paused (a deployment unpauses them on purpose)
+        assert af.api("PATCH", "/dags/cdp_daily", {"is_paused": False}).json()["is_paused"] is False
+        assert requests_without_token(af).status_code == 401
+
+        day = lambda d: f"{d.isoformat()}T00:00:00Z"  # noqa: E731
+        bad = af.api("POST", "/dags/cdp_daily/dagRuns", {"logical_date": day(BATCHES[0]), "conf": {"channels": ["fax"]}})
+        assert bad.status_code == 400 and "fax" in bad.text, bad.text  # params are checked by their schema
+        first = af.api("POST", "/dags/cdp_daily/dagRuns", {
+            "dag_run_id": "api_first_day", "logical_date": day(BATCHES[0]), "conf": {},
+            "data_interval_start": day(BATCHES[0]), "data_interval_end": day(BATCHES[1])})
+        assert first.status_code == 200, first.text
+        assert first.json()["data_interval_start"].startswith(BATCHES[0].isoformat())
+        assert af.wait_runs("cdp_daily", ["api_first_day"], 900)["api_first_day"]["state"] == "success", af.tail()
+
+        backfill = af.api("POST", "/backfills", {
+            "dag_id": "cdp_daily", "from_date": day(BATCHES[1]), "to_date": day(BATCHES[2]),
+            "reprocess_behavior": "failed", "max_active_runs": 1})
+        assert backfill.status_code == 200, backfill.text
+        runs = wait_for_backfill_runs(af, 2)
+        assert sorted(r["data_interval_start"][:10] for r in runs) == [b.isoformat() for b in BATCHES[1:]]
+        run_ids = ["api_first_day", *(r["dag_run_id"] for r in sorted(runs, key=lambda r: r["logical_date"]))]
+        finished = af.wait_runs("cdp_daily", run_ids, 1800)
+        assert all(r["state"] == "success" for r in finished.values()), (finished, af.tail())
+        for run_id in run_ids:
+            states = af.task_states("cdp_daily", run_id)
+            assert len(states) == 6 + 7 and set(states.values()) == {"success"}, (run_id, states)
+
+        assert_same_tables(snapshot(tmp_path / "lh"), reference.after[BATCHES[-1]])
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "airflow_grid.png"
+        grid = read_grid(af.base, af.token, "cdp_daily", run_ids, shot)
+        tasks = {"ingest", "standardise", "identity", "profiles", "score", "tags", "segments", "summary"}
+        for run_id in run_ids:
+            assert grid["cells"][run_id] == dict.fromkeys(tasks, "success"), grid["cells"][run_id]
+            assert set(grid["tooltips"][run_id]) == tasks
+            assert all("State: Success" in text.replace("\n", " ") for text in grid["tooltips"][run_id].values())
+            assert "6 Success" in grid["tooltips"][run_id]["ingest"]  # the mapped task: one per channel
+            table = grid["table"][run_id]
+            assert len(table) == 13 and {state for *_, state in table} == {"Success"}, table
+        assert shot.stat().st_size > 20_000
+    finally:
+        left = af.stop()
+    assert left == [] and af.proc.returncode is not None, left
+
+
+def wait_for_dag(af, dag_id: str) -> dict:
+    from tests.airflow_standalone import wait_for
+
+    return wait_for(lambda: (r := af.api("GET", f"/dags/{dag_id}")).status_code == 200 and r.json(), 180, f"{dag_id} parsed")
+
+
+def wait_for_backfill_runs(af, count: int) -> list[dict]:
+    from tests.airflow_standalone import wait_for
+
+    def created():
+        runs = af.api("GET", "/dags/cdp_daily/dagRuns", run_type="backfill").json()["dag_runs"]
+        return runs if len(runs) == count else None
+
+    return wait_for(created, 120, "the backfill's runs")
+
+
+def requests_without_token(af):
+    import requests
+
+    return requests.get(f"{af.base}/api/v2/dags/cdp_daily", timeout=10)
