@@ -4,6 +4,7 @@ readable by an independent Delta reader, run summary written. Marked e2e (runs i
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -181,7 +182,7 @@ def test_airflow_dags_test_runs_cdp_daily_end_to_end(tmp_path):
     out = subprocess.run([airflow, "dags", "test", "cdp_daily", "2026-11-02"], env=env, capture_output=True, text=True, timeout=600)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-4000:]
-    assert "state=success" in log and "data_interval_start=2026-11-01" in log
+    assert re.search(r"DagRun Finished: .*?, state=success, .*data_interval_start=2026-11-01", log), log[-4000:]
     summary = json.loads((lh / "_runs" / "latest.json").read_text())
     assert summary["batch_date"] == "2026-11-01"
     assert summary["ingest"]["files"] == 7 and summary["ingest"]["duplicate_files"] == 1  # one file redelivered
