@@ -44,7 +44,8 @@ demo: install $(AIRFLOW_HOME)/airflow.db
 	done
 	$(BIN)/cdp summary
 	@echo "Delta tables: lakehouse/<layer>/<table> (read them with Spark, delta-rs or DuckDB); bad lines: lakehouse/bronze/bronze_quarantine"
-	@echo "Airflow logs of each run: .airflow/dags-test-<date>.log; the UI: AIRFLOW_HOME=.airflow .venv/bin/airflow standalone"
+	@echo "Airflow logs of each run: .airflow/dags-test-<date>.log"
+	@echo "Scheduler + UI: AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags $(BIN)/airflow standalone (stop with Ctrl-C; README: Operations)"
 
 # Models need history: ML_DAYS days of data, then features -> train -> promote, then the last day's
 # score / tags / segments with the new champions. Runs the stages with `cdp run` (no Airflow) to be quick.
