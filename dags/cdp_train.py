@@ -2,7 +2,7 @@
 ### cdp_train: weekly training of the churn and purchase-propensity models
 
 1. `features`: point-in-time training rows for `ml.cutoffs` cutoffs, `ml.cutoff_step_days` apart, the
-   newest `ml.horizon_days` before the data interval's end (features from data up to each cutoff,
+   newest `ml.horizon_days` before the newest One-ID snapshot of the data interval (features from data up to each cutoff,
    labels from the `horizon_days` after it) into `gold_features`.
 2. `train[target]`: LightGBM and a logistic-regression baseline per target (churn, purchase), trained on
    the older cutoffs and evaluated on the newest; everything goes to MLflow; the better model becomes a
@@ -58,17 +58,23 @@ default_args = {
 def cdp_train():
     @task(inlets=table_assets(FEATURE_INPUTS), outlets=table_assets(PUBLISHES["features"]))
     def features(data_interval_end=None) -> None:
-        """Build gold_features for the cutoffs ending horizon_days before the interval's end."""
+        """Build gold_features for the cutoffs ending horizon_days before the newest snapshot in the interval."""
+        from airflow.sdk.exceptions import AirflowFailException
+
         from ml import features as feats
         from spark_jobs.config import load_config
         from spark_jobs.orchestration import engine_config
         from spark_jobs.session import spark_session
-        from spark_jobs.tables import Lakehouse
+        from spark_jobs.tables import Lakehouse, latest_partition
 
         cfg = engine_config(load_config(), SPARK_CONN_ID)
+        newest = latest_partition(cfg.paths.lakehouse_uri(), "gold_id_map", "as_of", before=data_interval_end.date())
+        if newest is None:
+            raise AirflowFailException(f"no One-ID snapshot before {data_interval_end.date()}: run cdp_daily first")
+        # The newest cutoff whose labels are complete: horizon_days before the newest snapshot in the interval.
+        last = dt.date.fromisoformat(str(newest)) - dt.timedelta(days=cfg.ml.horizon_days)
         with spark_session(cfg.engine) as spark:
             lh = Lakehouse(spark, cfg.paths.lakehouse_uri())
-            last = data_interval_end.date() - dt.timedelta(days=1 + cfg.ml.horizon_days)
             print(feats.run(lh, cfg, feats.default_cutoffs(lh, cfg, last)))
 
     @task(inlets=table_assets(PUBLISHES["features"]))

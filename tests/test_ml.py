@@ -5,6 +5,7 @@ alias -> load by alias -> score into gold_scores, and a worse challenger never r
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 
 import numpy as np
@@ -192,3 +193,41 @@ def test_decimal_amounts_reach_features_as_doubles(world):
     rows = read_pandas(world["lh"].root, "gold_features")
     assert rows["spend_30d"].dtype == np.float64 and (rows["spend_30d"] >= 0).all()
     assert Decimal("0") <= Decimal(str(rows["spend_30d"].max()))
+
+
+def test_cdp_train_through_airflow_trains_and_promotes_the_chosen_target(world, tmp_path):
+    """`airflow dags test cdp_train` on a copy of the world: features from the newest snapshot of the
+    interval (cutoffs 2026-11-10 and -15), `targets: [churn]` trains and promotes churn only."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import mlflow
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(world["cfg"].paths.lakehouse_uri(), tmp_path / "lh")
+    conf = yaml.safe_load((root / "conf" / "cdp.yaml").read_text())
+    conf["ml"] = {"horizon_days": 5, "cutoffs": 2, "cutoff_step_days": 5, "experiment": "airflow",
+                  "artifacts": str(tmp_path / "artifacts")}
+    (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(conf))
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "CDP_CONF": str(tmp_path / "cdp.yaml"),
+           "CDP_LAKEHOUSE": str(tmp_path / "lh"), "MLFLOW_TRACKING_URI": store}
+    env.pop("SPARK_CONNECT_MODE_ENABLED", None)
+    airflow = str(Path(sys.executable).parent / "airflow")
+    assert subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, timeout=300).returncode == 0
+    # A manual run on Monday 2026-11-23 covers the week to that Monday; the newest snapshot in it is 11-20.
+    out = subprocess.run([airflow, "dags", "test", "cdp_train", "2026-11-23T04:00:00+00:00", "-c",
+                          json.dumps({"targets": ["churn"]})], env=env, capture_output=True, text=True, timeout=900)
+    log = out.stdout + out.stderr
+    assert re.search(r"DagRun Finished: .*?, state=success", log), log[-4000:]
+    feats = read_pandas(str(tmp_path / "lh"), "gold_features", columns=["cutoff"])
+    assert sorted(str(c) for c in feats["cutoff"].unique()) == ["2026-11-10", "2026-11-15"]
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
+    assert str(client.get_model_version_by_alias("cdp_churn", "champion").version) == "1"
+    assert not client.search_registered_models("name = 'cdp_propensity'")  # not in this run's targets
