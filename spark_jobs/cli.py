@@ -86,9 +86,9 @@ def summary() -> None:
     """Print the latest run summary (lakehouse/_runs/latest.json)."""
     import json
 
-    from spark_jobs.pipeline import render_summary, runs_dir
+    from spark_jobs.pipeline import render_summary
 
-    path = runs_dir(_config()) / "latest.json"
+    path = _config().paths.runs() / "latest.json"
     if not path.exists():
         _fail(f"no run summary at {path}: run `make demo` or `cdp run --date ...` first")
     typer.echo(render_summary(json.loads(path.read_text())))
@@ -166,7 +166,6 @@ def eval_identity(
         read_households,
         read_truth,
     )
-    from spark_jobs.pipeline import runs_dir
     from spark_jobs.tables import TableNotFoundError, read_pandas
 
     cfg = _config()
@@ -188,7 +187,7 @@ def eval_identity(
         typer.echo(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
     if ablation:
         figures["ablation"] = _ablation(cfg, root, snapshot, truth, households)
-    path = runs_dir(cfg) / "identity_eval.json"
+    path = cfg.paths.runs() / "identity_eval.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures, indent=2))
     typer.echo(f"(JSON: {path})")

@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import logging
 import time
-from pathlib import Path
 
 from spark_jobs import identity, ingest, profiles, segments, standardise, tags
 from spark_jobs.config import CdpConfig, load_config
@@ -22,10 +21,6 @@ STAGES = ("ingest", "standardise", "identity", "profiles", "score", "tags", "seg
 
 class PipelineError(ValueError):
     """A stage was asked for something it cannot do (unknown stage or channel, bad date)."""
-
-
-def runs_dir(cfg: CdpConfig) -> Path:
-    return cfg.paths.runs()
 
 
 def run_stage(
@@ -128,7 +123,7 @@ def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
     }
     text = json.dumps(summary, indent=2)
     (folder / "summary.json").write_text(text)
-    (runs_dir(cfg) / "latest.json").write_text(text)
+    (cfg.paths.runs() / "latest.json").write_text(text)
     return summary
 
 
