@@ -77,7 +77,7 @@ def spark_connect_url(conn_id: str) -> str | None:
     if not conn.host:
         raise EngineConnectionError(f"Airflow connection {conn_id!r} has no host")
     url = SparkConnectHook(conn_id).get_connection_url()
-    return url.removesuffix("/") if url.endswith("/") else url
+    return url.removesuffix("/")
 
 
 def engine_config(cfg: CdpConfig, conn_id: str = SPARK_CONN_ID) -> CdpConfig:

@@ -23,6 +23,7 @@ from spark_jobs.contracts import CONTRACTS
 from spark_jobs.generate import generate
 from spark_jobs.orchestration import AUDIT_TABLES
 from spark_jobs.tables import table_path
+from tests.airflow_standalone import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("airflow")]
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,22 +188,21 @@ def test_cdp_maintenance_compacts_and_vacuums_without_changing_a_row(reference, 
     assert DeltaTable(tags).version() > versions["gold_tags"]
 
 
-def _free_port() -> int:
+def _listening(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_the_engine_comes_from_the_airflow_connection(reference, tmp_path):
     """With the connection cdp_spark set, the tasks run on that Spark Connect server (here a Sail server
     started on its own, as a cluster would be) and give the same tables as the embedded engine."""
     landing, after = reference.landing, reference.after
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([str(BIN / "sail"), "spark", "server", "--ip", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        while not _listening(port):
             assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()[-2000:]
             time.sleep(0.3)
         env = airflow_env(tmp_path, landing, AIRFLOW_CONN_CDP_SPARK=f"spark-connect://127.0.0.1:{port}")
