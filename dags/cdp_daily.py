@@ -3,8 +3,10 @@
 
 For the run's batch date (the **data interval start**, never `now()`):
 
-1. `ingest[channel]`: landing/&lt;channel&gt;/&lt;date&gt;/ files into `bronze_<channel>`; bad lines to
-   `bronze_quarantine`; per-file accounting in `ops_ingest_files` (duplicate deliveries load nothing).
+1. `sources` → `ingest[source]`: the sources of `conf/sources.yaml` that have landing folders (or
+   `params.sources`); each source's landing/&lt;source&gt;/&lt;date&gt;/ files into `bronze_<model>` (the record
+   model it feeds); records that do not read exactly to `bronze_quarantine` with a reason; per-file
+   accounting in `ops_ingest_files` (duplicate deliveries load nothing).
 2. `standardise`: bronze into `silver_events`, `silver_orders`, `silver_contacts`,
    `silver_identifiers`, `silver_id_links`.
 3. `identity`: One-ID over all identifiers seen so far: blocklists, hub rules and per-person limits
@@ -29,8 +31,8 @@ table, the expectation and bad values) and leaves the table as it was; warnings 
 `AIRFLOW_CONN_CDP_SPARK='spark-connect://spark-connect:15002'`) when it exists, else conf/cdp.yaml's
 engine (the embedded Sail engine by default). The `spark_conn_id` param picks another connection.
 
-**Params** (trigger form, validated by their schema): `channels` to ingest (the others are skipped),
-`spark_conn_id`.
+**Params** (trigger form, validated by their schema): `sources` to ingest (null: all with landing
+folders), `spark_conn_id`.
 
 **Re-runs and backfills**: every task replaces exactly its batch's partitions, so re-running a day (or
 clearing a failed one) repairs it without duplicates. Identity, segments and duplicate-file detection
@@ -47,7 +49,7 @@ import datetime as dt
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from spark_jobs.orchestration import CHANNELS, PUBLISHES, SPARK_CONN_ID, table_assets
+from spark_jobs.orchestration import PUBLISHES, SPARK_CONN_ID, declared_sources, table_assets
 
 default_args = {
     "owner": "cdp-data-platform",
@@ -71,9 +73,11 @@ def tables(stage: str) -> list:
     max_active_runs=1,
     default_args=default_args,
     params={
-        "channels": Param(
-            list(CHANNELS), type="array", items={"type": "string", "enum": list(CHANNELS)}, minItems=1, uniqueItems=True,
-            title="Channels to ingest", description="The others are skipped (e.g. re-load one channel's day).",
+        "sources": Param(
+            None, type=["null", "array"], items={"type": "string", "enum": declared_sources()}, minItems=1,
+            uniqueItems=True, title="Sources to ingest",
+            description="Sources of conf/sources.yaml to ingest (e.g. re-load one source's day); null: conf's "
+                        "ingest.sources (by default every declared source with a landing folder).",
         ),
         "spark_conn_id": Param(
             SPARK_CONN_ID, type="string", pattern=r"^[A-Za-z0-9_.-]+$", title="Spark Connect connection",
@@ -85,20 +89,20 @@ def tables(stage: str) -> list:
     doc_md=__doc__,
 )
 def cdp_daily():
+    @task
+    def sources(params=None) -> list[str]:
+        """The sources this run ingests: params.sources, else conf's ingest.sources (by default every
+        declared source that has a landing folder)."""
+        from spark_jobs.orchestration import run_sources
+
+        return run_sources(params["sources"])
+
     @task(max_active_tis_per_dagrun=2, outlets=tables("ingest"))
     def ingest(channel: str, data_interval_start=None, run_id=None, dag_run=None, params=None) -> None:
-        """Load one channel's files of the batch date into bronze."""
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from spark_jobs.config import load_config
+        """Load one source's files of the batch date into bronze."""
         from spark_jobs.orchestration import run_task
 
-        cfg = load_config()
-        if channel not in cfg.ingest.channels:
-            raise AirflowSkipException(f"channel {channel} is not enabled in conf (ingest.channels)")
-        if channel not in params["channels"]:
-            raise AirflowSkipException(f"channel {channel} is not in this run's params.channels")
-        run_task("ingest", data_interval_start.date(), run_id, params["spark_conn_id"], channel=channel, cfg=cfg,
+        run_task("ingest", data_interval_start.date(), run_id, params["spark_conn_id"], channel=channel,
                  started_at=dag_run.start_date)
 
     @task(trigger_rule="none_failed")
@@ -122,7 +126,7 @@ def cdp_daily():
         fail_if_upstream_failed(ti, "cdp_daily", run_id, "the run summary")
 
     (
-        ingest.expand(channel=list(CHANNELS))
+        ingest.expand(channel=sources())
         >> step("standardise", "Bronze to silver: one event model, orders, contacts, canonical identifiers and links.")
         >> step("identity", "One-ID: stable person ids (gold_id_map, gold_id_dropped, gold_id_changes).")
         >> step("profiles", "The golden record per person (gold_profiles) from the One-ID snapshot of the batch date.")

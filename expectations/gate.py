@@ -99,7 +99,7 @@ class QualityGate:
         df = df[df["scope"] == scope].sort_values("checked_at").drop_duplicates("batch_date", keep="last")
         return tuple(int(v) for v in df.sort_values("batch_date")["observed_value"])
 
-    def _context_for(self, table: str, scope: str) -> SuiteContext:
+    def _context_for(self, table: str, scope: str, partition: dict | None = None) -> SuiteContext:
         known = None
         if table == "silver_orders" and self.lh.exists("silver_contacts"):
             from pyspark.sql import functions as F
@@ -110,13 +110,15 @@ class QualityGate:
             batch_date=self.batch_date, quality=self.cfg.quality, identity=self.cfg.identity,
             timezone=self.cfg.standardise.timezone, row_history=self._history(table, scope), known_members=known,
             tag_types=dict(self.cfg.tags.types), segments=tuple(s.name for s in self.cfg.segments.segments),
+            sources=tuple(self.cfg.sources.sources),
+            source_window=source.window if (source := self.cfg.sources.sources.get((partition or {}).get("_source"))) else "daily",
         )
 
     def check(self, table: str, df, partition: dict) -> list[dict]:
         """Validate `df` (what is about to be published to `partition` of `table`); record the results;
         raise QualityGateError on a critical failure."""
         scope = _scope(partition)
-        suite = suite_for(table, self._context_for(table, scope))
+        suite = suite_for(table, self._context_for(table, scope, partition))
         ctx = self._gx()
         name = f"{table}-{uuid.uuid4().hex[:12]}"
         asset = self._source.add_dataframe_asset(name=name)

@@ -50,6 +50,8 @@ class SuiteContext:
     known_members: DataFrame | None = None  # member_id of every CRM member up to the batch (silver_orders)
     tag_types: dict[str, str] = field(default_factory=dict)  # conf/tags.yaml: tag -> value type
     segments: tuple[str, ...] = ()  # conf/segments.yaml: segment names
+    sources: tuple[str, ...] = CHANNELS  # conf/sources.yaml: source names
+    source_window: str = "daily"  # the source's declared batch window (bronze): daily | history
 
     def window(self) -> tuple[dt.datetime, dt.datetime]:
         """The batch's local day as naive UTC datetimes (Spark sessions here run in UTC)."""
@@ -121,6 +123,13 @@ def _common(s: Suite, table: str, ctx: SuiteContext) -> None:
             column=ts, min_value=start - dt.timedelta(hours=q.late_hours), max_value=end + dt.timedelta(hours=1),
             mostly=0.99,
         ), WARNING, f"in_batch_window({ts})")
+        if ctx.source_window == "daily" and table.startswith("bronze_"):
+            # A daily delivery whose times are mostly off its day was read in the wrong zone or format,
+            # or landed in the wrong folder: stop rather than load it as this day's data.
+            s.add(gxe.ExpectColumnValuesToBeBetween(
+                column=ts, min_value=start - dt.timedelta(hours=q.late_hours), max_value=end + dt.timedelta(hours=1),
+                mostly=0.5,
+            ), CRITICAL, f"mostly_in_batch_window({ts})")
         s.add(gxe.ExpectColumnMaxToBeBetween(column=ts, min_value=start), WARNING, f"freshness({ts})")
 
 
@@ -241,14 +250,15 @@ def _marts(s: Suite, table: str, ctx: SuiteContext) -> None:
         s.add(gxe.ExpectColumnValuesToBeBetween(column="decile", min_value=1, max_value=10), CRITICAL)
 
 
-def _ops(s: Suite, table: str) -> None:
+def _ops(s: Suite, table: str, ctx: SuiteContext) -> None:
     if table == "ops_ingest_files":
-        _in_set(s, "channel", CHANNELS, CRITICAL)
+        _in_set(s, "channel", ctx.sources, CRITICAL)
         s.add(gxe.ExpectColumnValuesToMatchRegex(column="checksum", regex=r"^[0-9a-f]{64}$"), CRITICAL)
-        balanced = F.col("duplicate_of").isNotNull() | (F.col("lines") == F.col("loaded") + F.col("quarantined"))
-        _flag(s, "balanced", balanced, CRITICAL, "lines_equal_loaded_plus_quarantined")
+        balanced = F.col("duplicate_of").isNotNull() | (F.col("records") == F.col("loaded") + F.col("quarantined"))
+        _flag(s, "balanced", balanced, CRITICAL, "records_equal_loaded_plus_quarantined")
+        _flag(s, "covered", F.col("records") <= F.col("lines"), CRITICAL, "records_not_more_than_lines")
     elif table == "bronze_quarantine":
-        _in_set(s, "channel", CHANNELS, CRITICAL)
+        _in_set(s, "channel", ctx.sources, CRITICAL)
 
 
 GATED = tuple(t for t in (
@@ -272,7 +282,7 @@ def suite_for(table: str, ctx: SuiteContext) -> Suite:
         _gold(s, table, ctx)
     elif table.startswith("gold_"):
         _marts(s, table, ctx)
-    _ops(s, table)
+    _ops(s, table, ctx)
     return s
 
 

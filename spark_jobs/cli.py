@@ -74,7 +74,7 @@ def run_cmd(
     run_id = f"cli__{batch.isoformat()}__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
     for name in stage or STAGES:
         if name == "ingest":
-            for channel in cfg.ingest.channels:
+            for channel in cfg.ingest_sources():
                 run_stage("ingest", batch, run_id, channel=channel, cfg=cfg)
         else:
             run_stage(name, batch, run_id, cfg=cfg)

@@ -59,6 +59,7 @@ class EngineConfig(_Strict):
 class PathsConfig(_Strict):
     landing: str = "landing"
     lakehouse: str = "lakehouse"
+    sources: str = "conf/sources.yaml"    # landing sources: formats, field mappings, identity semantics
     tags: str = "conf/tags.yaml"          # tag definitions (TagsConfig)
     segments: str = "conf/segments.yaml"  # segment definitions (SegmentsConfig)
     exports: str = "exports"              # segment exports: <exports>/<segment>/<date>/
@@ -86,15 +87,9 @@ class PathsConfig(_Strict):
 
 
 class IngestConfig(_Strict):
-    channels: tuple[str, ...] = CHANNELS
-
-    @field_validator("channels")
-    @classmethod
-    def _known_channels(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(v) - set(CHANNELS))
-        if unknown:
-            raise ValueError(f"unknown channel(s) {unknown}; known: {list(CHANNELS)}")
-        return v
+    # The sources to ingest (names in paths.sources); null: every declared source that has a landing
+    # folder (landing/<source>/), so a source nobody delivers costs nothing.
+    sources: tuple[str, ...] | None = None
 
 
 class StandardiseConfig(_Strict):
@@ -303,13 +298,29 @@ class CdpConfig(_Strict):
     ml: MlConfig = MlConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
     generate: GenerateDefaults = GenerateDefaults()
-    # Loaded from paths.tags / paths.segments (their own files, their own errors) unless given.
+    # Loaded from paths.sources / paths.tags / paths.segments (their own files, their own errors) unless given.
+    sources: Any = None
     tags: Any = None
     segments: Any = None
 
+    def ingest_sources(self) -> tuple[str, ...]:
+        """The sources a run ingests: ingest.sources, or every declared source with a landing folder."""
+        if self.ingest.sources is not None:
+            return self.ingest.sources
+        landing = self.paths.landing_path()
+        return tuple(n for n in self.sources.sources if (landing / n).is_dir())
+
     @model_validator(mode="after")
     def _load_tags_and_segments(self) -> CdpConfig:
+        from spark_jobs.sources.config import load_sources
         from spark_jobs.tag_config import load_segments, load_tags
+
+        if self.sources is None:
+            object.__setattr__(self, "sources", load_sources(self.paths.file("sources")))
+        unknown = sorted(set(self.ingest.sources or ()) - set(self.sources.sources))
+        if unknown:
+            raise ValueError(f"ingest.sources: {unknown} are not declared in {self.paths.sources} "
+                             f"(declared: {sorted(self.sources.sources)})")
 
         if self.tags is None:
             object.__setattr__(self, "tags", load_tags(self.paths.file("tags")))
@@ -348,8 +359,8 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     for var, dotted in ENV_OVERRIDES.items():
         if env.get(var):
             _set_dotted(data, dotted, env[var])
-    if "tags" in data or "segments" in data:
-        raise ConfigError(f"{conf_path}: tags and segments live in their own files (paths.tags, paths.segments)")
+    if "tags" in data or "segments" in data or "sources" in data:
+        raise ConfigError(f"{conf_path}: sources, tags and segments live in their own files (paths.sources, paths.tags, paths.segments)")
     try:
         return CdpConfig.model_validate(data)
     except ValidationError as e:

@@ -84,10 +84,10 @@ def _c(name: str, type_: str = "string", nullable: bool = True, doc: str = "") -
 # --- bronze: typed rows of each channel, plus lineage ------------------------------------------
 LINEAGE = (
     _c("_source_file", nullable=False, doc="path of the landing file, relative to landing/"),
-    _c("_line", "long", nullable=False, doc="1-based line number in the file"),
+    _c("_line", "long", nullable=False, doc="1-based physical line where the record starts in the file"),
     _c("_batch_date", "date", nullable=False, doc="the batch (landing folder) date"),
     _c("_ingested_at", "timestamp", nullable=False, doc="when the ingest run started"),
-    _c("_row_hash", nullable=False, doc="sha256 of the raw line"),
+    _c("_row_hash", nullable=False, doc="sha256 of the raw record text"),
 )
 
 # Raw fields of each channel, in file order (docs/channels.md). Types are what bronze stores; a
@@ -147,10 +147,16 @@ def bronze_name(channel: str) -> str:
     return f"bronze_{channel}"
 
 
+# Bronze tables hold one record model each, fed by one or more sources (conf/sources.yaml).
+SOURCE_COLUMNS = (
+    _c("_extra", doc="columns or keys of the record that the source does not map, as a JSON object"),
+    _c("_source", nullable=False, doc="the source (conf/sources.yaml) the record came from"),
+)
+
 _TABLES: list[TableContract] = [
     TableContract(
-        bronze_name(ch), (*fields, *LINEAGE), partition_by=("_batch_date",),
-        keys=("_source_file", "_line"), doc=f"typed rows of the {ch} channel dumps",
+        bronze_name(ch), (*fields, *SOURCE_COLUMNS, *LINEAGE), partition_by=("_batch_date", "_source"),
+        keys=("_source_file", "_line"), doc=f"typed records of the {ch} model, from every source that feeds it",
     )
     for ch, fields in CHANNEL_FIELDS.items()
 ]
@@ -159,7 +165,7 @@ _TABLES += [
     TableContract(
         "bronze_quarantine",
         (
-            _c("channel", nullable=False), _c("_source_file", nullable=False),
+            _c("channel", nullable=False, doc="the source (conf/sources.yaml) of the file"), _c("_source_file", nullable=False),
             _c("_line", "long", nullable=False), _c("raw", doc="the raw line as read"),
             _c("reason", nullable=False, doc="why the line was not loaded"),
             _c("_batch_date", "date", nullable=False), _c("_ingested_at", "timestamp", nullable=False),
@@ -171,16 +177,19 @@ _TABLES += [
     TableContract(
         "ops_ingest_files",
         (
-            _c("batch_date", "date", nullable=False), _c("channel", nullable=False),
+            _c("batch_date", "date", nullable=False),
+            _c("channel", nullable=False, doc="the source (conf/sources.yaml) of the file"),
             _c("file", nullable=False, doc="path relative to landing/"),
             _c("checksum", nullable=False, doc="sha256 of the file's bytes"),
-            _c("bytes", "long", nullable=False), _c("lines", "long", nullable=False),
+            _c("bytes", "long", nullable=False),
+            _c("lines", "long", nullable=False, doc="physical data lines (the header's excluded)"),
+            _c("records", "long", nullable=False, doc="data records (a quoted field may span lines)"),
             _c("loaded", "long", nullable=False), _c("quarantined", "long", nullable=False),
             _c("duplicate_of", doc="the file with the same checksum that was loaded instead"),
             _c("ingested_at", "timestamp", nullable=False),
         ),
         partition_by=("batch_date", "channel"), keys=("file",),
-        doc="per-file accounting: lines = loaded + quarantined, or the file is a duplicate",
+        doc="per-file accounting: records = loaded + quarantined, covering every line, or the file is a duplicate",
     ),
     TableContract(
         "silver_events",

@@ -21,7 +21,18 @@ log = logging.getLogger(__name__)
 
 SPARK_CONN_ID = "cdp_spark"  # the Airflow connection a deployment sets to run on a Spark Connect server
 SPARK_CONN_TYPE = "spark_connect"  # apache-airflow-providers-apache-spark's Spark Connect connection type
-CHANNELS = ("app_events", "wechat", "crm", "orders", "pos", "ad_leads")  # == config.CHANNELS (a test checks)
+CHANNELS = ("app_events", "wechat", "crm", "orders", "pos", "ad_leads")  # the record models == config.CHANNELS (a test checks)
+
+
+def declared_sources(path=None) -> list[str]:
+    """The source names of conf/sources.yaml, read with PyYAML only (DAG files call this while Airflow
+    parses them; the full check of the file is spark_jobs.sources.config's, at run time)."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path) if path else Path(__file__).resolve().parent.parent / "conf" / "sources.yaml"
+    return sorted((yaml.safe_load(path.read_text()) or {}).get("sources") or {})
 
 # Tables each task of cdp_daily publishes (every gated write also appends its validation results to
 # ops_dq_results, an audit table no task owns). A test checks this against the Delta versions each
@@ -107,6 +118,27 @@ def run_task(stage: str, batch: dt.date, run_id: str, conn_id: str = SPARK_CONN_
         return run_stage(stage, batch, run_id, cfg=cfg, **kwargs)
     except (QualityGateError, ConfigError, EngineConnectionError) as e:
         raise AirflowFailException(f"{type(e).__name__}: {e}") from e
+
+
+def run_sources(requested: list[str] | None) -> list[str]:
+    """The sources a run of cdp_daily ingests (one mapped ingest task each); fails the task when the
+    config is invalid or nothing is left to ingest."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from spark_jobs.config import ConfigError, load_config
+
+    try:
+        cfg = load_config()
+    except ConfigError as e:
+        raise AirflowFailException(f"ConfigError: {e}") from e
+    names = list(requested) if requested else list(cfg.ingest_sources())
+    unknown = sorted(set(names) - set(cfg.sources.sources))
+    if unknown:
+        raise AirflowFailException(f"sources {unknown} are not declared in {cfg.paths.sources}")
+    if not names:
+        raise AirflowFailException(f"no source to ingest: no landing folder of a source of {cfg.paths.sources} "
+                                   f"under {cfg.paths.landing_path()}, and ingest.sources is not set")
+    return names
 
 
 def fail_if_upstream_failed(ti, dag_id: str, run_id: str, what: str) -> None:

@@ -20,7 +20,7 @@ STAGES = ("ingest", "standardise", "identity", "profiles", "score", "tags", "seg
 
 
 class PipelineError(ValueError):
-    """A stage was asked for something it cannot do (unknown stage or channel, bad date)."""
+    """A stage was asked for something it cannot do (unknown stage or source, bad date)."""
 
 
 def run_stage(
@@ -35,8 +35,8 @@ def run_stage(
     cfg = cfg or load_config()
     if stage not in STAGES:
         raise PipelineError(f"unknown stage {stage!r}; stages: {list(STAGES)}")
-    if stage == "ingest" and channel not in cfg.ingest.channels:
-        raise PipelineError(f"ingest needs a configured channel, got {channel!r}; configured: {list(cfg.ingest.channels)}")
+    if stage == "ingest" and channel not in cfg.sources.sources:
+        raise PipelineError(f"ingest needs a source of {cfg.paths.sources}, got {channel!r}; declared: {sorted(cfg.sources.sources)}")
     started_at = (started_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(tzinfo=None)
     t0 = time.perf_counter()
     with spark_session(cfg.engine) as spark:
@@ -46,7 +46,8 @@ def run_stage(
 
             lh.gate = QualityGate(lh, cfg, run_id, batch_date, started_at)
         if stage == "ingest":
-            result = ingest.run(spark, lh, cfg.paths.landing_path(), channel, batch_date, started_at)
+            result = ingest.run(spark, lh, cfg.paths.landing_path(), cfg.sources.get(channel), batch_date, started_at,
+                                timezone=cfg.standardise.timezone)
         elif stage == "standardise":
             result = {"tables": standardise.run(lh, cfg.standardise, batch_date)}
         elif stage == "identity":
@@ -83,8 +84,9 @@ def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
         raise PipelineError(f"no stage figures recorded for run {run_id!r} in {folder}")
     ingests = [s for s in stages if s["stage"] == "ingest"]
     tables: dict[str, int] = {}
-    for s in ingests:
-        tables[bronze_name(s["channel"])] = s["loaded"]
+    for s in ingests:  # several sources may feed one model's bronze table
+        name = bronze_name(s.get("model", s["channel"]))
+        tables[name] = tables.get(name, 0) + s["loaded"]
     tables["bronze_quarantine"] = sum(s["quarantined"] for s in ingests)
     for s in stages:
         tables.update(s.get("tables", {}))
@@ -105,10 +107,11 @@ def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
             "files": sum(s["files"] for s in ingests),
             "duplicate_files": sum(s["duplicate_files"] for s in ingests),
             "lines": sum(s["lines"] for s in ingests),
+            "records": sum(s.get("records", s["lines"]) for s in ingests),
             "loaded": sum(s["loaded"] for s in ingests),
             "quarantined": tables["bronze_quarantine"],
             "quarantine_reasons": dict(sorted(reasons.items())),
-            "per_channel": {s["channel"]: {k: s[k] for k in ("files", "duplicate_files", "lines", "loaded", "quarantined")} for s in ingests},
+            "per_channel": {s["channel"]: {k: s.get(k) for k in ("model", "files", "duplicate_files", "lines", "records", "loaded", "quarantined")} for s in ingests},
         },
         "seconds": seconds,
         "seconds_total": round(sum(seconds.values()), 2),
@@ -184,7 +187,8 @@ def render_summary(summary: dict) -> str:
     console.print(rows)
     ing = summary["ingest"]
     console.print(
-        f"ingest: {ing['files']} files ({ing['duplicate_files']} duplicate, skipped), {ing['lines']:,} lines read = "
+        f"ingest: {len(ing.get('per_channel', {}))} sources, {ing['files']} files ({ing['duplicate_files']} duplicate, skipped), "
+        f"{ing['lines']:,} lines = {ing.get('records', ing['lines']):,} records = "
         f"{ing['loaded']:,} loaded + {ing['quarantined']:,} quarantined"
     )
     if ing["quarantine_reasons"]:

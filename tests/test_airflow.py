@@ -241,7 +241,7 @@ def test_the_scheduler_runs_a_trigger_and_a_backfill_like_one_by_one_and_the_gri
         assert requests_without_token(af).status_code == 401
 
         day = lambda d: f"{d.isoformat()}T00:00:00Z"  # noqa: E731
-        bad = af.api("POST", "/dags/cdp_daily/dagRuns", {"logical_date": day(BATCHES[0]), "conf": {"channels": ["fax"]}})
+        bad = af.api("POST", "/dags/cdp_daily/dagRuns", {"logical_date": day(BATCHES[0]), "conf": {"sources": ["fax"]}})
         assert bad.status_code == 400 and "fax" in bad.text, bad.text  # params are checked by their schema
         first = af.api("POST", "/dags/cdp_daily/dagRuns", {
             "dag_run_id": "api_first_day", "logical_date": day(BATCHES[0]), "conf": {},

@@ -3,11 +3,22 @@ import pytest
 from spark_jobs.config import CHANNELS, ConfigError, load_config
 
 
-def test_load_config_defaults_to_local_engine_and_all_channels():
-    cfg = load_config(env={})
+def test_load_config_defaults_to_local_engine_and_the_sources_that_have_landing_folders(tmp_path):
+    cfg = load_config(env={"CDP_LANDING": str(tmp_path)})
     assert cfg.engine.kind == "local"
-    assert cfg.ingest.channels == CHANNELS
+    assert cfg.ingest.sources is None and set(CHANNELS) <= set(cfg.sources.sources)
     assert cfg.paths.lakehouse_uri().endswith("/lakehouse")
+    assert cfg.ingest_sources() == ()
+    for name in ("crm", "sensors_app"):
+        (tmp_path / name).mkdir()
+    assert cfg.ingest_sources() == ("crm", "sensors_app")  # in conf/sources.yaml order
+
+
+def test_load_config_rejects_an_undeclared_ingest_source(tmp_path):
+    conf = tmp_path / "cdp.yaml"
+    conf.write_text("ingest:\n  sources: [crm, fax]\n")
+    with pytest.raises(ConfigError, match=r"ingest.sources: \['fax'\] are not declared"):
+        load_config(conf, env={})
 
 
 def test_load_config_environment_overrides_engine_and_paths(tmp_path):
@@ -22,12 +33,12 @@ def test_load_config_rejects_unknown_engine_naming_the_key(tmp_path):
         load_config(env={"CDP_ENGINE": "flink"})
 
 
-def test_load_config_rejects_unknown_keys_and_channels(tmp_path):
+def test_load_config_rejects_unknown_keys(tmp_path):
     conf = tmp_path / "cdp.yaml"
-    conf.write_text("ingest:\n  channels: [app_events, fax]\nengine:\n  kindd: local\n")
+    conf.write_text("ingest:\n  channels: [app_events]\nengine:\n  kindd: local\n")
     with pytest.raises(ConfigError) as err:
         load_config(conf, env={})
-    assert "fax" in str(err.value) and "kindd" in str(err.value) and str(conf) in str(err.value)
+    assert "channels" in str(err.value) and "kindd" in str(err.value) and str(conf) in str(err.value)
 
 
 def test_load_config_missing_file_is_a_clear_error(tmp_path):

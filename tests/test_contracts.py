@@ -9,7 +9,8 @@ def test_contract_every_channel_has_a_bronze_table_with_lineage():
     for ch in CHANNELS:
         c = contract(f"bronze_{ch}")
         assert [col.name for col in LINEAGE] == c.column_names[-len(LINEAGE):]
-        assert c.partition_by == ("_batch_date",)
+        assert c.partition_by == ("_batch_date", "_source")  # several sources feed one model
+        assert {"_extra", "_source"} <= set(c.column_names)
 
 
 def test_contract_storage_schema_is_all_nullable_but_required_columns_are_declared():

@@ -47,8 +47,9 @@ def test_cdp_daily_has_owner_retries_tags_docs_and_one_active_run(dagbag):
     assert dag.tags and dag.doc_md and dag.max_active_runs == 1 and dag.catchup is False
     for t in dag.tasks:
         assert t.owner == "cdp-data-platform" and t.retries >= 1, t.task_id
-    assert {t.task_id for t in dag.tasks} == {"ingest", "standardise", "identity", "profiles", "score", "tags", "segments",
-                                              "summary"}
+    assert {t.task_id for t in dag.tasks} == {"sources", "ingest", "standardise", "identity", "profiles", "score", "tags",
+                                              "segments", "summary"}
+    assert dag.get_task("ingest").upstream_task_ids == {"sources"}  # mapped over the run's sources
     assert dag.get_task("segments").upstream_task_ids == {"tags"} and dag.get_task("tags").upstream_task_ids == {"score"}
 
 
@@ -119,15 +120,15 @@ def _validated(params, conf: dict) -> dict:
 
 
 @pytest.mark.parametrize("conf", [
-    {"channels": ["fax"]}, {"channels": []}, {"channels": ["crm", "crm"]}, {"spark_conn_id": "bad id!"},
+    {"sources": ["fax"]}, {"sources": []}, {"sources": ["crm", "crm"]}, {"spark_conn_id": "bad id!"},
 ])
 def test_cdp_daily_params_are_validated_by_their_schema(dagbag, conf):
     from airflow.sdk.definitions.param import ParamsDict
     from airflow.sdk.exceptions import ParamValidationError
 
     params = dagbag.dags["cdp_daily"].params
-    assert ParamsDict(params).validate()["channels"] == list(CHANNELS)  # the defaults are valid
-    assert _validated(params, {"channels": ["crm"]})["channels"] == ["crm"]
+    assert ParamsDict(params).validate()["sources"] is None  # the default (conf's sources) is valid
+    assert _validated(params, {"sources": ["crm", "sensors_app"]})["sources"] == ["crm", "sensors_app"]
     with pytest.raises(ParamValidationError):
         _validated(params, conf)
 

@@ -1,15 +1,19 @@
-"""Ingest: parsing and quarantine on every engine; bronze, quarantine and accounting on Sail + Delta."""
+"""Ingest: typing and quarantine on every engine; bronze, quarantine and accounting on Sail + Delta."""
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
 
 from spark_jobs import ingest
+from spark_jobs.config import load_config
 from spark_jobs.contracts import CHANNEL_FIELDS
+from spark_jobs.sources.config import SourceConfig
 from tests.conftest import BATCH, INGESTED_AT
 
+SOURCES = load_config(env={}).sources
 ORDERS_HEADER = ",".join(c.name for c in CHANNEL_FIELDS["orders"])
 GOOD_ORDER = "O1,M1,139 1234 5678,s1:2,12.50,2026-11-01T09:15:02.123+08:00,shoes"
 ORDER_LINES = [
@@ -22,9 +26,9 @@ ORDER_LINES = [
     "",  # empty line
 ]
 EXPECTED_ORDER_REASONS = {
-    2: "bad_number: amount", 3: "wrong_column_count: expected 7, got 2", 4: "bad_timestamp: paid_time",
-    5: "missing_required: order_id", 7: "empty_line",
-}
+    3: "bad_number: amount", 4: "wrong_column_count: expected 7, got 2", 5: "bad_timestamp: paid_time",
+    6: "missing_required: order_id", 8: "empty_line",
+}  # physical lines: the header is line 1
 EVENT_LINES = [
     '{"event_id":"e1","device_id":"d-1","login_id":null,"platform":"ios","event_name":"app_start",'
     '"event_time":"2026-11-01T09:15:02.123+08:00","props":{"page":"home"}}',
@@ -36,75 +40,157 @@ EVENT_LINES = [
 EXPECTED_EVENT_REASONS = {2: "malformed_json", 3: "malformed_json", 4: "bad_timestamp: event_time"}
 
 
-def _lines_df(spark, lines, rel="f"):
-    return spark.createDataFrame([(rel, i + 1, line) for i, line in enumerate(lines)], "_source_file string, _line long, raw string")
-
-
-def test_parse_lines_quarantines_each_corrupt_csv_kind(spark):
-    rows = {r._line: r for r in ingest.parse_lines(_lines_df(spark, ORDER_LINES), "orders").collect()}
-    assert {n: r.reason for n, r in rows.items() if r.reason} == EXPECTED_ORDER_REASONS
-    good = rows[1]
-    assert (good.order_id, good.member_id, str(good.amount), good.items) == ("O1", "M1", "12.50", "s1:2")
-    assert good.paid_time == dt.datetime(2026, 11, 1, 1, 15, 2, 123000)  # UTC
-    assert rows[6].member_id is None and rows[6].category is None and str(rows[6].amount) == "7.00"
-
-
-def test_parse_lines_quarantines_each_corrupt_json_kind(spark):
-    rows = {r._line: r for r in ingest.parse_lines(_lines_df(spark, EVENT_LINES), "app_events").collect()}
-    assert {n: r.reason for n, r in rows.items() if r.reason} == EXPECTED_EVENT_REASONS
-    assert rows[1].props == '{"page":"home"}' and rows[1].login_id is None
-    assert rows[5].event_time == dt.datetime(2026, 11, 1, 15, 59, 59, 999000)
-
-
-def _land(landing: Path, channel: str, day: dt.date, name: str, text: str) -> Path:
-    folder = landing / channel / day.isoformat()
+def _land(landing: Path, source: str, day: dt.date, name: str, data: str | bytes) -> Path:
+    folder = landing / source / day.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    path.write_text(text)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
     return path
 
 
-def test_scan_file_counts_data_lines_and_checksums(tmp_path):
-    p = _land(tmp_path, "orders", BATCH, "a.csv", ORDERS_HEADER + "\n" + "\n".join(ORDER_LINES[:3]))  # no final newline
-    f = ingest.scan_file(p, tmp_path, "csv")
-    assert (f.lines, f.header, f.rel) == (3, ORDERS_HEADER, f"orders/{BATCH}/a.csv")
-    q = _land(tmp_path, "orders", BATCH, "b.csv", p.read_text())
-    assert ingest.scan_file(q, tmp_path, "csv").checksum == f.checksum
+def _parse(spark, tmp_path, source: SourceConfig, data: str | bytes, name="f"):
+    """The typed records of one file of `source`, by physical line."""
+    f = ingest.scan_file(_land(tmp_path, source.name, BATCH, name, data), tmp_path, source)
+    rows = ingest.parse_records(ingest.read_records(spark, [f], source), source).collect()
+    return {r._line: r for r in rows}
 
 
-def test_plan_duplicates_loads_first_copy_only():
-    files = [ingest.LandedFile(Path(n), n, c, 1, 1, None) for n, c in [("a", "x"), ("b", "y"), ("a-resend", "x")]]
-    assert ingest.plan_duplicates(files, {}) == {"a": None, "b": None, "a-resend": "a"}
-    assert ingest.plan_duplicates(files, {"y": "old/b"}) == {"a": None, "b": "old/b", "a-resend": "a"}
+def _source(**kw) -> SourceConfig:
+    return SourceConfig.model_validate({"name": "s", **kw})
 
 
-def _ingest(lakehouse, landing, channel, day=BATCH):
-    return ingest.run(lakehouse.spark, lakehouse, landing, channel, day, INGESTED_AT)
+def test_parse_records_quarantines_each_corrupt_csv_kind(spark, tmp_path):
+    rows = _parse(spark, tmp_path, SOURCES.get("orders"), ORDERS_HEADER + "\n" + "\n".join(ORDER_LINES) + "\n")
+    assert {n: r.reason for n, r in rows.items() if r.reason} == EXPECTED_ORDER_REASONS
+    good = rows[2]
+    assert (good.order_id, good.member_id, str(good.amount), good.items) == ("O1", "M1", "12.50", "s1:2")
+    assert good.paid_time == dt.datetime(2026, 11, 1, 1, 15, 2, 123000)  # UTC
+    assert rows[7].member_id is None and rows[7].category is None and str(rows[7].amount) == "7.00"
 
 
-def test_run_accounts_for_every_line_and_skips_duplicate_file(lakehouse, tmp_path):
+def test_parse_records_quarantines_each_corrupt_json_kind(spark, tmp_path):
+    rows = _parse(spark, tmp_path, SOURCES.get("app_events"), "\n".join(EVENT_LINES) + "\n")
+    assert {n: r.reason for n, r in rows.items() if r.reason} == EXPECTED_EVENT_REASONS
+    assert rows[1].props == '{"page":"home"}' and rows[1].login_id is None and rows[1]._extra is None
+    assert rows[5].event_time == dt.datetime(2026, 11, 1, 15, 59, 59, 999000)
+    assert json.loads(rows[5]._extra) == {"extra": 1}  # an unknown key is kept, not dropped
+
+
+@pytest.mark.parametrize("model", sorted(CHANNEL_FIELDS))
+def test_parse_records_every_model_accepts_a_well_formed_record(sail, tmp_path, model):
+    fields = CHANNEL_FIELDS[model]
+    sample = {"timestamp": "2026-11-01T08:00:00.000+08:00", "date": "1990-05-17", "decimal(12,2)": "9.90", "string": "x"}
+    values = [sample[c.type] for c in fields]
+    src = SOURCES.get(model)
+    if src.format == "csv":
+        text = ",".join(c.name for c in fields) + "\n" + ",".join(values) + "\n"
+    else:
+        text = json.dumps(dict(zip([c.name for c in fields], values, strict=True))) + "\n"
+    (row,) = _parse(sail, tmp_path, src, text).values()
+    assert row.reason is None, row.reason
+
+
+INSTANT = dt.datetime(2026, 11, 1, 1, 15, 2, 123000)  # UTC, as Spark returns it (session zone UTC)
+
+
+@pytest.mark.parametrize(("fmt", "text", "zone"), [
+    ("iso", "2026-11-01T09:15:02.123+08:00", None),
+    ("iso", "2026-11-01T01:15:02.123Z", None),
+    ("iso", "2026-10-31T21:15:02.123-04:00", None),
+    ("epoch_ms", str(int(INSTANT.replace(tzinfo=dt.UTC).timestamp() * 1000)), None),
+    ("iso_local", "2026-11-01 09:15:02.123", None),  # naive: the default zone, Asia/Shanghai
+    ("iso_local", "2026-11-01T09:15:02.123", None),
+    ("iso_local", "2026-11-01 01:15:02.123", "UTC"),
+    ("iso_local", "2026-10-31 21:15:02.123", "America/New_York"),
+    ("yyyy/MM/dd HH:mm:ss.SSS", "2026/11/01 09:15:02.123", None),
+])
+def test_timestamp_col_reads_the_same_instant_in_every_declared_format(spark, tmp_path, fmt, text, zone):
+    src = _source(model="pos", format="csv", timezone=zone, fields={"txn_time": {"formats": [fmt]}})
+    (row,) = _parse(spark, tmp_path, src, f"txn_id,store_id,amount,txn_time\nT1,S1,1.00,{text}\n").values()
+    assert (row.reason, row.txn_time) == (None, INSTANT)
+
+
+@pytest.mark.parametrize(("formats", "text"), [
+    (["iso"], "2026-11-01 09:15:02.123"),  # no offset: not ISO-with-offset, and never read as UTC
+    (["iso"], "2026-11-01T09:15:02.123456789+08:00"),  # nanoseconds would be cut to microseconds
+    (["iso_local"], "2026-11-01T09:15:02.123+08:00"),
+    (["epoch_ms"], "1761959702.5"),
+    (["epoch_s"], "17619597021234567"),
+    (["yyyy-MM-dd HH:mm"], "2026-11-01 09:15:02"),
+])
+def test_timestamp_col_refuses_text_outside_the_declared_formats(spark, tmp_path, formats, text):
+    src = _source(model="pos", format="csv", fields={"txn_time": {"formats": formats}})
+    (row,) = _parse(spark, tmp_path, src, f"txn_id,store_id,amount,txn_time\nT1,S1,1.00,{text}\n").values()
+    assert row.reason == "bad_timestamp: txn_time"
+
+
+@pytest.mark.parametrize(("number", "text", "expected"), [
+    (None, "1299.00", "1299.00"), (None, "7", "7.00"), (None, "-3.5", "-3.50"),
+    (None, "\"1,299.00\"", None), (None, "12.345", None), (None, "¥12.34", None), (None, "1e3", None),
+    ({"thousands": ","}, '"1,299.00"', "1299.00"), ({"thousands": ","}, '"12,345,678.9"', "12345678.90"),
+    ({"thousands": ","}, '"1,2,3"', None), ({"thousands": ","}, '"1299,00"', None), ({"thousands": ","}, "12.34.5", None),
+    ({"symbols": ["¥", "￥"]}, "¥12.34", "12.34"), ({"symbols": ["¥", "￥"]}, "￥ 12.34", "12.34"),
+    ({"symbols": ["¥"]}, "-¥12.34", "-12.34"), ({"symbols": ["¥"]}, "12¥34", None), ({"symbols": ["¥"]}, "$12.34", None),
+])
+def test_number_text_reads_declared_formats_exactly_and_never_rounds(spark, tmp_path, number, text, expected):
+    src = _source(model="pos", format="csv", fields={"amount": {"number": number}} if number else {})
+    (row,) = _parse(spark, tmp_path, src, f"txn_id,store_id,amount,txn_time\nT1,S1,{text},2026-11-01T09:00:00+08:00\n").values()
+    if expected is None:
+        assert row.reason == "bad_number: amount"
+    else:
+        assert (row.reason, str(row.amount)) == (None, expected)
+
+
+def test_parse_records_maps_csv_columns_by_header_name_with_renames_values_and_expressions(spark, tmp_path):
+    src = _source(model="crm", format="csv", fields={
+        "member_id": "会员编号", "gender": {"from": "性别", "values": {"男": "M", "女": "F"}},
+        "updated_at": {"from": "更新时间", "formats": ["yyyy-MM-dd HH:mm:ss"]},
+        "name": {"expr": "concat(`姓`, `名`)"},
+    }, identifiers={"phone": {"type": "phone", "strength": "verified"}})
+    text = ("备注,更新时间,性别,名,姓,会员编号,phone\n"
+            '"a, ""b""",2026-11-01 09:00:00,男,明,李,M1,１３９１２３４５６７８\n'
+            ",2026-11-01 09:00:00,未知,,王,M2,\n")
+    rows = _parse(spark, tmp_path, src, text)
+    assert (rows[2].member_id, rows[2].gender, rows[2].name, rows[2].phone) == ("M1", "M", "李明", "13912345678")
+    assert rows[2].updated_at == dt.datetime(2026, 11, 1, 1, 0) and rows[2].reason is None
+    assert json.loads(rows[2]._extra) == {"备注": 'a, "b"'}  # RFC-4180: "" inside quotes is one quote
+    assert rows[3].reason == "bad_value: gender" and rows[3]._extra is None
+
+
+def test_run_accounts_for_every_record_and_skips_duplicate_file(lakehouse, tmp_path):
     landing = tmp_path / "landing"
     text = ORDERS_HEADER + "\n" + "\n".join(ORDER_LINES) + "\n"
     _land(landing, "orders", BATCH, "part-00000.csv", text)
     _land(landing, "orders", BATCH, "part-00000-resend.csv", text)
-    _land(landing, "orders", BATCH, "part-00001.csv", "order_id;amount\nO9;1\n")  # wrong header
-    result = _ingest(lakehouse, landing, "orders")
+    _land(landing, "orders", BATCH, "part-00001.csv", "order_id;amount\nO9;1\n")  # no column for the required fields
+    result = ingest.run(lakehouse.spark, lakehouse, landing, "orders", BATCH, INGESTED_AT)
     assert result["files"] == 3 and result["duplicate_files"] == 1
-    assert (result["lines"], result["loaded"], result["quarantined"]) == (8, 2, 6)
+    assert (result["lines"], result["records"], result["loaded"], result["quarantined"]) == (8, 8, 2, 6)
 
     files = {r["file"]: r for r in DeltaTable(lakehouse.path("ops_ingest_files")).to_pyarrow_table().to_pylist()}
     orig, resend, bad = (files[f"orders/{BATCH}/{n}"] for n in ("part-00000.csv", "part-00000-resend.csv", "part-00001.csv"))
-    assert (orig["lines"], orig["loaded"], orig["quarantined"], orig["duplicate_of"]) == (7, 2, 5, None)
+    assert (orig["lines"], orig["records"], orig["loaded"], orig["quarantined"], orig["duplicate_of"]) == (7, 7, 2, 5, None)
     assert (resend["loaded"], resend["quarantined"], resend["duplicate_of"]) == (0, 0, orig["file"])
     assert (bad["lines"], bad["loaded"], bad["quarantined"]) == (1, 0, 1)
 
     q = {(r["_source_file"], r["_line"]): r for r in DeltaTable(lakehouse.path("bronze_quarantine")).to_pyarrow_table().to_pylist()}
     for line, reason in EXPECTED_ORDER_REASONS.items():
-        row = q[(orig["file"], line + 1)]  # +1: the header is line 1
-        assert row["reason"] == reason and row["raw"] == ORDER_LINES[line - 1] and row["channel"] == "orders"
-    assert q[(bad["file"], 2)]["reason"].startswith("bad_header")
+        row = q[(orig["file"], line)]
+        assert row["reason"] == reason and row["raw"] == ORDER_LINES[line - 2] and row["channel"] == "orders"
+    assert q[(bad["file"], 2)]["reason"].startswith("bad_header: no column")
     bronze = DeltaTable(lakehouse.path("bronze_orders")).to_pyarrow_table().to_pylist()
-    assert sorted((r["order_id"], r["_line"]) for r in bronze) == [("O1", 2), ("O5", 7)]
+    assert sorted((r["order_id"], r["_line"], r["_source"]) for r in bronze) == [("O1", 2, "orders"), ("O5", 7, "orders")]
+
+
+def test_run_counts_records_and_lines_apart_when_a_quoted_field_spans_lines(lakehouse, tmp_path):
+    landing = tmp_path / "landing"
+    _land(landing, "orders", BATCH, "part-00000.csv",
+          ORDERS_HEADER + '\r\nO1,M1,,s1:2,12.50,2026-11-01T09:15:02+08:00,"two\r\nlines"\r\n' + GOOD_ORDER.replace("O1", "O2") + "\r\n")
+    result = ingest.run(lakehouse.spark, lakehouse, landing, "orders", BATCH, INGESTED_AT)
+    (f,) = lakehouse.read("ops_ingest_files").collect()
+    assert (f.lines, f.records, f.loaded, f.quarantined) == (3, 2, 2, 0) and result["records"] == 2
+    rows = {r.order_id: r for r in lakehouse.read("bronze_orders").collect()}
+    assert rows["O1"].category == "two\r\nlines" and (rows["O1"]._line, rows["O2"]._line) == (2, 4)
 
 
 def test_run_twice_gives_identical_tables(lakehouse, tmp_path):
@@ -114,12 +200,24 @@ def test_run_twice_gives_identical_tables(lakehouse, tmp_path):
     def snapshot():
         return {t: sorted(map(tuple, lakehouse.read(t).collect())) for t in ("bronze_app_events", "bronze_quarantine", "ops_ingest_files")}
 
-    first = _ingest(lakehouse, landing, "app_events")
+    first = ingest.run(lakehouse.spark, lakehouse, landing, "app_events", BATCH, INGESTED_AT)
     before = snapshot()
-    second = _ingest(lakehouse, landing, "app_events")
+    second = ingest.run(lakehouse.spark, lakehouse, landing, "app_events", BATCH, INGESTED_AT)
     assert first == second
     assert snapshot() == before
     assert len(before["bronze_app_events"]) == 2 and len(before["bronze_quarantine"]) == 3
+
+
+def test_run_keeps_each_source_of_a_model_apart(lakehouse, tmp_path):
+    landing = tmp_path / "landing"
+    _land(landing, "orders", BATCH, "part-00000.csv", ORDERS_HEADER + "\n" + GOOD_ORDER + "\n")
+    _land(landing, "shop_orders", BATCH, "part-00000.csv",
+          '\ufefforder_id,pay_time,member_id,phone,order_amount,items,category,shop_name\n'
+          '"O7","2026-11-01T01:15:02.123Z","M1","","1,299.00","s1:2","shoes","旗舰店"\n')
+    for name in ("orders", "shop_orders", "orders"):  # re-running one source leaves the other's rows alone
+        ingest.run(lakehouse.spark, lakehouse, landing, name, BATCH, INGESTED_AT)
+    rows = sorted((r.order_id, str(r.amount), r._source, r._extra) for r in lakehouse.read("bronze_orders").collect())
+    assert rows == [("O1", "12.50", "orders", None), ("O7", "1299.00", "shop_orders", '{"shop_name":"旗舰店"}')]
 
 
 def test_run_recognises_a_file_redelivered_on_a_later_day(lakehouse, tmp_path):
@@ -128,8 +226,8 @@ def test_run_recognises_a_file_redelivered_on_a_later_day(lakehouse, tmp_path):
     day2 = BATCH + dt.timedelta(days=1)
     _land(landing, "orders", BATCH, "part-00000.csv", text)
     _land(landing, "orders", day2, "part-00007.csv", text)
-    _ingest(lakehouse, landing, "orders")
-    result = _ingest(lakehouse, landing, "orders", day2)
+    ingest.run(lakehouse.spark, lakehouse, landing, "orders", BATCH, INGESTED_AT)
+    result = ingest.run(lakehouse.spark, lakehouse, landing, "orders", day2, INGESTED_AT)
     assert (result["duplicate_files"], result["loaded"]) == (1, 0)
     assert lakehouse.read("bronze_orders").count() == 1
     dup = lakehouse.read("ops_ingest_files", {"batch_date": day2, "channel": "orders"}).collect()[0]
@@ -137,54 +235,51 @@ def test_run_recognises_a_file_redelivered_on_a_later_day(lakehouse, tmp_path):
 
 
 def test_run_without_landing_folder_publishes_an_empty_batch(lakehouse, tmp_path):
-    result = _ingest(lakehouse, tmp_path / "landing", "pos")
+    result = ingest.run(lakehouse.spark, lakehouse, tmp_path / "landing", "pos", BATCH, INGESTED_AT)
     assert (result["files"], result["loaded"], result["quarantined"]) == (0, 0, 0)
     assert lakehouse.exists("bronze_pos") and lakehouse.read("bronze_pos").count() == 0
 
 
-@pytest.mark.parametrize("channel", sorted(CHANNEL_FIELDS))
-def test_parse_lines_every_channel_accepts_a_well_formed_line(sail, channel):
-    fields = CHANNEL_FIELDS[channel]
-    sample = {"timestamp": "2026-11-01T08:00:00.000+08:00", "date": "1990-05-17", "decimal(12,2)": "9.90", "string": "x"}
-    values = [sample[c.type] for c in fields]
-    if ingest.CHANNEL_FORMAT[channel] == "csv":
-        line = ",".join(values)
-    else:
-        import json
-
-        line = json.dumps(dict(zip([c.name for c in fields], values, strict=True)))
-    (row,) = ingest.parse_lines(_lines_df(sail, [line]), channel).collect()
-    assert row.reason is None, row.reason
+def test_list_batch_refuses_a_hidden_file_instead_of_skipping_it(tmp_path):
+    _land(tmp_path, "orders", BATCH, "part-00000.csv", ORDERS_HEADER + "\n")
+    _land(tmp_path, "orders", BATCH, "..%2f..", ORDERS_HEADER + "\n" + GOOD_ORDER + "\n")
+    with pytest.raises(ingest.LandingError, match=r"hidden file\(s\) \['..%2f..'\]"):
+        ingest.list_batch(tmp_path, SOURCES.get("orders"), BATCH)
 
 
-def test_read_lines_numbers_every_line_exactly_even_in_large_files(spark, tmp_path):
+def test_read_records_numbers_every_line_exactly_even_in_large_files(spark, tmp_path):
     big = [f'{{"event_id":"e{i}","pad":"{"x" * (i % 50)}"}}' for i in range(120_000)]  # ~7 MB: engines split such files
     big[70_000] = ""
-    p1 = _land(tmp_path, "app_events", BATCH, "big.jsonl", "\n".join(big) + "\n")
-    p2 = _land(tmp_path, "orders", BATCH, "small.csv", "h1,h2\r\na,1\r\n\r\nb,2")  # CRLF, blank line, no final newline
-    files = [ingest.scan_file(p1, tmp_path, "jsonl")]
-    rows = ingest.read_lines(spark, files, "jsonl").select("_line", "raw").collect()
-    assert len(rows) == files[0].lines == 120_000
+    src = SOURCES.get("app_events")
+    f = ingest.scan_file(_land(tmp_path, "app_events", BATCH, "big.jsonl", "\n".join(big) + "\n"), tmp_path, src)
+    rows = ingest.read_records(spark, [f], src).select("_line", "_lines", "raw", "reason").collect()
+    assert len(rows) == f.lines == 120_000 and all(r._lines == 1 for r in rows)
     assert sorted(r._line for r in rows) == list(range(1, 120_001))
     assert all(r.raw == big[r._line - 1] for r in rows)
-    small = ingest.scan_file(p2, tmp_path, "csv")
-    got = sorted((r._line, r.raw) for r in ingest.read_lines(spark, [small], "csv").collect())
-    assert small.lines == 3 and got == [(2, "a,1"), (3, ""), (4, "b,2")]
+    assert [r.reason for r in rows if r.reason] == ["empty_line"]
+    small_src = _source(model="pos", format="csv")
+    small = ingest.scan_file(_land(tmp_path, "pos", BATCH, "small.csv", "txn_id,store_id\r\na,1\r\n\r\nb,2"), tmp_path, small_src)
+    got = sorted((r._line, r.raw) for r in ingest.read_records(spark, [small], small_src).collect())
+    assert small.lines == 3 and got == [(2, "a,1"), (3, ""), (4, "b,2")]  # CRLF, blank line, no final newline
 
 
 def test_audit_refuses_to_publish_when_a_line_is_unaccounted_for(sail):
-    f = ingest.LandedFile(Path("x"), "orders/x.csv", "c", 1, 3, None)
-    staged = sail.createDataFrame([("orders/x.csv", None), ("orders/x.csv", "bad_number: amount")], "_source_file string, reason string")
-    with pytest.raises(ingest.IngestError, match="has 3 lines but ingest produced 1 rows and 1 quarantined"):
+    f = ingest.LandedFile(Path("x"), "orders/x.csv", "c", 1, 3)
+    staged = sail.createDataFrame([("orders/x.csv", 1, None), ("orders/x.csv", 1, "bad_number: amount")],
+                                  "_source_file string, _lines long, reason string")
+    with pytest.raises(ingest.IngestError, match="has 3 data lines but ingest read 2 records spanning 2 lines"):
         ingest._audit(staged, [f], {"orders/x.csv": None})
-    assert ingest._audit(staged, [f], {"orders/x.csv": "orders/y.csv"})[0] == {"orders/x.csv": 1}  # duplicates are not audited
+    counts, _ = ingest._audit(staged, [f], {"orders/x.csv": "orders/y.csv"})  # duplicates are not audited
+    assert counts["orders/x.csv"].loaded == 1
 
 
-def test_run_keeps_lines_that_are_not_utf8(lakehouse, tmp_path):
+def test_run_quarantines_the_lines_that_are_not_in_the_declared_encoding(lakehouse, tmp_path):
     landing = tmp_path / "landing"
-    folder = landing / "orders" / BATCH.isoformat()
-    folder.mkdir(parents=True)
-    (folder / "part-00000.csv").write_bytes((ORDERS_HEADER + "\n" + GOOD_ORDER + "\n").encode() + b"O7,M\xff\xfe,,s:1,1.00,2026-11-01T10:00:00+08:00,x\n")
-    result = _ingest(lakehouse, landing, "orders")
-    assert (result["lines"], result["loaded"]) == (2, 2)
-    assert {r.member_id for r in lakehouse.read("bronze_orders").collect()} == {"M1", "M\ufffd\ufffd"}
+    _land(landing, "orders", BATCH, "part-00000.csv",
+          (ORDERS_HEADER + "\n" + GOOD_ORDER + "\n").encode() + "O7,M1,,s:1,1.00,2026-11-01T10:00:00+08:00,李明\n".encode("gbk"))
+    result = ingest.run(lakehouse.spark, lakehouse, landing, "orders", BATCH, INGESTED_AT)
+    assert (result["lines"], result["loaded"], result["quarantined"]) == (2, 1, 1)  # never U+FFFD or mojibake
+    (q,) = lakehouse.read("bronze_quarantine").collect()
+    assert q._line == 3 and q.reason == "bad_encoding: not valid utf-8: byte 0xc0 at column 43"
+    assert q.raw.endswith(",\\xc0\\xee\\xc3\\xf7")  # the bytes as they are, escaped
+    assert [r.order_id for r in lakehouse.read("bronze_orders").collect()] == ["O1"]

@@ -27,7 +27,7 @@ TABLE = "bronze_orders"
 def _orders(spark, day, ids, files=4):
     """Orders of one batch, written as `files` small files."""
     rows = [{"order_id": i, "member_id": "M1", "phone": "+8613912345678", "items": "s:1", "amount": Decimal("12.50"),
-             "paid_time": TS, "category": "shoes", "_source_file": f"orders/{day}/p.csv", "_line": n + 1,
+             "paid_time": TS, "category": "shoes", "_source": "orders", "_source_file": f"orders/{day}/p.csv", "_line": n + 1,
              "_batch_date": day, "_ingested_at": TS, "_row_hash": f"h{i}"} for n, i in enumerate(ids)]
     return contract_frame(spark, TABLE, rows).repartition(files)
 
@@ -56,7 +56,7 @@ def _delta_rows(path, version=None):
 
 
 def _files_per_partition(path):
-    return {p.name: len(list(p.glob("*.parquet"))) for p in sorted(Path(path).glob("_batch_date=*"))}
+    return {p.name: len(list(p.rglob("*.parquet"))) for p in sorted(Path(path).glob("_batch_date=*"))}
 
 
 def _current_files(path):
@@ -81,7 +81,7 @@ def test_compact_merges_small_files_per_partition_and_keeps_the_rows(orders, sai
     assert (result["files_removed"], result["files_added"], result["partitions_compacted"]) == (8, 2, 2)
     assert result["version_after"] == 5  # one commit per compacted partition
     assert {tuple(c["partition"].items()): (c["files_before"], c["files_after"]) for c in result["compacted"]} == {
-        (("_batch_date", "2026-11-01"),): (4, 1), (("_batch_date", "2026-11-02"),): (4, 1)}
+        (("_batch_date", "2026-11-01"), ("_source", "orders")): (4, 1), (("_batch_date", "2026-11-02"), ("_source", "orders")): (4, 1)}
     assert len(_current_files(path)) == 2
     assert _sail_rows(sail, path) == sail_before and _delta_rows(path) == delta_before
     assert [h["operation"] for h in maintenance.history(orders.root, TABLE, 2)] == ["OPTIMIZE", "OPTIMIZE"]
@@ -115,7 +115,8 @@ def test_compact_concurrent_write_is_reported_as_a_conflict(orders, sail, monkey
     with pytest.raises(CommitConflictError, match="concurrent write committed while compacting"):
         maintenance.compact(orders.root, TABLE)
     monkeypatch.undo()
-    assert sorted(r[0] for r in _sail_rows(sail, path) if r[9] == D2) == ["Z1", "Z2"]
+    batch = contract(TABLE).column_names.index("_batch_date")
+    assert sorted(r[0] for r in _sail_rows(sail, path) if r[batch] == D2) == ["Z1", "Z2"]
     assert maintenance.compact(orders.root, TABLE)["files_after"] == 2  # a re-run succeeds
 
 
@@ -154,8 +155,8 @@ def test_vacuum_removes_files_no_commit_added_only_after_the_retention(orders):
     # What a failed or running write leaves: a data file the log does not know (a Sail write that a
     # contract guard stops can leave some, depending on which tasks finished first).
     path = Path(orders.path(TABLE))
-    uncommitted = "_batch_date=2026-11-01/part-00009-uncommitted-c000.snappy.parquet"
-    shutil.copy(next(path.glob("_batch_date=2026-11-01/*.parquet")), path / uncommitted)
+    uncommitted = "_batch_date=2026-11-01/_source=orders/part-00009-uncommitted-c000.snappy.parquet"
+    shutil.copy(next(path.glob("_batch_date=2026-11-01/_source=orders/*.parquet")), path / uncommitted)
     assert uncommitted not in maintenance.vacuum(orders.root, TABLE, dry_run=True)["files"]  # could be in flight
     old = dt.datetime.now().timestamp() - 200 * 3600
     os.utime(path / uncommitted, (old, old))

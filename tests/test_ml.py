@@ -46,7 +46,7 @@ def world(tmp_path_factory):
         lh = Lakehouse(spark, cfg.paths.lakehouse_uri())
         for d in range(DAYS):
             day = START + dt.timedelta(days=d)
-            for ch in cfg.ingest.channels:
+            for ch in cfg.ingest_sources():
                 ingest.run(spark, lh, base / "landing", ch, day, dt.datetime(2026, 12, 1))
             standardise.run(lh, cfg.standardise, day)
             if day in SNAPSHOTS:

@@ -48,7 +48,7 @@ def world(tmp_path_factory):
     for i in range(2):
         batch = START + dt.timedelta(days=i)
         run_id = f"test_{batch}"
-        for ch in cfg.ingest.channels:
+        for ch in cfg.ingest_sources():
             tracked("ingest", batch, run_id, channel=ch)
         tracked("standardise", batch, run_id)
         for stage in ("identity", "profiles", "tags", "segments"):

@@ -31,7 +31,7 @@ def good(tmp_path_factory):
     generate(base / "landing", people=400, days=1, seed=5, start=DAY)
     cfg = CdpConfig(engine=EngineConfig(kind="local"),
                     paths=PathsConfig(landing=str(base / "landing"), lakehouse=str(base / "lh")))
-    for ch in cfg.ingest.channels:
+    for ch in cfg.ingest_sources():
         run_stage("ingest", DAY, "good", channel=ch, cfg=cfg)
     run_stage("standardise", DAY, "good", cfg=cfg)
     for stage in ("identity", "profiles", "tags", "segments"):
@@ -83,7 +83,8 @@ BAD = [
     ("gold_id_changes", lambda df: df.withColumn("change", F.lit("renamed")), "expect_column_values_to_be_in_set(change)", "renamed"),
     ("gold_id_dropped", lambda df: df.withColumn("rule", F.lit("because")), "expect_column_values_to_match_regex(rule)", "because"),
     ("ops_ingest_files", lambda df: df.withColumn("loaded", F.col("loaded") + 1).withColumn("duplicate_of", F.lit(None).cast("string")),
-     "lines_equal_loaded_plus_quarantined", "False"),
+     "records_equal_loaded_plus_quarantined", "False"),
+    ("ops_ingest_files", lambda df: df.withColumn("lines", F.col("records") - 1), "records_not_more_than_lines", "False"),
     ("bronze_quarantine", lambda df: df.withColumn("channel", F.lit("fax")), "expect_column_values_to_be_in_set(channel)", "fax"),
     ("gold_profiles", lambda df: df.withColumn("phone", F.when(F.col("phone").isNotNull(), F.lit("13912345678"))),
      "expect_column_values_to_match_regex(phone)", "13912345678"),

@@ -16,10 +16,10 @@ T2 = dt.datetime(2026, 11, 1, 10, 0)
 
 
 def _bronze(spark, channel, rows):
-    """bronze_<channel> rows from tuples of the channel's fields; lineage filled in."""
+    """bronze_<channel> rows from tuples of the channel's fields; source and lineage filled in."""
     c = contract(f"bronze_{channel}")
-    n = len(c.columns) - 5
-    full = [(*r, f"{channel}/{BATCH}/p", i + 1, BATCH, INGESTED_AT, "h") for i, r in enumerate(rows)]
+    n = len(c.columns) - 7
+    full = [(*r, None, channel, f"{channel}/{BATCH}/p", i + 1, BATCH, INGESTED_AT, "h") for i, r in enumerate(rows)]
     assert all(len(r) == n for r in rows)
     return spark.createDataFrame(full, c.schema())
 

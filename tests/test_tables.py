@@ -15,12 +15,13 @@ TS = dt.datetime(2026, 11, 1, 3, 0)
 
 
 def _orders(spark, day, ids=("O1", "O2"), amount="12.50"):
-    rows = [(i, "M1", "+8613912345678", "s:1", amount, TS, "shoes", f"orders/{day}/p.csv", n + 1, day, TS, "h")
+    rows = [(i, "M1", "+8613912345678", "s:1", amount, TS, "shoes", None, "orders", f"orders/{day}/p.csv", n + 1, day, TS, "h")
             for n, i in enumerate(ids)]
     df = spark.createDataFrame(
         rows,
         "order_id string, member_id string, phone string, items string, amount string, paid_time timestamp, "
-        "category string, _source_file string, _line long, _batch_date date, _ingested_at timestamp, _row_hash string",
+        "category string, _extra string, _source string, _source_file string, _line long, _batch_date date, "
+        "_ingested_at timestamp, _row_hash string",
     )
     return df.withColumn("amount", F.col("amount").cast("decimal(12,2)"))
 
@@ -28,7 +29,7 @@ def _orders(spark, day, ids=("O1", "O2"), amount="12.50"):
 def test_write_partition_creates_table_from_contract_readable_by_deltalake(lakehouse, sail):
     lakehouse.write_partition("bronze_orders", _orders(sail, D1), {"_batch_date": D1})
     t = DeltaTable(lakehouse.path("bronze_orders"))
-    assert t.metadata().partition_columns == ["_batch_date"]
+    assert t.metadata().partition_columns == ["_batch_date", "_source"]
     assert sorted(f.name for f in t.schema().fields) == sorted(contract("bronze_orders").column_names)
     got = t.to_pyarrow_table().to_pylist()
     assert sorted(r["order_id"] for r in got) == ["O1", "O2"]

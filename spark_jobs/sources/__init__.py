@@ -1,0 +1,1 @@
+"""Landing sources: their declarations (conf/sources.yaml), SDK presets, field expressions and readers."""
