@@ -81,6 +81,33 @@ def run_cmd(
     typer.echo(render_summary(summarise(run_id, cfg)))
 
 
+def _date(value: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        _fail(f"{option} must be a date like 2026-11-01, got {value!r}")
+
+
+@app.command("load-history")
+def load_history_cmd(
+    first: str = typer.Option(..., "--from", help="first landing day to load, yyyy-mm-dd"),
+    last: str = typer.Option(..., "--to", help="last landing day to load, yyyy-mm-dd: the batch date of the load"),
+    source: list[str] = typer.Option(None, help="source(s) of conf/sources.yaml (default: conf's ingest sources)"),
+) -> None:
+    """Load many days of landing folders as one batch (a first load of history), then run every later
+    stage once as of --to. Records keep their own dates: the marts equal those of daily loads, in one
+    run instead of one per day."""
+    from spark_jobs.pipeline import PipelineError, load_history, render_summary, summarise
+
+    cfg = _config()
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        run_id = load_history(_date(first, "--from"), _date(last, "--to"), source or None, cfg, progress=typer.echo)
+    except PipelineError as e:
+        _fail(str(e))
+    typer.echo(render_summary(summarise(run_id, cfg)))
+
+
 @app.command()
 def summary() -> None:
     """Print the latest run summary (lakehouse/_runs/latest.json)."""

@@ -220,8 +220,8 @@ _TABLES += [
             _c("city"), _c("tier"), _c("campaign"), _c("ad_platform"), _c("registered_at", "timestamp"),
             _c("updated_at", "timestamp", nullable=False), _c("_batch_date", "date", nullable=False),
         ),
-        partition_by=("_batch_date",), keys=("source", "contact_id"),
-        doc="CRM members and ad-platform leads, latest version per contact and batch",
+        partition_by=("_batch_date",), keys=("source", "contact_id", "updated_at"),
+        doc="CRM members (latest version per member and local day of update) and ad-platform leads",
     ),
     TableContract(
         "silver_identifiers",

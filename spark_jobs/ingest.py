@@ -70,17 +70,22 @@ class LandingError(ValueError):
     """A landing folder holds something ingest will not read silently past (a hidden file)."""
 
 
-def list_batch(landing: Path, source: SourceConfig, batch_date: dt.date) -> list[LandedFile]:
-    folder = landing / source.name / batch_date.isoformat()
-    if not folder.is_dir():
-        log.warning("no landing folder %s: nothing to ingest for %s on %s", folder, source.name, batch_date)
-        return []
-    # Shortest name first, so an original `part-00001.csv` is loaded before its `part-00001-resend.csv`.
-    files = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: (len(p.name), p.name))
-    hidden = [p.name for p in files if p.name.startswith((".", "_"))]
-    if hidden:  # a file nobody reads would be lost outside the accounting
-        raise LandingError(f"{folder}: hidden file(s) {hidden} (names starting with '.' or '_'); rename or remove them")
-    return [scan_file(p, landing, source) for p in files]
+def list_batch(landing: Path, source: SourceConfig, batch_date: dt.date, days: list[dt.date] | None = None) -> list[LandedFile]:
+    """The files of one batch: landing/<source>/<day>/ for the batch date, or for each of `days` (a
+    history load: many days' folders in one batch), in day order."""
+    out = []
+    for day in days or [batch_date]:
+        folder = landing / source.name / day.isoformat()
+        if not folder.is_dir():
+            log.warning("no landing folder %s: nothing to ingest for %s on %s", folder, source.name, day)
+            continue
+        # Shortest name first, so an original `part-00001.csv` is loaded before its `part-00001-resend.csv`.
+        files = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: (len(p.name), p.name))
+        hidden = [p.name for p in files if p.name.startswith((".", "_"))]
+        if hidden:  # a file nobody reads would be lost outside the accounting
+            raise LandingError(f"{folder}: hidden file(s) {hidden} (names starting with '.' or '_'); rename or remove them")
+        out += [scan_file(p, landing, source) for p in files]
+    return out
 
 
 def plan_duplicates(files: list[LandedFile], loaded_elsewhere: dict[str, str]) -> dict[str, str | None]:
@@ -285,12 +290,14 @@ def _source_of(source: str | SourceConfig, sources: SourcesConfig | None) -> Sou
 
 
 def run(spark: SparkSession, lh: Lakehouse, landing: Path, source: str | SourceConfig, batch_date: dt.date,
-        ingested_at: dt.datetime, sources: SourcesConfig | None = None, timezone: str = DEFAULT_TIMEZONE) -> dict:
-    """Load one source-day into bronze; return its accounting (also written to ops_ingest_files).
+        ingested_at: dt.datetime, sources: SourcesConfig | None = None, timezone: str = DEFAULT_TIMEZONE,
+        days: list[dt.date] | None = None) -> dict:
+    """Load one source-day into bronze (or, with `days`, those days' folders as one batch dated
+    `batch_date`: a history load); return its accounting (also written to ops_ingest_files).
     Write-audit-publish: records are parsed once and staged, every line is accounted for, then the
     source's partitions of bronze, quarantine and ops_ingest_files are replaced for the batch."""
     src = _source_of(source, sources)
-    files = list_batch(landing, src, batch_date)
+    files = list_batch(landing, src, batch_date, days)
     plan = plan_duplicates(files, _loaded_checksums(lh, src.name, batch_date))
     to_read = [f for f in files if plan[f.rel] is None and f.lines > 0]
     bronze_table = bronze_name(src.model)

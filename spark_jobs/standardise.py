@@ -77,10 +77,14 @@ def build_orders(orders: DataFrame, pos: DataFrame, cfg: StandardiseConfig, batc
 
 
 def build_contacts(crm: DataFrame, leads: DataFrame, cfg: StandardiseConfig, batch_date: dt.date) -> DataFrame:
-    """silver_contacts: the latest CRM version of each member and each ad lead, canonical phone/email."""
+    """silver_contacts: the latest CRM version of each member per local day of its update, and each ad
+    lead, canonical phone/email. (Per day, not per batch: a history load holding many days keeps the
+    versions that daily loads would, so the profiles built from them are the same.)"""
     null = F.lit(None).cast("string")
+    day = _local_date(F.col("updated_at"), cfg.timezone).alias("__day")
     members = (
-        _pick_per_key(crm, ["member_id"], [F.col(c).desc() for c in ("updated_at", "_source_file", "_line")])
+        _pick_per_key(crm.withColumn("__day", day), ["member_id", "__day"],
+                      [F.col(c).desc() for c in ("updated_at", "_source_file", "_line")])
         .select(
             F.col("member_id").alias("contact_id"), F.lit("crm").alias("source"), "member_id", "name",
             F.col("phone").alias("phone_raw"), email_col(F.col("email")).alias("email"), "login_id", "unionid",
@@ -103,7 +107,8 @@ def build_contacts(crm: DataFrame, leads: DataFrame, cfg: StandardiseConfig, bat
     )
 
 
-# The identifier columns each source's records carry (the column names are the id types).
+# The identifier columns each silver record kind carries (the column names are the id types), when
+# no source declarations are given: what conf/sources.yaml's built-in channels declare.
 SOURCE_ID_COLUMNS: dict[str, tuple[str, ...]] = {
     "app_events": ("device_id", "login_id", "phone", "unionid"),
     "wechat": ("openid", "unionid", "phone"),
@@ -112,6 +117,27 @@ SOURCE_ID_COLUMNS: dict[str, tuple[str, ...]] = {
     "crm": ("member_id", "phone", "email", "login_id", "unionid"),
     "ad_leads": ("member_id", "phone", "email", "login_id", "unionid"),
 }
+# Which silver identifier set a model's records join (orders and POS share silver_orders, CRM members
+# and leads silver_contacts), and the silver column of a model field where the names differ.
+_ID_SET_OF_MODEL = {"app_events": "app_events", "wechat": "wechat", "orders": "orders", "pos": "orders",
+                    "crm": "crm", "ad_leads": "crm"}
+_SILVER_COLUMN = {("pos", "member_phone"): "phone"}
+
+
+def declared_id_columns(sources) -> dict[str, tuple[str, ...]]:
+    """The identifier columns of each silver record kind, from the identity semantics the sources
+    declare (conf/sources.yaml `identifiers`): One-ID links exactly the fields some source of the model
+    declares, with their id types. Orders and POS share one set, as do CRM members and leads."""
+    sets: dict[str, dict[str, None]] = {k: {} for k in ("app_events", "wechat", "orders", "crm")}
+    for src in sources.sources.values():
+        for field, decl in src.identifier_fields().items():
+            column = _SILVER_COLUMN.get((src.model, field), field)
+            if column != decl.type:
+                raise ValueError(f"source {src.name}: field {field} is declared a {decl.type} identifier, but its "
+                                 f"silver column is {column!r}; identifiers are stored under their type's name")
+            sets[_ID_SET_OF_MODEL[src.model]].setdefault(column, None)
+    out = {k: tuple(v) for k, v in sets.items()}
+    return {**out, "pos": out["orders"], "ad_leads": out["crm"]}
 
 
 def id_tokens(id_columns: tuple[str, ...]) -> Column:
@@ -133,10 +159,12 @@ def _id_set(source: Column, ref: Column, ts: Column, id_columns: tuple[str, ...]
     ]
 
 
-def build_identifier_sets(events: DataFrame, orders: DataFrame, contacts: DataFrame) -> DataFrame:
+def build_identifier_sets(events: DataFrame, orders: DataFrame, contacts: DataFrame,
+                          id_columns: dict[str, tuple[str, ...]] | None = None) -> DataFrame:
     """One row per distinct set of canonical identifiers seen together on records of one source:
-    source, link_id, ids (sorted `type\x01value` tokens), records, first/last seen, one record_ref."""
-    ids = SOURCE_ID_COLUMNS
+    source, link_id, ids (sorted `type\x01value` tokens), records, first/last seen, one record_ref.
+    `id_columns`: the identifier columns per record kind (declared_id_columns of the sources)."""
+    ids = id_columns or SOURCE_ID_COLUMNS
     app = events.where(F.col("channel") == "app").select(
         *_id_set(F.lit("app_events"), F.col("event_id"), F.col("event_time"), ids["app_events"])
     )
@@ -185,7 +213,7 @@ def build_id_links(sets: DataFrame, batch_date: dt.date) -> DataFrame:
     )
 
 
-def run(lh: Lakehouse, cfg: StandardiseConfig, batch_date: dt.date) -> dict:
+def run(lh: Lakehouse, cfg: StandardiseConfig, batch_date: dt.date, id_columns: dict[str, tuple[str, ...]] | None = None) -> dict:
     """Standardise one batch date; returns rows written per silver table."""
     part = {"_batch_date": batch_date}
     # A channel never ingested reads as empty: standardise still publishes every silver table.
@@ -196,7 +224,7 @@ def run(lh: Lakehouse, cfg: StandardiseConfig, batch_date: dt.date) -> dict:
     lh.write_partition("silver_orders", build_orders(b["orders"], b["pos"], cfg, batch_date), part)
     stage_key = f"standardise/{batch_date.isoformat()}"
     sets = lh.stage(stage_key, build_identifier_sets(
-        lh.read("silver_events", part), lh.read("silver_orders", part), lh.read("silver_contacts", part)
+        lh.read("silver_events", part), lh.read("silver_orders", part), lh.read("silver_contacts", part), id_columns
     ))
     lh.write_partition("silver_identifiers", build_identifiers(sets, batch_date), part)
     lh.write_partition("silver_id_links", build_id_links(sets, batch_date), part)

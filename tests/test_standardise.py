@@ -3,6 +3,7 @@
 import datetime as dt
 from decimal import Decimal
 
+import pytest
 from pyspark.sql import functions as F
 
 from spark_jobs import standardise
@@ -114,3 +115,20 @@ def test_run_publishes_every_silver_table_from_bronze(lakehouse, sail):
     assert again == counts
     phones = lakehouse.read("silver_identifiers").where(F.col("id_type") == "phone").collect()
     assert [r.id_value for r in phones] == ["+8613912345678"]
+
+
+def test_declared_id_columns_follow_the_sources_identity_semantics():
+    from spark_jobs.config import load_config
+    from spark_jobs.sources.config import SourcesConfig
+
+    sources = load_config(env={}).sources
+    declared = standardise.declared_id_columns(sources)
+    assert {k: set(v) for k, v in declared.items()} == {k: set(v) for k, v in standardise.SOURCE_ID_COLUMNS.items()}
+    # A source that declares no device_id identifier: One-ID does not link device ids of that model.
+    only = SourcesConfig.model_validate({"sources": {"app_events": {"format": "jsonl", "identifiers": {
+        "login_id": {"type": "login_id", "strength": "verified"}}}}})
+    assert standardise.declared_id_columns(only)["app_events"] == ("login_id",)
+    wrong = SourcesConfig.model_validate({"sources": {"orders": {"format": "csv", "identifiers": {
+        "phone": {"type": "email", "strength": "contact"}}}}})
+    with pytest.raises(ValueError, match="declared a email identifier"):
+        standardise.declared_id_columns(wrong)
