@@ -228,3 +228,17 @@ def test_a_critical_failure_fails_the_airflow_task_and_publishes_nothing(tmp_pat
     summary = json.loads((lh / "_runs" / "latest.json").read_text())  # the summary still runs
     assert summary["quality"]["failed"]["critical"] == 1
     assert summary["quality"]["failures"][0]["table_name"] == "silver_orders"
+
+
+def test_a_daily_delivery_mostly_off_its_day_stops_the_write_but_a_history_load_only_warns(good, sail):
+    from spark_jobs.pipeline import history_config
+
+    cfg, _ = good
+    part = {"_batch_date": DAY, "_source": "orders"}
+    lh, gate = _gate(sail, cfg, "window-daily")
+    late = lh.read("bronze_orders", part).withColumn("paid_time", F.col("paid_time") - F.expr("INTERVAL 3 DAYS"))
+    with pytest.raises(QualityGateError, match=r"mostly_in_batch_window\(paid_time\)"):
+        gate.check("bronze_orders", late, part)
+    history = QualityGate(lh, history_config(cfg), "window-history", DAY)
+    failed = {r["expectation"]: r["level"] for r in history.check("bronze_orders", late, part) if not r["success"]}
+    assert failed == {"in_batch_window(paid_time)": "warning", "freshness(paid_time)": "warning"}
