@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def _parse(spark, tmp_path, source: SourceConfig, data: str | bytes, name="f"):
 
 
 def _source(**kw) -> SourceConfig:
-    return SourceConfig.model_validate({"name": "s", **kw})
+    return SourceConfig.model_validate({"name": "s"} | kw)
 
 
 def test_parse_records_quarantines_each_corrupt_csv_kind(spark, tmp_path):
@@ -283,3 +284,24 @@ def test_run_quarantines_the_lines_that_are_not_in_the_declared_encoding(lakehou
     assert q._line == 3 and q.reason == "bad_encoding: not valid utf-8: byte 0xc0 at column 43"
     assert q.raw.endswith(",\\xc0\\xee\\xc3\\xf7")  # the bytes as they are, escaped
     assert [r.order_id for r in lakehouse.read("bronze_orders").collect()] == ["O1"]
+
+
+def test_run_reads_a_parquet_source_by_column_name_with_typed_values(lakehouse, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    landing = tmp_path / "landing"
+    folder = landing / "pos_parquet" / BATCH.isoformat()
+    folder.mkdir(parents=True)
+    t = pa.table({
+        "store_id": ["S1", "S2"], "txn_id": ["T1", "T2"], "amount": pa.array([Decimal("12.50"), Decimal("3.00")], pa.decimal128(12, 2)),
+        "txn_time": pa.array([dt.datetime(2026, 11, 1, 1, 15, 2, 123000, tzinfo=dt.UTC)] * 2, pa.timestamp("us", tz="UTC")),
+        "cashier": ["c1", None],
+    })
+    pq.write_table(t, folder / "part-00000.parquet")
+    src = _source(name="pos_parquet", model="pos", format="parquet", fields={"txn_time": {"formats": ["iso"]}})
+    result = ingest.run(lakehouse.spark, lakehouse, landing, src, BATCH, INGESTED_AT)
+    assert (result["records"], result["loaded"], result["quarantined"]) == (2, 2, 0)
+    rows = {r.txn_id: r for r in lakehouse.read("bronze_pos").collect()}
+    assert (str(rows["T1"].amount), rows["T1"].txn_time, rows["T1"].store_id) == ("12.50", INSTANT, "S1")
+    assert json.loads(rows["T1"]._extra) == {"cashier": "c1"} and rows["T2"]._extra is None

@@ -129,3 +129,10 @@ def test_read_file_quarantines_every_line_of_a_file_in_another_encoding(tmp_path
 def test_read_file_whole_file_bad_header_is_quarantined_line_by_line(tmp_path):
     got, lines = _records(tmp_path, _leads(), b"lead_id,phone,phone\nL1,1,2\n")
     assert lines == 1 and [r["reason"] for r in got] == ["bad_header: repeated column(s) ['phone']"]
+
+
+def test_read_file_honours_a_backslash_escape_and_a_header_less_layout(tmp_path):
+    src = _leads(csv={"delimiter": ";", "escape": "\\", "header": False, "columns": ["lead_id", "phone", "campaign"]})
+    got, lines = _records(tmp_path, src, b'L1;139;"a \\"big\\" sale; today"\nL2;138;x\\;y\n')
+    assert lines == 2 and [(r["_line"], r["campaign"], r["reason"]) for r in got] == [
+        (1, 'a "big" sale; today', None), (2, "x;y", None)]

@@ -208,9 +208,11 @@ def as_text(v) -> str | None:
         return "true" if v else "false"
     if isinstance(v, int | float):
         return orjson.dumps(v).decode()
-    if hasattr(v, "isoformat"):
+    if hasattr(v, "isoformat"):  # Parquet dates and timestamps: ISO-8601, with the offset when it has one
         return v.isoformat()
-    return orjson.dumps(v, default=str).decode()
+    if isinstance(v, dict | list | tuple):
+        return orjson.dumps(v, default=str).decode()
+    return str(v)  # Decimal and other scalars: their exact text
 
 
 def _clean(text: str | None, identifier: bool) -> str | None:
