@@ -8,6 +8,8 @@ PEOPLE ?= 20000
 DAYS   ?= 3
 SEED   ?= 42
 START  ?= 2026-11-01
+# cdp generate --format: real (the channels as real systems export them, conf/sources.yaml) | default
+FORMAT ?= real
 
 export AIRFLOW_HOME := $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
@@ -35,7 +37,7 @@ $(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed
 # Each batch date D runs as `airflow dags test cdp_daily D+1`: a run's logical date is the end of its
 # data interval (standard Airflow), and the DAG processes the interval's start date.
 demo: install $(AIRFLOW_HOME)/airflow.db
-	$(BIN)/cdp generate --people $(PEOPLE) --days $(DAYS) --seed $(SEED) --start $(START)
+	$(BIN)/cdp generate --people $(PEOPLE) --days $(DAYS) --seed $(SEED) --start $(START) --format $(FORMAT)
 	@set -e; for d in $$($(BIN)/python -m spark_jobs.dates $(START) $(DAYS) --logical); do \
 	  echo "== airflow dags test cdp_daily $$d"; \
 	  $(BIN)/airflow dags test cdp_daily $$d > $(AIRFLOW_HOME)/dags-test-$$d.log 2>&1 \

@@ -32,6 +32,8 @@ def generate(
     seed: int = typer.Option(None, help="random seed: the same seed writes the same files"),
     start: str = typer.Option(None, help="first batch date, yyyy-mm-dd"),
     landing: Path = typer.Option(None, help="landing folder (default: conf paths.landing)"),
+    format: str = typer.Option("default", "--format", help="default: the channels of docs/channels.md; "
+                               "real: the same records as real systems export them (conf/sources.yaml)"),
 ) -> None:
     """Write realistic raw channel dumps with ground truth to landing/."""
     from rich.console import Console
@@ -50,7 +52,7 @@ def generate(
     try:
         manifest = run_generate(
             out, people=people or g.people, days=days or g.days, seed=g.seed if seed is None else seed,
-            start=start_date, progress=lambda msg: console.log(msg),
+            start=start_date, progress=lambda msg: console.log(msg), format=format,
         )
     except GenerateError as e:
         _fail(str(e))

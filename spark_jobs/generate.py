@@ -1,14 +1,17 @@
-"""Synthetic channel dumps: writes landing/<channel>/<yyyy-mm-dd>/part-*.jsonl|csv and landing/_truth/ (reads nothing)."""
+"""Synthetic channel dumps: writes landing/<channel or source>/<yyyy-mm-dd>/part-*.jsonl|csv and landing/_truth/ (reads nothing)."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
+import json
 import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -25,6 +28,7 @@ __all__ = [
     "CORRUPT_KINDS",
     "CSV_HEADERS",
     "EXTENSIONS",
+    "FORMATS",
     "JUNK_IDENTIFIERS",
     "MAX_LINES_PER_FILE",
     "ChannelStats",
@@ -33,6 +37,8 @@ __all__ = [
     "GenerateError",
     "Manifest",
     "NoiseRates",
+    "OutputFormat",
+    "SOURCES",
     "generate",
 ]
 
@@ -41,6 +47,8 @@ EXTENSIONS: dict[str, str] = dict(CHANNEL_FORMAT)
 CSV_HEADERS: dict[str, tuple[str, ...]] = {
     ch: tuple(c.name for c in fields) for ch, fields in CHANNEL_FIELDS.items() if CHANNEL_FORMAT[ch] == "csv"
 }
+OutputFormat = Literal["default", "real"]  # docs/channels.md, or the sources' own exports
+FORMATS: tuple[str, ...] = get_args(OutputFormat)
 CorruptKind = Literal["truncated_json", "wrong_column_count", "bad_timestamp", "non_numeric_amount"]
 _KIND_NAMES: tuple[str, ...] = ("truncated_json", "wrong_column_count", "bad_timestamp",
                                 "non_numeric_amount")
@@ -166,13 +174,23 @@ class NoiseRates(BaseModel):
     clerk_phone: Rate = 0.03  # POS txns where the clerk typed their own phone
     corrupt_line: Rate = 0.001  # records written unparseable/invalid
     duplicate_file: bool = True  # deliver one file a second time under another name
+    # Only in the real-world exports (`format="real"`), of crm_excel:
+    fullwidth_email: Rate = 0.02  # e-mails typed with a full-width at sign `＠`
+    fullwidth_phone: Rate = 0.02  # phones typed in full-width digits `１３９...`
+    crm_remark: Rate = 0.05  # rows with a free-text 备注 (commas, quotes, sometimes a line break)
 
 
 class FileStats(BaseModel):
-    """One written file: path relative to the landing root, data lines, corrupt lines by kind."""
+    """One written file: path relative to the landing root, data lines, records, corrupt ones by kind.
+
+    `lines` are physical data lines (headers excluded); `records` are the rows a reader of the file's
+    format yields: one per JSON line (both halves of a split record), one per CSV record (a quoted
+    field with a line break makes one record of two lines). `corrupt_lines` counts such rows.
+    """
 
     path: str
     lines: int
+    records: int
     corrupt_lines: dict[CorruptKind, int]
 
 
@@ -188,6 +206,7 @@ class ChannelStats(BaseModel):
 
     files: int = 0
     lines: int = 0
+    records: int = 0
     corrupt_lines: dict[CorruptKind, int] = Field(default_factory=dict)
     duplicate_files: list[DuplicateFile] = Field(default_factory=list)
     per_file: list[FileStats] = Field(default_factory=list)
@@ -201,9 +220,10 @@ class Manifest(BaseModel):
     days: int
     start: dt.date
     end: dt.date
+    format: OutputFormat = "default"
     noise: NoiseRates
     total_lines: int  # data lines over all channels, the duplicate file included
-    channels: dict[str, ChannelStats]
+    channels: dict[str, ChannelStats]  # by channel, or by source with format "real"
     identities: dict[str, int]  # identities.csv rows by kind
 
 
@@ -623,9 +643,10 @@ def _spoil_amounts(rng: np.random.Generator, amount: pa.Array, corrupt: np.ndarr
         return amount
     sub = amount.filter(pa.array(mask))
     k = len(sub)
+    # Never a currency sign: `¥12.34` is a readable amount where a source declares the symbol.
     bad = pc.choose(pa.array(rng.integers(0, 4, k), pa.int8()),
                     _cat(sub, ".", _int_strings(rng.integers(1, 10, k))),  # 12.34.5
-                    pa.array(["abc"] * k), _cat("¥", sub), pa.array(["--"] * k))
+                    pa.array(["abc"] * k), pc.replace_substring(sub, ".", ".."), pa.array(["--"] * k))
     return pc.replace_with_mask(amount, pa.array(mask), bad)
 
 
@@ -988,6 +1009,28 @@ _BUILDERS = {
 _ID_COLUMNS = {"crm": {0, 2, 3, 4, 5}, "orders": {1, 2}, "pos": {2}, "ad_leads": {1}}
 
 
+_SPLIT_SHARE = 0.5  # of truncated JSON records: split in two lines rather than cut short
+
+
+def _misalign(cols: list[str], id_columns: set[int] | frozenset[int], u: float, v: float) -> list[str]:
+    """Drop one non-identifier field (never the first), or repeat one field."""
+    cols = list(cols)
+    if v < 0.5:
+        droppable = [i for i in range(1, len(cols)) if i not in id_columns]
+        del cols[droppable[int(u * len(droppable))]]
+    else:
+        at = 1 + int(u * (len(cols) - 1))
+        cols.insert(at, cols[at - 1])
+    return cols
+
+
+def _corrupt_counts(channel: str, corrupt: np.ndarray, split: int) -> dict[str, int]:
+    """Corrupt rows by kind; each split record adds one more truncated row."""
+    counts = np.bincount(corrupt[corrupt >= 0], minlength=len(_KIND_NAMES))
+    counts[_TRUNCATED] += split
+    return {k: int(counts[_KIND_NAMES.index(k)]) for k in CORRUPT_KINDS[channel]}
+
+
 def _break_lines(channel: str, lines: pa.Array, corrupt: np.ndarray,
                  aux: np.ndarray) -> tuple[pa.Array, int]:
     """Truncate/split JSON records after their identifiers, or drop/repeat a CSV column.
@@ -1004,18 +1047,11 @@ def _break_lines(channel: str, lines: pa.Array, corrupt: np.ndarray,
         if kind == _TRUNCATED:
             keep = text.index(',"event_name"')
             cut = keep + int(u * (len(text) - 1 - keep))
-            split = v < 0.5  # the writer died mid-record, or a raw newline split it in two
+            split = v < _SPLIT_SHARE  # the writer died mid-record, or a raw newline split it in two
             extra += split
             broken.append(text[:cut] + "\n" + text[cut:] + "\n" if split else text[:cut] + "\n")
         else:
-            cols = text.split(",")
-            if v < 0.5:
-                droppable = [i for i in range(1, len(cols)) if i not in _ID_COLUMNS[channel]]
-                del cols[droppable[int(u * len(droppable))]]
-            else:
-                at = 1 + int(u * (len(cols) - 1))
-                cols.insert(at, cols[at - 1])
-            broken.append(",".join(cols) + "\n")
+            broken.append(",".join(_misalign(text.split(","), _ID_COLUMNS[channel], u, v)) + "\n")
     mask = np.zeros(len(lines), bool)
     mask[idx] = True
     return pc.replace_with_mask(lines, pa.array(mask), pa.array(broken, pa.string())), extra
@@ -1045,37 +1081,37 @@ def _write_batch(landing: Path, channel: str, day: dt.date, batch: _Batch) -> li
         lines, extra = _break_lines(channel, batch.lines(a, b), corrupt, batch.aux[a:b])
         path = folder / f"part-{part:05d}.{ext}"
         _write_lines(path, header, lines)
-        counts = np.bincount(corrupt[corrupt >= 0], minlength=len(_KIND_NAMES))
-        counts[_TRUNCATED] += extra
         stats.append(FileStats(
-            path=path.relative_to(landing).as_posix(), lines=b - a + extra,
-            corrupt_lines={k: int(counts[_KIND_NAMES.index(k)]) for k in CORRUPT_KINDS[channel]}))
+            path=path.relative_to(landing).as_posix(), lines=b - a + extra, records=b - a + extra,
+            corrupt_lines=_corrupt_counts(channel, corrupt, extra)))
     return stats
 
 
-def _write_duplicate(landing: Path, start: dt.date, days: int, seed: int,
-                     channels: dict[str, ChannelStats]) -> None:
-    """Copy one file byte-for-byte to `part-NNNNN-resend.<ext>` on a later day (same if days=1)."""
+def _pick_duplicate(start: dt.date, days: int, seed: int,
+                    per_file: dict[str, list[FileStats]]) -> tuple[str, FileStats, dt.date]:
+    """The channel file delivered twice, and the later day (the same if days=1) it lands again."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 100, 0]))
 
     def day_of(f: FileStats) -> int:
         return (dt.date.fromisoformat(f.path.split("/")[1]) - start).days
 
-    files = [(ch, f) for ch in CHANNELS for f in channels[ch].per_file
-             if days == 1 or day_of(f) < days - 1]
+    files = [(ch, f) for ch in CHANNELS for f in per_file[ch] if days == 1 or day_of(f) < days - 1]
     files = [(ch, f) for ch, f in files if f.lines] or files
     channel, original = files[int(rng.integers(len(files)))]
     d = day_of(original)
-    target_day = start + dt.timedelta(days=d if days == 1 else int(rng.integers(d + 1, days)))
-    stem, ext = original.path.rsplit("/", 1)[1].rsplit(".", 1)
-    target = landing / channel / target_day.isoformat() / f"{stem}-resend.{ext}"
+    return channel, original, start + dt.timedelta(days=d if days == 1 else int(rng.integers(d + 1, days)))
+
+
+def _write_duplicate(landing: Path, stats: ChannelStats, original: FileStats, day: dt.date) -> None:
+    """Copy a file byte-for-byte to `part-NNNNN-resend.<ext>` in the folder of `day`."""
+    folder, name = original.path.split("/")[0], original.path.rsplit("/", 1)[1]
+    stem, ext = name.rsplit(".", 1)
+    target = landing / folder / day.isoformat() / f"{stem}-resend.{ext}"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(landing / original.path, target)
-    copy = FileStats(path=target.relative_to(landing).as_posix(), lines=original.lines,
-                     corrupt_lines=dict(original.corrupt_lines))
-    channels[channel].per_file.append(copy)
-    channels[channel].duplicate_files.append(
-        DuplicateFile(original=original.path, duplicate=copy.path))
+    copy = original.model_copy(update={"path": target.relative_to(landing).as_posix()}, deep=True)
+    stats.per_file.append(copy)
+    stats.duplicate_files.append(DuplicateFile(original=original.path, duplicate=copy.path))
 
 
 def _write_truth(landing: Path, w: _World, seen: _Seen) -> dict[str, int]:
@@ -1124,11 +1160,270 @@ def _write_truth(landing: Path, w: _World, seen: _Seen) -> dict[str, int]:
     return counts
 
 
+# ---------------------------------------------------------------- real-world exports (format "real")
+
+# The sources of conf/sources.yaml that format "real" writes: source -> the channel it carries.
+SOURCES: dict[str, str] = {
+    "sensors_app": "app_events", "segment_web": "app_events", "wechat_export": "wechat",
+    "crm_excel": "crm", "shop_orders": "orders", "pos_export": "pos", "leads_export": "ad_leads",
+}
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MS = dt.timedelta(milliseconds=1)
+_SENSORS_EVENTS = {"app_start": "$AppStart", "page_view": "$AppViewScreen"}
+_SENSORS_LIB = {"ios": ("iOS", "4.5.2"), "android": ("Android", "6.8.0")}  # $os and $lib, $lib_version
+_SENSORS_SERVER_LIB = ("python", "3.6.4")  # rows without $os were imported by the server-side SDK
+_APP_VERSION = "3.2.1"
+_WECHAT_SCENES = (1001, 1007, 1011, 1035, 1089)  # search, shared card, QR code, OA menu, recent list
+_CRM_GENDER = {"M": "男", "F": "女", "": ""}
+_CRM_TIER = {"normal": "普通", "silver": "银卡", "gold": "金卡", "platinum": "白金"}
+_CRM_REMARKS = ('VIP客户, 喜欢"新品"\n电话回访', "老客户，偏好门店自提", "投诉过物流, 已补偿优惠券",
+                '会员日"满减"活动参与者', "生日当月赠礼", "勿电话打扰\n只接受短信")
+_SHOP_NAMES = ("官方旗舰店", "天猫旗舰店", "京东自营店", "抖音小店")
+_FULLWIDTH_DIGITS = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
+def _epoch_ms(ts: str) -> int:
+    return (dt.datetime.fromisoformat(ts) - _EPOCH) // _MS
+
+
+def _utc_iso(ms: int) -> str:
+    """`2026-11-01T01:15:02.123Z`."""
+    return f"{_EPOCH + ms * _MS:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+
+
+def _local_naive(ts: str) -> str:
+    """`yyyy-MM-dd HH:mm:ss.SSS`: the wall clock of a generated `...+08:00` timestamp."""
+    return f"{ts[:10]} {ts[11:23]}"
+
+
+def _thousands(amount: str) -> str:
+    """`1299.00` -> `1,299.00`."""
+    whole, cents = amount.split(".")
+    return f"{int(whole):,}.{cents}"
+
+
+def _numeric_amount(props: dict) -> dict:
+    """SDKs send numbers as JSON numbers: `"amount":"129.90"` -> `"amount":129.9`."""
+    return {k: float(v) if k == "amount" else v for k, v in props.items()}
+
+
+def _sensors(rec: dict, kind: int, draw: np.ndarray, noise: NoiseRates) -> dict:
+    """A Sensors Analytics track event."""
+    device, login, platform = rec["device_id"], rec.get("login_id"), rec.get("platform")
+    track_id = int(rec["event_id"].replace("-", "")[:8], 16) & 0x7FFFFFFF or 1
+    identities = {key: rec[f] for key, f in (("$identity_login_id", "login_id"), ("$identity_mobile", "phone"),
+                                             ("$identity_mp_unionid", "unionid")) if rec.get(f) is not None}
+    if platform in _SENSORS_LIB:
+        lib, version = _SENSORS_LIB[platform]
+        properties = {"$os": lib, "$lib": lib}
+    else:
+        lib, version = _SENSORS_SERVER_LIB
+        properties = {"$lib": lib}
+    properties |= {"$device_id": device, "$is_login_id": login is not None, "$app_version": _APP_VERSION}
+    properties |= _numeric_amount(rec["props"])
+    return {
+        "_track_id": track_id,
+        "time": rec["event_time"] if kind == _BAD_TIMESTAMP else _epoch_ms(rec["event_time"]),
+        "type": "track", "distinct_id": device if login is None else login, "anonymous_id": device,
+        "event": _SENSORS_EVENTS.get(rec["event_name"], rec["event_name"]), "identities": identities,
+        "lib": {"$lib": lib, "$lib_version": version}, "properties": properties,
+    }
+
+
+def _segment(rec: dict, kind: int, draw: np.ndarray, noise: NoiseRates) -> dict:
+    """A Segment spec page (page views) or track call, as analytics.js sends it."""
+    props = rec["props"]
+    out = {"messageId": rec["event_id"], "type": "page" if rec["event_name"] == "page_view" else "track",
+           "anonymousId": rec["device_id"], "userId": rec.get("login_id")}
+    if out["type"] == "track":
+        out["event"] = rec["event_name"]
+    elif "page" in props:
+        out["name"] = props["page"]
+    if kind == _BAD_TIMESTAMP:
+        out["timestamp"] = rec["event_time"]
+    else:
+        ms = _epoch_ms(rec["event_time"])
+        sent = ms + 5 + int(draw[0] * 200)
+        out |= {"timestamp": _utc_iso(ms), "sentAt": _utc_iso(sent),
+                "receivedAt": _utc_iso(sent + 20 + int(draw[1] * 300))}
+    context: dict = {"library": {"name": "analytics.js", "version": "4.1.0"}}
+    traits = {k: rec[k] for k in ("phone", "unionid") if rec.get(k) is not None}
+    if traits:
+        context["traits"] = traits
+    context["page"] = {"path": "/" + props.get("page", "")}
+    return out | {"context": context, "properties": _numeric_amount(props)}
+
+
+def _wechat_export(rec: dict, kind: int, draw: np.ndarray, noise: NoiseRates) -> dict:
+    """The mini-program backend's log line: its own key order, naive local time, SDK keys."""
+    time = rec["event_time"] if kind == _BAD_TIMESTAMP else _local_naive(rec["event_time"])
+    out = {"event_time": time, "appid": rec["appid"], "openid": rec["openid"]}
+    out |= {k: rec[k] for k in ("unionid", "phone") if k in rec}
+    return out | {"event_name": rec["event_name"], "event_id": rec["event_id"], "sdk_ver": "2.31.0",
+                  "scene": _WECHAT_SCENES[int(draw[0] * len(_WECHAT_SCENES))], "props": rec["props"]}
+
+
+def _crm_excel(row: dict, kind: int, draw: np.ndarray, noise: NoiseRates) -> list[str]:
+    phone, email = row["phone"], row["email"]
+    if phone and draw[0] < noise.fullwidth_phone:
+        phone = phone.translate(_FULLWIDTH_DIGITS)
+    if email and draw[1] < noise.fullwidth_email:
+        email = email.replace("@", "＠")
+    remark = _CRM_REMARKS[int(draw[3] * len(_CRM_REMARKS))] if draw[2] < noise.crm_remark else ""
+    updated = row["updated_at"] if kind == _BAD_TIMESTAMP else _local_naive(row["updated_at"])
+    return [row["member_id"], row["name"], _CRM_GENDER[row["gender"]], row["birthday"].replace("-", "/"),
+            phone, email, row["city"], _CRM_TIER[row["tier"]], row["login_id"], row["unionid"],
+            _local_naive(row["registered_at"]) if row["registered_at"] else "", updated, remark]
+
+
+def _shop_orders(row: dict, kind: int, draw: np.ndarray, noise: NoiseRates) -> list[str]:
+    paid = row["paid_time"] if kind == _BAD_TIMESTAMP else _utc_iso(_epoch_ms(row["paid_time"]))
+    amount = row["amount"] if kind == _BAD_AMOUNT else _thousands(row["amount"])
+    return [row["order_id"], paid, row["member_id"], row["phone"], amount, row["items"], row["category"],
+            _SHOP_NAMES[int(draw[0] * len(_SHOP_NAMES))]]
+
+
+def _pos_export(row: dict, kind: int, draw: np.ndarray, noise: NoiseRates) -> list[str]:
+    txn_time = row["txn_time"] if kind == _BAD_TIMESTAMP else str(_epoch_ms(row["txn_time"]))
+    amount = row["amount"] if kind == _BAD_AMOUNT else "¥" + _thousands(row["amount"])
+    return [row["txn_id"], row["store_id"], row["member_phone"], amount, txn_time]
+
+
+def _leads_export(row: dict, kind: int, draw: np.ndarray, noise: NoiseRates) -> list[str]:
+    created = row["created_at"] if kind == _BAD_TIMESTAMP else str(_epoch_ms(row["created_at"]))
+    return [row["lead_id"], created, row["phone"], row["campaign"], row["ad_platform"], row["booking_store"]]
+
+
+@dataclass(frozen=True)
+class _Export:
+    """How one source writes a record: JSON lines, or CSV with its system's conventions."""
+
+    convert: Callable[[dict, int, np.ndarray, NoiseRates], dict | list[str]]
+    keep_before: str = ""  # JSON: a truncated record keeps its identifiers, which come before this
+    encoding: str = "utf-8"
+    bom: str = ""
+    delimiter: str = ","
+    newline: str = "\n"
+    quoting: int = csv.QUOTE_MINIMAL
+    header: tuple[str, ...] = ()
+    id_columns: frozenset[int] = frozenset()  # CSV: fields a wrong-column-count row never loses
+
+    @property
+    def is_json(self) -> bool:
+        return bool(self.keep_before)
+
+
+_EXPORTS: dict[str, _Export] = {
+    "sensors_app": _Export(_sensors, keep_before=',"lib":{'),
+    "segment_web": _Export(_segment, keep_before=',"page":{"path":'),
+    "wechat_export": _Export(_wechat_export, keep_before=',"event_name":'),
+    "crm_excel": _Export(
+        _crm_excel, encoding="gb18030", newline="\r\n",
+        header=("会员编号", "姓名", "性别", "生日", "手机号", "邮箱", "城市", "会员等级", "APP账号",
+                "微信UnionID", "注册时间", "更新时间", "备注"),
+        id_columns=frozenset({0, 4, 5, 8, 9})),
+    "shop_orders": _Export(
+        _shop_orders, bom="\ufeff", newline="\r\n", quoting=csv.QUOTE_ALL,
+        header=("order_id", "pay_time", "member_id", "phone", "order_amount", "items", "category",
+                "shop_name"),
+        id_columns=frozenset({0, 2, 3})),
+    # Python's "utf-16" writes the platform's byte order; Excel's "Unicode text" is little-endian.
+    "pos_export": _Export(
+        _pos_export, encoding="utf-16-le", bom="\ufeff", delimiter="\t", newline="\r\n",
+        header=("txn_id", "store_id", "member_phone", "amount", "txn_time"), id_columns=frozenset({2})),
+    "leads_export": _Export(_leads_export, delimiter=";", id_columns=frozenset({2})),
+}
+
+
+def _source_of(channel: str, rec: dict) -> str:
+    if channel == "app_events":
+        return "segment_web" if rec.get("platform") == "web" else "sensors_app"
+    return next(s for s, ch in SOURCES.items() if ch == channel)
+
+
+def _truncate_json(text: str, keep_before: str, u: float, v: float) -> tuple[str, int]:
+    """Cut a JSON record after its identifiers, or split it there in two lines (returns 1 then)."""
+    keep = text.index(keep_before)
+    cut = keep + int(u * (len(text) - 1 - keep))
+    if text[cut] == "{":  # a half starting with `{` could pass for a whole object to a lax reader
+        cut += 1
+    if v < _SPLIT_SHARE:
+        return text[:cut] + "\n" + text[cut:], 1
+    return text[:cut], 0
+
+
+def _write_export(landing: Path, source: str, day: dt.date, part: int,
+                  rows: list[tuple[dict | list[str], int, np.ndarray]]) -> FileStats:
+    """Write one part of a source: (converted record, corrupt kind, aux uniforms) per record."""
+    spec, channel = _EXPORTS[source], SOURCES[source]
+    path = landing / source / day.isoformat() / f"part-{part:05d}.{EXTENSIONS[channel]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    split = 0
+    if spec.is_json:
+        texts = []
+        for rec, kind, (u, v) in rows:
+            text = json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
+            if kind == _TRUNCATED:
+                text, added = _truncate_json(text, spec.keep_before, u, v)
+                split += added
+            texts.append(text + "\n")
+        body = "".join(texts)
+        lines = records = body.count("\n")
+    else:
+        buf = io.StringIO()
+        writer = csv.writer(buf, delimiter=spec.delimiter, lineterminator=spec.newline, quoting=spec.quoting)
+        if spec.header:
+            writer.writerow(spec.header)
+        header_lines = buf.getvalue().count("\n")
+        for cols, kind, (u, v) in rows:
+            writer.writerow(_misalign(cols, spec.id_columns, u, v) if kind == _WRONG_COLUMNS else cols)
+        body = buf.getvalue()
+        lines, records = body.count("\n") - header_lines, len(rows)
+    path.write_bytes((spec.bom + body).encode(spec.encoding))
+    kinds = np.array([kind for _, kind, _ in rows], np.int8)
+    return FileStats(path=path.relative_to(landing).as_posix(), lines=lines, records=records,
+                     corrupt_lines=_corrupt_counts(channel, kinds, split))
+
+
+def _write_real_batch(landing: Path, channel: str, day: dt.date, batch: _Batch, noise: NoiseRates,
+                      rng: np.random.Generator) -> tuple[list[FileStats], dict[str, list[FileStats]]]:
+    """Write a channel-day's records as its sources export them, record by record.
+
+    Returns the stats the default format would have written (to pick the same duplicate) and each
+    source's stats; a default part `NNNNN` becomes part `NNNNN` of every source of the channel.
+    """
+    header = CSV_HEADERS.get(channel)
+    sources = [s for s, ch in SOURCES.items() if ch == channel]
+    draws = rng.random((len(batch), 4))
+    default_stats: list[FileStats] = []
+    real: dict[str, list[FileStats]] = {s: [] for s in sources}
+    limit = MAX_LINES_PER_FILE
+    for part in range(max(1, math.ceil(len(batch) / limit))):
+        a, b = part * limit, min(len(batch), (part + 1) * limit)
+        corrupt, aux = batch.corrupt[a:b], batch.aux[a:b]
+        split = int(((corrupt == _TRUNCATED) & (aux[:, 1] < _SPLIT_SHARE)).sum())
+        default_stats.append(FileStats(
+            path=f"{channel}/{day.isoformat()}/part-{part:05d}.{EXTENSIONS[channel]}",
+            lines=b - a + split, records=b - a + split, corrupt_lines=_corrupt_counts(channel, corrupt, split)))
+        rows: dict[str, list] = {s: [] for s in sources}
+        # Unbroken lines: a bad timestamp or amount is already in the text; breaking happens per format.
+        for line, kind, draw, uv in zip(batch.lines(a, b).to_pylist(), corrupt, draws[a:b], aux,
+                                        strict=True):
+            rec = dict(zip(header, line[:-1].split(","), strict=True)) if header else json.loads(line)
+            source = _source_of(channel, rec)
+            rows[source].append((_EXPORTS[source].convert(rec, kind, draw, noise), kind, uv))
+        for source in sources:
+            real[source].append(_write_export(landing, source, day, part, rows[source]))
+    return default_stats, real
+
+
+
 # ---------------------------------------------------------------- entry point
 
 
 def _check_arguments(landing: Path, people: int, days: int, seed: int, start: dt.date,
-                     noise: NoiseRates) -> None:
+                     noise: NoiseRates, format: str) -> None:
     def is_int(x: object) -> bool:
         return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
@@ -1146,29 +1441,36 @@ def _check_arguments(landing: Path, people: int, days: int, seed: int, start: dt
         raise GenerateError(f"start must be a datetime.date (not a datetime), got {start!r}")
     if not isinstance(noise, NoiseRates):
         raise GenerateError(f"noise must be a NoiseRates, got {type(noise).__name__}")
+    if format not in FORMATS:
+        raise GenerateError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if landing.exists() and not landing.is_dir():
         raise GenerateError(f"landing must be a directory, but {landing} is a file")
 
 
 def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
              noise: NoiseRates = NoiseRates(),
-             progress: Callable[[str], None] | None = None) -> Manifest:
+             progress: Callable[[str], None] | None = None,
+             format: OutputFormat = "default") -> Manifest:
     """Write `days` days of raw dumps of every channel for `people` people, plus ground truth.
 
-    Replaces landing/<channel>/ for every channel and landing/_truth/; the same arguments give
-    byte-identical files. Formats are in docs/channels.md.
+    `format="default"` writes landing/<channel>/ as docs/channels.md describes; `format="real"`
+    writes the same records as real systems export them, to landing/<source>/ of the sources in
+    conf/sources.yaml (`SOURCES`). Either way landing/<channel>/, landing/<source>/ and
+    landing/_truth/ are replaced; the same arguments give byte-identical files.
     """
     landing = Path(landing)
-    _check_arguments(landing, people, days, seed, start, noise)
+    _check_arguments(landing, people, days, seed, start, noise, format)
     report = progress or (lambda message: None)
-    for folder in (*CHANNELS, "_truth"):
+    for folder in (*CHANNELS, *SOURCES, "_truth"):
         shutil.rmtree(landing / folder, ignore_errors=True)
     landing.mkdir(parents=True, exist_ok=True)
 
     world = _build_world(people, days, start, seed, noise)
     seen = _Seen.empty(world)
-    channels = {ch: ChannelStats() for ch in CHANNELS}
-    report(f"population of {people:,} built")
+    by_channel: dict[str, list[FileStats]] = {ch: [] for ch in CHANNELS}
+    channels = {name: ChannelStats() for name in (SOURCES if format == "real" else CHANNELS)}
+    derived: dict[str, list[tuple[str, FileStats]]] = {}  # real: a channel file -> its sources' files
+    report(f"population of {people:,} built" + (", writing real-world exports" if format == "real" else ""))
     for d in range(days):
         day = start + dt.timedelta(days=d)
         intensity = world.intensity(d, start.weekday())
@@ -1176,20 +1478,35 @@ def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
         for number, channel in enumerate(CHANNELS):
             rng = np.random.default_rng(np.random.SeedSequence([seed, 1 + number, d]))
             batch = _BUILDERS[channel](world, seen, noise, d, day, rng, intensity)
-            stats = _write_batch(landing, channel, day, batch)
-            channels[channel].per_file.extend(stats)
-            written += sum(s.lines for s in stats)
+            if format == "real":
+                real_rng = np.random.default_rng(np.random.SeedSequence([seed, 200 + number, d]))
+                stats, real = _write_real_batch(landing, channel, day, batch, noise, real_rng)
+                for source, files in real.items():
+                    channels[source].per_file.extend(files)
+                    written += sum(f.lines for f in files)
+                    for original, f in zip(stats, files, strict=True):
+                        derived.setdefault(original.path, []).append((source, f))
+            else:
+                stats = _write_batch(landing, channel, day, batch)
+                channels[channel].per_file.extend(stats)
+                written += sum(s.lines for s in stats)
+            by_channel[channel].extend(stats)
         report(f"{day.isoformat()}: {written:,} lines")
     if noise.duplicate_file:
-        _write_duplicate(landing, start, days, seed, channels)
+        channel, original, resend_day = _pick_duplicate(start, days, seed, by_channel)
+        name = channel
+        if format == "real":  # the same delivery: of a channel split over two sources, the fuller one
+            name, original = max(derived[original.path], key=lambda sf: sf[1].records)
+        _write_duplicate(landing, channels[name], original, resend_day)
     for stats in channels.values():
         stats.files = len(stats.per_file)
         stats.lines = sum(f.lines for f in stats.per_file)
+        stats.records = sum(f.records for f in stats.per_file)
         stats.corrupt_lines = {k: sum(f.corrupt_lines[k] for f in stats.per_file)
                                for k in stats.per_file[0].corrupt_lines}
     identities = _write_truth(landing, world, seen)
     manifest = Manifest(seed=seed, people=people, days=days, start=start,
-                        end=start + dt.timedelta(days=days - 1), noise=noise,
+                        end=start + dt.timedelta(days=days - 1), format=format, noise=noise,
                         total_lines=sum(c.lines for c in channels.values()), channels=channels,
                         identities=identities)
     (landing / "_truth" / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import hashlib
+import io
 import json
 import re
+import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 import pydantic
 import pytest
+import yaml
 
 from spark_jobs import generate as gen
+from spark_jobs.contracts import CHANNEL_FIELDS
 from spark_jobs.generate import (
     CHANNELS,
     CORRUPT_KINDS,
@@ -26,6 +33,7 @@ from spark_jobs.generate import (
     NoiseRates,
     generate,
 )
+from spark_jobs.sources.presets import PRESETS
 
 START = dt.date(2026, 11, 1)
 NOISY = NoiseRates(
@@ -562,3 +570,428 @@ def test_generate_rejects_landing_that_is_a_file(tmp_path: Path) -> None:
 def test_noise_rates_rejects_out_of_range_or_unknown_fields(kwargs: dict) -> None:
     with pytest.raises(pydantic.ValidationError):
         NoiseRates(**kwargs)
+
+
+# ---------------------------------------------------------------- the real-world exports (format "real")
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_NOISE = NOISY.model_copy(update={"corrupt_line": 0.08, "fullwidth_email": 0.25,
+                                      "fullwidth_phone": 0.25, "crm_remark": 0.4})
+REAL_FILE = re.compile(r"([a-z_]+)/(\d{4}-\d{2}-\d{2})/part-(\d{5})(-resend)?\.(jsonl|csv)")
+KIND_OF_TYPE = {"timestamp": "bad_timestamp", "date": "other"}
+
+
+@functools.cache
+def declared(source: str) -> tuple[dict, dict[str, dict], frozenset[str]]:
+    """A source of conf/sources.yaml: its entry, the mapping of every model field and its identifier
+    fields (its preset's, then its own)."""
+    entry = yaml.safe_load((ROOT / "conf" / "sources.yaml").read_text())["sources"][source]
+    preset = PRESETS[entry["preset"]] if "preset" in entry else {}
+    fields = {k: dict(v) for k, v in preset.get("fields", {}).items()}
+    for name, m in (entry.get("fields") or {}).items():
+        fields[name] = fields.get(name, {}) | ({"from": m} if isinstance(m, str) else m)
+    for c in CHANNEL_FIELDS[entry.get("model", source)]:
+        m = fields.setdefault(c.name, {})
+        if "expr" not in m:
+            m.setdefault("from", c.name)
+    return entry, fields, frozenset(preset.get("identifiers", {})) | set(entry.get("identifiers") or {})
+
+
+@functools.cache
+def local_zone() -> ZoneInfo:
+    """Timestamps written without an offset are read in standardise.timezone (conf/cdp.yaml)."""
+    return ZoneInfo(yaml.safe_load((ROOT / "conf" / "cdp.yaml").read_text())["standardise"]["timezone"])
+
+
+def as_text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)  # JSON scalars as written: 1761959702123, true
+
+
+# The three Spark SQL expressions of the presets, in Python (a changed expression fails here).
+EXPRESSIONS = {
+    "concat_ws('-', distinct_id, `time`, `_track_id`)":
+        lambda get: "-".join(as_text(get(k)) for k in ("distinct_id", "time", "_track_id") if get(k) is not None),
+    "coalesce(`context.device.id`, anonymousId)":
+        lambda get: get("context.device.id") if get("context.device.id") is not None else get("anonymousId"),
+    "CASE WHEN type = 'page' THEN 'page_view' WHEN type = 'track' THEN event END":
+        lambda get: {"page": "page_view", "track": get("event")}.get(get("type")),
+}
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
+_ISO_LOCAL = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?")
+_PATTERN_PARTS = {"yyyy": r"(?P<year>\d{4})", "MM": r"(?P<month>\d{2})", "dd": r"(?P<day>\d{2})",
+                  "HH": r"(?P<hour>\d{2})", "mm": r"(?P<minute>\d{2})", "ss": r"(?P<second>\d{2})",
+                  "SSS": r"(?P<ms>\d{3})", "M": r"(?P<month>\d{1,2})", "d": r"(?P<day>\d{1,2})"}
+
+
+def parse_pattern(text: str, pattern: str) -> dt.datetime:
+    """A Java-style pattern (yyyy/MM/dd HH:mm:ss.SSS), strictly."""
+    regex = re.sub("|".join(_PATTERN_PARTS), lambda m: _PATTERN_PARTS[m.group()],
+                   re.sub(r"([^A-Za-z])", lambda m: re.escape(m.group()), pattern))
+    match = re.fullmatch(regex, text)
+    if not match:
+        raise ValueError(text)
+    g = {k: int(v) for k, v in match.groupdict().items()}
+    return dt.datetime(g["year"], g["month"], g["day"], g.get("hour", 0), g.get("minute", 0),
+                       g.get("second", 0), g.get("ms", 0) * 1000)
+
+
+def parse_time(text: str, formats: list[str]) -> dt.datetime:
+    for f in formats:
+        try:
+            if f == "iso" and _ISO.fullmatch(text):
+                return dt.datetime.fromisoformat(text)
+            if f == "iso_local" and _ISO_LOCAL.fullmatch(text):
+                return dt.datetime.fromisoformat(text).replace(tzinfo=local_zone())
+            if f == "epoch_ms" and re.fullmatch(r"-?\d+", text):
+                return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=int(text))
+            if f not in ("iso", "iso_local", "epoch_ms"):
+                return parse_pattern(text, f).replace(tzinfo=local_zone())
+        except ValueError:
+            continue
+    raise Invalid("bad_timestamp")
+
+
+def parse_number(text: str, number: dict | None) -> Decimal:
+    number = number or {}
+    for symbol in number.get("symbols", ()):
+        text = text.removeprefix(symbol).removesuffix(symbol)
+    sep = number.get("thousands")
+    if sep and re.fullmatch(rf"-?\d{{1,3}}({re.escape(sep)}\d{{3}})+(\.\d+)?", text):
+        text = text.replace(sep, "")
+    if not re.fullmatch(r"-?\d+(\.\d+)?", text):
+        raise Invalid("non_numeric_amount")
+    return Decimal(text)
+
+
+def model_value(column, m: dict, raw: object, identifier: bool) -> object:
+    """One model field of a record, read as its mapping declares and typed as bronze types it."""
+    if isinstance(raw, dict):  # an object field (props): the SDK's own keys dropped, numbers compared as numbers
+        obj = {k: v for k, v in raw.items() if not ("object" in m and k.startswith(m["object"]))}
+        return {k: Decimal(str(v)) if k == "amount" else v for k, v in obj.items()}
+    text = as_text(raw)
+    if text is not None and identifier:
+        text = unicodedata.normalize("NFKC", text)
+    text = text.strip() if text is not None else None
+    if not text:
+        if not column.nullable:
+            raise Invalid("other")
+        return None
+    if "values" in m:
+        if text in m["values"]:
+            text = m["values"][text]
+        elif m.get("other") != "keep":
+            raise Invalid("other")
+    if column.type == "timestamp":
+        return parse_time(text, m.get("formats", ["iso", "iso_local"]))
+    if column.type == "date":
+        try:
+            return parse_pattern(text, m.get("formats", ["yyyy-MM-dd"])[0]).date()
+        except ValueError:
+            raise Invalid("other") from None
+    if column.type.startswith("decimal"):
+        return parse_number(text, m.get("number"))
+    return text
+
+
+@dataclass
+class DeclaredRead:
+    rows: list[dict | str]  # a record's model fields, or the corrupt kind of a row
+    lines: int  # physical data lines
+
+
+def read_declared(landing: Path, relative: str) -> DeclaredRead:
+    """Read a landing file of any source exactly as conf/sources.yaml declares it."""
+    entry, fields, identifiers = declared(relative.split("/")[0])
+    model = entry.get("model", relative.split("/")[0])
+    encoding = entry.get("encoding", "utf-8")
+    text = (landing / relative).read_bytes().decode("utf-8-sig" if encoding == "utf-8" else encoding)
+    opts = entry.get("csv", {})
+    if entry["format"] == "jsonl":
+        records: list[dict | str] = []
+        for line in text.split("\n")[:-1]:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                rec = "truncated_json"
+            records.append(rec if isinstance(rec, dict) else "truncated_json")
+        lines = len(records)
+
+        def getter(rec: dict):
+            def get(path: str):
+                value = rec
+                for key in path.split("."):
+                    value = value.get(key) if isinstance(value, dict) else None
+                return value
+            return get
+    else:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=opts.get("delimiter", ","), strict=True))
+        header = opts.get("header", True)
+        names = rows.pop(0) if header else opts["columns"]
+        lines = text.count("\n") - (1 if header else 0)
+        records = [dict(zip(names, r, strict=True)) if len(r) == len(names) else "wrong_column_count"
+                   for r in rows]
+
+        def getter(rec: dict):
+            return lambda column: rec[column]
+    out: list[dict | str] = []
+    for rec in records:
+        if isinstance(rec, str):
+            out.append(rec)
+            continue
+        get = getter(rec)
+        try:
+            out.append({c.name: model_value(c, fields[c.name], EXPRESSIONS[fields[c.name]["expr"]](get)
+                                            if "expr" in fields[c.name] else get(fields[c.name]["from"]),
+                                            c.name in identifiers)
+                        for c in CHANNEL_FIELDS[model]})
+        except Invalid as bad:
+            out.append(bad.args[0])
+    return DeclaredRead(out, lines)
+
+
+def sources_of(channel: str) -> list[str]:
+    return [s for s, ch in gen.SOURCES.items() if ch == channel]
+
+
+def real_path(source: str, default_path: str) -> str:
+    _, day, name = default_path.split("/")
+    return f"{source}/{day}/{name}"
+
+
+def sensors_event_id(row: dict) -> str:
+    """The event id the sensors preset builds: <distinct_id>-<time>-<_track_id>."""
+    ms = (row["event_time"] - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(milliseconds=1)
+    track_id = int(row["event_id"].replace("-", "")[:8], 16) & 0x7FFFFFFF
+    return f"{row['login_id'] or row['device_id']}-{ms}-{track_id}"
+
+
+@pytest.fixture(scope="module")
+def real_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest, Path, Manifest]:
+    """The same seed in both formats."""
+    base = tmp_path_factory.mktemp("real")
+    args = {"people": 400, "days": 2, "seed": 21, "start": START, "noise": REAL_NOISE}
+    default = generate(base / "default", **args)
+    real = generate(base / "real", **args, format="real")
+    return base / "default", default, base / "real", real
+
+
+def test_generate_real_records_read_back_as_the_default_records(real_pair) -> None:
+    default_landing, default, real_landing, _ = real_pair
+    compared = Counter()
+    for channel in CHANNELS:
+        for f in default.channels[channel].per_file:
+            if "resend" in f.path:
+                continue
+            want = read_declared(default_landing, f.path).rows
+            good = [r for r in want if isinstance(r, dict)]
+            got = {s: read_declared(real_landing, real_path(s, f.path)).rows for s in sources_of(channel)}
+            assert Counter(r for r in want if isinstance(r, str)) == sum(
+                (Counter(r for r in rows if isinstance(r, str)) for rows in got.values()), Counter()), f.path
+            assert "other" not in want and not any("other" in rows for rows in got.values()), f.path
+            for source, rows in got.items():
+                expected = good
+                if channel == "app_events":
+                    expected = [r for r in good if (r["platform"] == "web") == (source == "segment_web")]
+                if source == "sensors_app":
+                    expected = [r | {"event_id": sensors_event_id(r)} for r in expected]
+                assert [r for r in rows if isinstance(r, dict)] == expected, (source, f.path)
+                compared[source] += len(expected)
+    assert set(compared) == set(gen.SOURCES) and min(compared.values()) > 0, compared
+    assert compared["sensors_app"] > 200 and compared["crm_excel"] > 100
+
+
+def test_generate_real_manifest_counts_records_lines_and_corrupt_rows_per_file(real_pair) -> None:
+    _, default, real_landing, real = real_pair
+    assert real.format == "real" and default.format == "default"
+    assert list(real.channels) == list(gen.SOURCES)
+    for source, stats in real.channels.items():
+        assert stats.files == len(stats.per_file) == len(list((real_landing / source).rglob("*.*")))
+        for f in stats.per_file:
+            read = read_declared(real_landing, f.path)
+            assert (f.lines, f.records) == (read.lines, len(read.rows)), f.path
+            assert set(f.corrupt_lines) == set(CORRUPT_KINDS[gen.SOURCES[source]])
+            assert {k: v for k, v in f.corrupt_lines.items() if v} == Counter(
+                r for r in read.rows if isinstance(r, str)), f.path
+        assert (stats.lines, stats.records) == (sum(f.lines for f in stats.per_file),
+                                                sum(f.records for f in stats.per_file))
+    assert real.total_lines == sum(s.lines for s in real.channels.values())
+    crm = real.channels["crm_excel"]
+    assert crm.records < crm.lines  # remarks with a line break
+    for kind in ("truncated_json", "wrong_column_count", "bad_timestamp", "non_numeric_amount"):
+        got = sum(s.corrupt_lines.get(kind, 0) for s in real.channels.values())
+        assert got == sum(s.corrupt_lines.get(kind, 0) for s in default.channels.values()) > 0, kind
+    assert real.identities == default.identities
+
+
+def test_generate_real_replaces_channel_folders_with_source_folders(real_pair) -> None:
+    default_landing, _, real_landing, real = real_pair
+    assert {p.name for p in real_landing.iterdir()} == {*gen.SOURCES, "_truth"}
+    days = {(START + dt.timedelta(days=d)).isoformat() for d in range(2)}
+    for source in gen.SOURCES:
+        assert {p.name for p in (real_landing / source).iterdir()} == days
+        for p in (real_landing / source).rglob("*.*"):
+            match = REAL_FILE.fullmatch(p.relative_to(real_landing).as_posix())
+            assert match and match.group(5) == gen.EXTENSIONS[gen.SOURCES[source]], p
+    for name in ("identities.csv", "people.csv"):
+        assert (real_landing / "_truth" / name).read_bytes() == (default_landing / "_truth" / name).read_bytes()
+    assert Manifest.model_validate_json((real_landing / "_truth" / "manifest.json").read_text()) == real
+
+
+def test_generate_real_resends_the_converted_file_of_the_default_duplicate(real_pair) -> None:
+    _, default, real_landing, real = real_pair
+    (want,) = [d for s in default.channels.values() for d in s.duplicate_files]
+    (got,) = [d for s in real.channels.values() for d in s.duplicate_files]
+    assert (real_landing / got.original).read_bytes() == (real_landing / got.duplicate).read_bytes()
+    channel = want.original.split("/")[0]
+    assert got.original.split("/")[0] in sources_of(channel)
+    assert got.original == real_path(got.original.split("/")[0], want.original)
+    assert got.duplicate == real_path(got.original.split("/")[0], want.duplicate)
+    assert len(list(real_landing.rglob("*resend*"))) == 1
+
+
+def test_generate_real_same_arguments_give_identical_bytes(tmp_path: Path) -> None:
+    args = {"people": 200, "days": 2, "seed": 8, "start": START, "noise": REAL_NOISE, "format": "real"}
+    generate(tmp_path / "a", **args)
+    generate(tmp_path / "b", **args)
+    assert file_hashes(tmp_path / "a") == file_hashes(tmp_path / "b")
+    generate(tmp_path / "a", **(args | {"format": "default"}))  # a rerun in the other format cleans up
+    assert {p.name for p in (tmp_path / "a").iterdir()} == {*CHANNELS, "_truth"}
+
+
+def test_generate_real_sensors_and_segment_follow_their_specs(real_pair) -> None:
+    _, _, landing, _ = real_pair
+    sensors = [json.loads(line) for p in sorted((landing / "sensors_app").rglob("*.jsonl"))
+               for line in p.read_text().splitlines() if line.endswith("}}") and line.startswith('{"_track_id"')]
+    good = [r for r in sensors if isinstance(r["time"], int)]
+    assert len(good) > 200
+    assert {r["event"] for r in good} >= {"$AppStart", "$AppViewScreen"}
+    assert not {r["event"] for r in good} & {"app_start", "page_view"}
+    for r in good:
+        assert 0 < r["_track_id"] < 2**31 and r["type"] == "track"
+        assert r["anonymous_id"] == r["properties"]["$device_id"]
+        assert r["distinct_id"] == r["identities"].get("$identity_login_id", r["anonymous_id"])
+        assert r["properties"]["$is_login_id"] == ("$identity_login_id" in r["identities"])
+        assert set(r["identities"]) <= {"$identity_login_id", "$identity_mobile", "$identity_mp_unionid"}
+        assert r["properties"].get("$os") in (None, "iOS", "Android")
+        assert not isinstance(r["properties"].get("amount", 0.0), str)
+    assert any(isinstance(r["properties"].get("amount"), float) for r in good)
+    assert any(isinstance(r["time"], str) for r in sensors)  # a bad timestamp, written as text
+    segment = [json.loads(line) for p in sorted((landing / "segment_web").rglob("*.jsonl"))
+               for line in p.read_text().splitlines() if line.startswith('{"messageId"') and line.endswith("}}")]
+    assert {r["type"] for r in segment} == {"page", "track"}
+    for r in segment:
+        assert ("event" in r) == (r["type"] == "track") and "device" not in r["context"]
+        assert r["context"]["library"]["name"] == "analytics.js"
+        if "sentAt" in r:
+            assert r["timestamp"].endswith("Z") and r["timestamp"] < r["sentAt"] < r["receivedAt"]
+            assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", r["timestamp"])
+
+
+def test_generate_real_crm_excel_is_gb18030_with_crlf_remarks_and_fullwidth_ids(real_pair) -> None:
+    _, _, landing, _ = real_pair
+    entry, fields, identifiers = declared("crm_excel")
+    assert {"phone", "email"} <= identifiers  # read NFKC-normalised, so full-width variants resolve
+    rows, bare_newlines = [], 0
+    for p in sorted((landing / "crm_excel").rglob("*.csv")):
+        data = p.read_bytes()
+        with pytest.raises(UnicodeDecodeError):
+            data.decode("utf-8")  # Chinese text in GB18030, not UTF-8
+        text = data.decode("gb18030")
+        assert text.endswith("\r\n")
+        bare_newlines += text.replace("\r\n", "").count("\n")
+        rows += list(csv.reader(io.StringIO(text, newline="")))[1:]
+        header = text.split("\r\n", 1)[0].split(",")
+        assert set(header) == {m["from"] for m in fields.values()} | {"备注"}
+        assert header != list(CSV_HEADERS["crm"])
+    remarks = [r[-1] for r in rows if len(r) == 13 and r[-1]]
+    assert set(remarks) <= set(gen._CRM_REMARKS)
+    assert bare_newlines == sum(v.count("\n") for r in rows for v in r) > 0  # line breaks only in quotes
+    assert any("," in r and '"' in r for r in remarks)
+    phones = [r[4] for r in rows if len(r) == 13 and r[4]]
+    emails = [r[5] for r in rows if len(r) == 13 and r[5]]
+    assert sum("＠" in e for e in emails) > 5 and sum(re.search("[０-９]", p) is not None for p in phones) > 5
+    assert {r[2] for r in rows if len(r) == 13} <= {"男", "女", ""}
+    assert {r[7] for r in rows if len(r) == 13} <= set(entry["fields"]["tier"]["values"])
+
+
+def test_generate_real_csv_exports_use_their_encodings_quoting_and_delimiters(real_pair) -> None:
+    _, _, landing, _ = real_pair
+    shop = b"".join(p.read_bytes() for p in sorted((landing / "shop_orders").rglob("*.csv")))
+    assert shop.startswith(b"\xef\xbb\xbf\"order_id\",\"pay_time\"")
+    for line in shop.decode("utf-8").replace("\ufeff", "").split("\r\n")[:-1]:
+        assert re.fullmatch(r'"[^"]*"(,"[^"]*")*', line), line  # every field quoted
+    assert re.search(r'"\d{1,3}(,\d{3})+\.\d{2}"', shop.decode("utf-8"))  # thousands separators
+    pos = b"".join(p.read_bytes() for p in sorted((landing / "pos_export").rglob("*.csv")))
+    assert pos.startswith(b"\xff\xfe")
+    for p in sorted((landing / "pos_export").rglob("*.csv")):
+        lines = p.read_bytes().decode("utf-16").split("\r\n")
+        assert lines[0] == "txn_id\tstore_id\tmember_phone\tamount\ttxn_time" and lines[-1] == ""
+        good = [line.split("\t") for line in lines[1:-1] if line.count("\t") == 4]
+        assert all(re.fullmatch(r"\d{13}", c[4]) for c in good if c[3].startswith("¥"))
+    leads = [p.read_text() for p in sorted((landing / "leads_export").rglob("*.csv"))]
+    assert all(t == "" or t.startswith("L20") for t in leads)  # no header row
+    assert any(re.search(r"^L\d{16};\d{13};", t, re.M) for t in leads)
+
+
+def test_generate_real_without_noise_reads_back_without_corrupt_rows(tmp_path: Path) -> None:
+    clean = CLEAN.model_copy(update={"fullwidth_email": 0, "fullwidth_phone": 0, "crm_remark": 0})
+    manifest = generate(tmp_path, people=200, days=2, seed=3, start=START, noise=clean, format="real")
+    for stats in manifest.channels.values():
+        assert stats.lines == stats.records and not stats.duplicate_files
+        for f in stats.per_file:
+            assert all(isinstance(r, dict) for r in read_declared(tmp_path, f.path).rows), f.path
+    text = "".join(p.read_bytes().decode("gb18030") for p in (tmp_path / "crm_excel").rglob("*.csv"))
+    assert not re.search("[＠０-９]", text)
+
+
+def test_generate_rejects_unknown_format(tmp_path: Path) -> None:
+    with pytest.raises(GenerateError, match="format"):
+        generate(tmp_path, people=10, days=1, seed=1, start=START, format="xml")
+    assert not any(tmp_path.iterdir())
+
+
+def test_generate_cli_format_real_writes_source_folders(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from spark_jobs.cli import app
+
+    result = CliRunner().invoke(app, ["generate", "--format", "real", "--people", "40", "--days", "1",
+                                      "--seed", "1", "--landing", str(tmp_path / "landing")])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in (tmp_path / "landing").iterdir()} == {*gen.SOURCES, "_truth"}
+    bad = CliRunner().invoke(app, ["generate", "--format", "xml", "--landing", str(tmp_path / "other")])
+    assert bad.exit_code == 2 and "format" in bad.output and not (tmp_path / "other").exists()
+
+
+# ---------------------------------------------------------------- the default format stays as it was
+
+
+def digest(landing: Path) -> str:
+    """One hash of every data and truth file, the manifest excepted (its schema grows)."""
+    return hashlib.sha256("".join(f"{path}:{h}\n" for path, h in file_hashes(landing).items()
+                                  if not path.endswith("manifest.json")).encode()).hexdigest()
+
+
+# digest() of generate(people=300, days=3, seed=5, start=START) before format "real" existed (default
+# noise draws no non-numeric amount there). Update it only for an intended change of the default format.
+GOLDEN_DEFAULT_DIGEST = "4749dcf1f8c8b8c2a3aa3f5f24b346506eb9fe247063ceaf39b7b1f0a8ba0ba8"
+
+
+def test_generate_default_format_bytes_are_unchanged(tmp_path: Path) -> None:
+    generate(tmp_path, people=300, days=3, seed=5, start=START)
+    assert digest(tmp_path) == GOLDEN_DEFAULT_DIGEST
+
+
+def test_generate_non_numeric_amounts_never_carry_a_currency_sign(noisy) -> None:
+    landing, _, _ = noisy
+    bad = Counter()
+    for channel in ("orders", "pos"):
+        for p in (landing / channel).rglob("*.csv"):
+            for row in csv.DictReader(p.read_text().splitlines()):
+                amount = row.get("amount") or ""
+                if not AMOUNT.fullmatch(amount):
+                    bad[re.sub(r"\d+", "9", amount)] += 1
+    assert "¥" not in "".join(bad)
+    assert {"9.9.9", "abc", "9..9", "--"} <= set(bad)
