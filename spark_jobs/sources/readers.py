@@ -243,29 +243,21 @@ class _Out:
     def __len__(self) -> int:
         return len(self.cols["_line"])
 
-    def bad(self, line: int, span: int, raw: str, reason: str) -> None:
+    def _record(self, line: int, span: int, raw: str, reason: str | None) -> dict[str, list]:
         c = self.cols
-        c["_source_file"].append(self.rel)
-        c["_line"].append(line)
-        c["_lines"].append(span)
-        c["raw"].append(raw)
-        c["reason"].append(reason)
-        for f in self.direct:
-            c[f.name].append(None)
-        for s, _ in self.plan.staged:
-            c[s].append(None)
-        c["_unmapped"].append(None)
-        c["_extra"].append(None)
+        for name, value in (("_source_file", self.rel), ("_line", line), ("_lines", span), ("raw", raw), ("reason", reason)):
+            c[name].append(value)
+        return c
+
+    def bad(self, line: int, span: int, raw: str, reason: str) -> None:
+        c = self._record(line, span, raw, reason)
+        for name in (*(f.name for f in self.direct), *(s for s, _ in self.plan.staged), "_unmapped", "_extra"):
+            c[name].append(None)
 
     def good(self, line: int, span: int, raw: str, get, extra: dict | None) -> None:
         import orjson
 
-        c = self.cols
-        c["_source_file"].append(self.rel)
-        c["_line"].append(line)
-        c["_lines"].append(span)
-        c["raw"].append(raw)
-        c["reason"].append(None)
+        c = self._record(line, span, raw, None)
         unmapped = []
         for f in self.direct:
             value = get(f.path)
