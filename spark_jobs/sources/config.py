@@ -233,9 +233,6 @@ class SourcesConfig(_Strict):
         except KeyError:
             raise ConfigError(f"unknown source {name!r}; conf/sources.yaml declares {sorted(self.sources)}") from None
 
-    def feeding(self, model: str) -> list[SourceConfig]:
-        return [s for s in self.sources.values() if s.model == model]
-
 
 def load_sources(path: Path) -> SourcesConfig:
     """conf/sources.yaml (or `path`) as a checked SourcesConfig; ConfigError naming the file, the source
