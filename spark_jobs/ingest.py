@@ -16,7 +16,7 @@ from spark_jobs.contracts import CHANNEL_FIELDS, bronze_name, contract
 from spark_jobs.contracts import Column as FieldSpec
 from spark_jobs.sources.config import SourceConfig, SourcesConfig, is_naive
 from spark_jobs.sources.expressions import staged_sql
-from spark_jobs.sources.readers import _SEP, count_lines, header_of, read_plan, records_udf
+from spark_jobs.sources.readers import UNMAPPED_SEP, count_lines, header_of, read_plan, records_udf
 from spark_jobs.tables import Lakehouse
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ def parse_records(records: DataFrame, source: SourceConfig, timezone: str = DEFA
     staged = {".".join(path): name for name, path in plan.staged}
     tz = source.zone(timezone)
     mapping = source.mapping()
-    unmapped = F.split(F.col("_unmapped"), _SEP)
+    unmapped = F.split(F.col("_unmapped"), UNMAPPED_SEP)
     checks = [F.col("reason")]
     typed: dict[str, Column] = {}
     for spec in CHANNEL_FIELDS[source.model]:
@@ -281,11 +281,11 @@ def _audit(staged: DataFrame, files: list[LandedFile], plan: dict[str, str | Non
 def _source_of(source: str | SourceConfig, sources: SourcesConfig | None) -> SourceConfig:
     if isinstance(source, SourceConfig):
         return source
-    if sources is None:
-        from spark_jobs.config import PROJECT_ROOT
+    if sources is None:  # the default file of paths.sources
+        from spark_jobs.config import PathsConfig
         from spark_jobs.sources.config import load_sources
 
-        sources = load_sources(PROJECT_ROOT / "conf" / "sources.yaml")
+        sources = load_sources(PathsConfig().file("sources"))
     return sources.get(source)
 
 

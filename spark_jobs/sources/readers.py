@@ -22,7 +22,7 @@ from spark_jobs.sources.config import SourceConfig
 from spark_jobs.sources.expressions import expression_columns
 
 BATCH_RECORDS = 50_000
-_SEP = "\u0001"  # joins the names of fields whose value is outside their `values` map
+UNMAPPED_SEP = "\u0001"  # joins the names of fields whose value is outside their `values` map
 
 
 @dataclass(frozen=True)
@@ -272,7 +272,7 @@ class _Out:
             c[f.name].append(text)
         for s, path in self.plan.staged:
             c[s].append(_clean(as_text(get(path)), False))
-        c["_unmapped"].append(_SEP.join(unmapped) if unmapped else None)
+        c["_unmapped"].append(UNMAPPED_SEP.join(unmapped) if unmapped else None)
         c["_extra"].append(orjson.dumps(extra).decode() if extra else None)
 
     def batch(self):
