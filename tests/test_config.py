@@ -1,6 +1,7 @@
 import pytest
+import yaml
 
-from spark_jobs.config import CHANNELS, ConfigError, load_config
+from spark_jobs.config import CHANNELS, BlocklistConfig, ConfigError, load_config
 
 
 def test_load_config_defaults_to_local_engine_and_the_sources_that_have_landing_folders(tmp_path):
@@ -64,3 +65,28 @@ def test_load_config_rejects_bad_identity_rules_naming_the_problem(tmp_path, ide
     with pytest.raises(ConfigError) as err:
         load_config(conf, env={})
     assert says in str(err.value) and "identity" in str(err.value)
+
+
+@pytest.mark.parametrize(("pattern", "says"), [
+    (r"\Z", "use `$` or `\\z`"),
+    (r"(?P<x>a)(?P=x)", "backreference"),
+    (r"(?=a)", "lookahead"),
+    (r"\1", "backreference"),
+    (r"(?>a)", "atomic group"),
+    (r"a++", "possessive"),
+    (r"\¥", "write `¥`"),
+])
+def test_load_config_rejects_a_blocklist_regex_sail_cannot_run_naming_the_key(tmp_path, pattern, says):
+    conf = tmp_path / "cdp.yaml"
+    conf.write_text(f"identity:\n  blocklist:\n    regex: {{email: ['^ok$', '{pattern}']}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(conf, env={})
+    message = str(err.value)
+    assert message.startswith(f"{conf}: identity.blocklist.regex.email[1]: `{pattern}`: ") and says in message
+
+
+def test_load_config_accepts_the_default_blocklist_regexes(tmp_path):
+    defaults = BlocklistConfig().regex  # defaults skip validation: validate them as if written in the file
+    conf = tmp_path / "cdp.yaml"
+    conf.write_text(yaml.safe_dump({"identity": {"blocklist": {"regex": {k: list(v) for k, v in defaults.items()}}}}))
+    assert load_config(conf, env={}).identity.blocklist.regex == defaults
