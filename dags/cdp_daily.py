@@ -79,6 +79,16 @@ def tables(stage: str) -> list:
             description="Sources of conf/sources.yaml to ingest (e.g. re-load one source's day); null: conf's "
                         "ingest.sources (by default every declared source with a landing folder).",
         ),
+        "allow_out_of_order": Param(
+            False, type="boolean", title="Allow out of order",
+            description="Run this day although later days were run (a backfill of one past day): the later days are "
+                        "recorded in ops_runs as needing a re-run.",
+        ),
+        "accept_changed_files": Param(
+            False, type="boolean", title="Accept changed landing files",
+            description="Take the new content of landing files that changed or disappeared since an earlier run of "
+                        "this day ingested them (recorded in ops_ingest_files); later days then need a re-run.",
+        ),
         "spark_conn_id": Param(
             SPARK_CONN_ID, type="string", pattern=r"^[A-Za-z0-9_.-]+$", title="Spark Connect connection",
             description="Airflow connection of type Spark Connect to run on; when it does not exist, conf/cdp.yaml's "
@@ -90,12 +100,13 @@ def tables(stage: str) -> list:
 )
 def cdp_daily():
     @task
-    def sources(params=None) -> list[str]:
-        """The sources this run ingests: params.sources, else conf's ingest.sources (by default every
-        declared source that has a landing folder)."""
+    def sources(data_interval_start=None, run_id=None, params=None) -> list[str]:
+        """Claim the lakehouse for this run (one writer at a time; the summary task releases it), check
+        the day's order, and list the sources this run ingests: params.sources, else conf's
+        ingest.sources (by default every declared source that has a landing folder)."""
         from spark_jobs.orchestration import run_sources
 
-        return run_sources(params["sources"])
+        return run_sources(params["sources"], data_interval_start.date(), run_id, params["allow_out_of_order"])
 
     @task(max_active_tis_per_dagrun=2, outlets=tables("ingest"))
     def ingest(channel: str, data_interval_start=None, run_id=None, dag_run=None, params=None) -> None:
@@ -103,7 +114,7 @@ def cdp_daily():
         from spark_jobs.orchestration import run_task
 
         run_task("ingest", data_interval_start.date(), run_id, params["spark_conn_id"], channel=channel,
-                 started_at=dag_run.start_date)
+                 started_at=dag_run.start_date, accept_changed_files=params["accept_changed_files"])
 
     @task(trigger_rule="none_failed")
     def stage(name: str, data_interval_start=None, run_id=None, dag_run=None, params=None) -> None:
@@ -115,13 +126,15 @@ def cdp_daily():
     def step(name: str, doc: str):
         return stage.override(task_id=name, doc_md=doc, outlets=tables(name))(name)
 
-    @task(trigger_rule="all_done")
-    def summary(run_id=None, ti=None) -> None:
-        """Merge the stages' figures (and quality results, failures included) into lakehouse/_runs/latest.json
+    @task(trigger_rule="all_done", outlets=tables("summary"))
+    def summary(data_interval_start=None, run_id=None, dag_run=None, ti=None, params=None) -> None:
+        """Record the run in ops_runs (complete only when every task succeeded: the manifest consistent
+        readers use), release the lakehouse, merge the stages' figures into lakehouse/_runs/latest.json
         and print them; runs even when a stage failed, and then fails too, so that the run is marked failed."""
-        from spark_jobs.orchestration import fail_if_upstream_failed
+        from spark_jobs.orchestration import fail_if_upstream_failed, finish_run
         from spark_jobs.pipeline import render_summary, summarise
 
+        finish_run(run_id, data_interval_start.date(), dag_run.start_date, ti, "cdp_daily", params["allow_out_of_order"])
         print(render_summary(summarise(run_id)))
         fail_if_upstream_failed(ti, "cdp_daily", run_id, "the run summary")
 

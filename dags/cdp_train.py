@@ -62,6 +62,7 @@ def cdp_train():
         from airflow.sdk.exceptions import AirflowFailException
 
         from ml import features as feats
+        from spark_jobs import runs
         from spark_jobs.config import load_config
         from spark_jobs.orchestration import engine_config
         from spark_jobs.session import spark_session
@@ -73,8 +74,10 @@ def cdp_train():
             raise AirflowFailException(f"no One-ID snapshot before {data_interval_end.date()}: run cdp_daily first")
         # The newest cutoff whose labels are complete: horizon_days before the newest snapshot in the interval.
         last = dt.date.fromisoformat(str(newest)) - dt.timedelta(days=cfg.ml.horizon_days)
+        # The tables as of the last complete cdp_daily run (ops_runs), never a half-published day.
+        pinned = runs.pinned_versions(cfg, writes=PUBLISHES["features"])
         with spark_session(cfg.engine) as spark:
-            lh = Lakehouse(spark, cfg.paths.lakehouse_uri())
+            lh = Lakehouse(spark, cfg.paths.lakehouse_uri(), pinned=pinned)
             print(feats.run(lh, cfg, feats.default_cutoffs(lh, cfg, last)))
 
     @task(inlets=table_assets(PUBLISHES["features"]))

@@ -23,13 +23,21 @@ from pyspark.sql import DataFrame, Window  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from spark_jobs.config import ATTRIBUTE_SOURCES, CHANNELS, ID_TYPES, IdentityConfig, QualityConfig  # noqa: E402
-from spark_jobs.contracts import EVENT_NAMES, PROFILE_ATTRIBUTES, SEGMENT_STATUSES, bronze_name, contract  # noqa: E402
+from spark_jobs.contracts import (  # noqa: E402
+    EVENT_NAMES,
+    FILE_STATUSES,
+    PROFILE_ATTRIBUTES,
+    RECORD_RULES,
+    SEGMENT_STATUSES,
+    TIERS,
+    bronze_name,
+    contract,
+)
 from spark_jobs.identity import per_type_limit  # noqa: E402
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 E164 = r"^\+[1-9][0-9]{6,14}$"
 EMAIL_LOWER = r"^[^A-Z\s@]+@[^A-Z\s@]+\.[^A-Z\s@]+$"
-TIERS = ("normal", "silver", "gold", "platinum")
 # Event time column of each table whose rows happen on the batch day.
 EVENT_TIME = {
     bronze_name("app_events"): "event_time", bronze_name("wechat"): "event_time", bronze_name("crm"): "updated_at",
@@ -134,12 +142,14 @@ def _common(s: Suite, table: str, ctx: SuiteContext) -> None:
 
 
 def _bronze(s: Suite, channel: str) -> None:
-    if channel in EVENT_NAMES:
-        _in_set(s, "event_name", EVENT_NAMES[channel], WARNING, mostly=0.99)
-    if channel in ("orders", "pos"):
-        s.add(gxe.ExpectColumnValuesToBeBetween(column="amount", min_value=0), WARNING)
-    if channel == "crm":
-        s.add(gxe.ExpectColumnValuesToBeInSet(column="tier", value_set=[*TIERS, *(t.capitalize() for t in TIERS)], mostly=0.99), WARNING)
+    # Row-level rules: ingest quarantines each record that breaks one (named as the expectation), so
+    # one bad value never stops the day; here they are critical, as a guard that ingest did.
+    for rule in RECORD_RULES[channel]:
+        if rule.in_set is not None:
+            values = sorted({v for x in rule.in_set for v in ((x, x.upper(), x.lower(), x.capitalize()) if rule.ignore_case else (x,))})
+            s.add(gxe.ExpectColumnValuesToBeInSet(column=rule.column, value_set=values), CRITICAL)
+        else:
+            s.add(gxe.ExpectColumnValuesToBeBetween(column=rule.column, min_value=rule.min_value), CRITICAL)
 
 
 def _canonical(id_type, id_value):
@@ -254,8 +264,13 @@ def _ops(s: Suite, table: str, ctx: SuiteContext) -> None:
     if table == "ops_ingest_files":
         _in_set(s, "channel", ctx.sources, CRITICAL)
         s.add(gxe.ExpectColumnValuesToMatchRegex(column="checksum", regex=r"^[0-9a-f]{64}$"), CRITICAL)
-        balanced = F.col("duplicate_of").isNotNull() | (F.col("records") == F.col("loaded") + F.col("quarantined"))
-        _flag(s, "balanced", balanced, CRITICAL, "records_equal_loaded_plus_quarantined")
+        _in_set(s, "status", FILE_STATUSES, CRITICAL)
+        balanced = F.col("records") == F.col("loaded") + F.col("quarantined") + F.col("duplicates")
+        _flag(s, "balanced", balanced, CRITICAL, "records_equal_loaded_plus_quarantined_plus_duplicates")
+        _flag(s, "read_or_not", (F.col("status") == "loaded") | (F.col("records") == 0), CRITICAL,
+              "only_loaded_files_have_records")
+        _flag(s, "checksummed", F.col("checksum").isNotNull() | F.col("status").isin("refused", "deleted", "skipped"),
+              CRITICAL, "read_files_have_a_checksum")
         _flag(s, "covered", F.col("records") <= F.col("lines"), CRITICAL, "records_not_more_than_lines")
     elif table == "bronze_quarantine":
         _in_set(s, "channel", ctx.sources, CRITICAL)

@@ -86,7 +86,7 @@ def default_cutoffs(lh: Lakehouse, cfg: CdpConfig, last: dt.date | None = None) 
     """`ml.cutoffs` cutoffs `ml.cutoff_step_days` apart, the newest `horizon_days` before the newest
     One-ID snapshot (or `last`), oldest first."""
     if last is None:
-        newest = latest_partition(lh.root, "gold_id_map", "as_of")
+        newest = latest_partition(lh.root, "gold_id_map", "as_of", version=lh.pinned.get("gold_id_map"))
         if newest is None:
             raise FeatureError("no One-ID snapshot yet: run cdp_daily first")
         last = dt.date.fromisoformat(str(newest)) - dt.timedelta(days=cfg.ml.horizon_days)

@@ -59,27 +59,41 @@ def generate(
     console.log(f"wrote {manifest.total_lines:,} lines to {out} (ground truth in {out / '_truth'})")
 
 
+_OUT_OF_ORDER = typer.Option(False, "--allow-out-of-order", help="run a day before days already run (or skipping "
+                             "an unrun landing day); the later days are recorded as needing a re-run")
+_ACCEPT_CHANGED = typer.Option(False, "--accept-changed-files", help="take the new content of landing files that "
+                               "changed or disappeared since an earlier run of the batch ingested them (recorded in "
+                               "ops_ingest_files; later days are recorded as needing a re-run)")
+_WAIT = typer.Option(0.0, "--wait", help="seconds to wait for another run to release the lakehouse (default: fail at once)")
+
+
+def _run_errors():
+    from spark_jobs.ingest import IngestError, LandingError
+    from spark_jobs.pipeline import PipelineError
+    from spark_jobs.runs import RunConflictError, RunOrderError
+
+    return (RunConflictError, RunOrderError, LandingError, IngestError, PipelineError)
+
+
 @app.command("run")
 def run_cmd(
     date: str = typer.Option(..., "--date", help="batch date yyyy-mm-dd"),
     stage: list[str] = typer.Option(None, help="stage(s) to run (default: all)"),
+    allow_out_of_order: bool = _OUT_OF_ORDER,
+    accept_changed_files: bool = _ACCEPT_CHANGED,
+    wait: float = _WAIT,
 ) -> None:
-    """Run the daily pipeline for one batch date without Airflow (development and debugging)."""
-    from spark_jobs.pipeline import STAGES, render_summary, run_stage, summarise
+    """Run the daily pipeline for one batch date without Airflow (development and debugging). One run
+    at a time per lakehouse; days in order; recorded in ops_runs when it completes."""
+    from spark_jobs.pipeline import render_summary, run_day, summarise
 
     cfg = _config()
-    try:
-        batch = dt.date.fromisoformat(date)
-    except ValueError:
-        _fail(f"--date must be a date like 2026-11-01, got {date!r}")
+    batch = _date(date, "--date")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_id = f"cli__{batch.isoformat()}__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
-    for name in stage or STAGES:
-        if name == "ingest":
-            for channel in cfg.ingest_sources():
-                run_stage("ingest", batch, run_id, channel=channel, cfg=cfg)
-        else:
-            run_stage(name, batch, run_id, cfg=cfg)
+    try:
+        run_id = run_day(batch, stage or None, cfg, allow_out_of_order, accept_changed_files, wait)
+    except _run_errors() as e:
+        _fail(f"{type(e).__name__}: {e}")
     typer.echo(render_summary(summarise(run_id, cfg)))
 
 
@@ -95,18 +109,22 @@ def load_history_cmd(
     first: str = typer.Option(..., "--from", help="first landing day to load, yyyy-mm-dd"),
     last: str = typer.Option(..., "--to", help="last landing day to load, yyyy-mm-dd: the batch date of the load"),
     source: list[str] = typer.Option(None, help="source(s) of conf/sources.yaml (default: conf's ingest sources)"),
+    allow_out_of_order: bool = _OUT_OF_ORDER,
+    accept_changed_files: bool = _ACCEPT_CHANGED,
+    wait: float = _WAIT,
 ) -> None:
     """Load many days of landing folders as one batch (a first load of history), then run every later
     stage once as of --to. Records keep their own dates: the marts equal those of daily loads, in one
     run instead of one per day."""
-    from spark_jobs.pipeline import PipelineError, load_history, render_summary, summarise
+    from spark_jobs.pipeline import load_history, render_summary, summarise
 
     cfg = _config()
     logging.basicConfig(level=logging.WARNING)
     try:
-        run_id = load_history(_date(first, "--from"), _date(last, "--to"), source or None, cfg, progress=typer.echo)
-    except PipelineError as e:
-        _fail(str(e))
+        run_id = load_history(_date(first, "--from"), _date(last, "--to"), source or None, cfg, progress=typer.echo,
+                              allow_out_of_order=allow_out_of_order, accept_changed_files=accept_changed_files, wait=wait)
+    except _run_errors() as e:
+        _fail(f"{type(e).__name__}: {e}")
     typer.echo(render_summary(summarise(run_id, cfg)))
 
 
@@ -319,8 +337,11 @@ def ml_features(
         _fail(f"--last-cutoff must be a date like 2026-11-20, got {last_cutoff!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        from spark_jobs.runs import pinned_versions
+
+        # The tables as of the last complete run (ops_runs): a run in progress is never half read.
         with spark_session(cfg.engine) as spark:
-            lh = Lakehouse(spark, cfg.paths.lakehouse_uri())
+            lh = Lakehouse(spark, cfg.paths.lakehouse_uri(), pinned=pinned_versions(cfg, writes=("gold_features",)))
             _print_json(run(lh, cfg, default_cutoffs(lh, cfg, last)))
     except (FeatureError, TableNotFoundError) as e:
         _fail(str(e))
@@ -430,3 +451,39 @@ def table_maintain(
             _print_json(e.result)
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
+
+
+runs_app = typer.Typer(help="Runs of the pipeline: the ops_runs manifest, days needing a re-run, the lakehouse claim.",
+                       no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("list")
+def runs_list(limit: int = typer.Option(20, help="newest runs to show")) -> None:
+    """The newest runs recorded in ops_runs, the run readers pin (the last complete one), days that
+    need a re-run, and who holds the lakehouse now."""
+    from spark_jobs import runs
+
+    cfg = _config()
+    history = runs.run_history(cfg).tail(limit)
+    for r in history.to_dict("records"):
+        typer.echo(f"{r['finished_at']:%Y-%m-%d %H:%M:%S}  {r['batch_date']}  {r['status']:<8}  {r['run_id']}"
+                   + (f"  ({r['note']})" if r["note"] else ""))
+    snap = runs.last_complete(cfg)
+    typer.echo(f"consistent snapshot: {f'run {snap.run_id} (batch {snap.batch_date}), {len(snap.tables)} tables' if snap else 'none yet'}")
+    stale = runs.stale_days(cfg)
+    typer.echo(f"needs a re-run: {', '.join(d.isoformat() for d in stale) if stale else 'nothing'}")
+    held = runs.current_claim(cfg)
+    typer.echo(f"claim: {held.describe() if held else 'free'}")
+
+
+@runs_app.command("release")
+def runs_release(run_id: str = typer.Argument(..., help="the run whose claim to remove (see `cdp runs list`)")) -> None:
+    """Remove the lakehouse claim of a run that is no longer alive (e.g. an Airflow run whose workers died)."""
+    from spark_jobs import runs
+
+    cfg = _config()
+    if not runs.release(cfg, run_id):
+        held = runs.current_claim(cfg)
+        _fail(f"run {run_id!r} holds no claim; the claim is {held.describe() if held else 'free'}")
+    typer.echo(f"released the claim of {run_id}")

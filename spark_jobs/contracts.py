@@ -53,6 +53,19 @@ class TableContract:
     def required(self) -> list[str]:
         return [c.name for c in self.columns if not c.nullable]
 
+    def arrow_schema(self):
+        """The storage schema as pyarrow (for writes through delta-rs): timestamps are UTC instants."""
+        import pyarrow as pa
+
+        simple = {"string": pa.string(), "long": pa.int64(), "int": pa.int32(), "double": pa.float64(),
+                  "boolean": pa.bool_(), "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC")}
+
+        def arrow(t: str):
+            m = _DECIMAL.fullmatch(t)
+            return pa.decimal128(int(m.group(1)), int(m.group(2))) if m else simple[t]
+
+        return pa.schema([pa.field(c.name, arrow(c.type), True) for c in self.columns])
+
 
 LAYERS = ("bronze", "silver", "gold", "ops")
 
@@ -137,10 +150,47 @@ CHANNEL_FORMAT = {
     "app_events": "jsonl", "wechat": "jsonl", "crm": "csv", "orders": "csv", "pos": "csv",
     "ad_leads": "csv",
 }
-CHANNEL_KEY = {
-    "app_events": "event_id", "wechat": "event_id", "crm": "member_id", "orders": "order_id",
-    "pos": "txn_id", "ad_leads": "lead_id",
+# The record key of each model: the fields that name one record across every batch. A source may
+# declare its own (conf/sources.yaml `key`); a record whose key an earlier batch loaded is a duplicate.
+RECORD_KEYS: dict[str, tuple[str, ...]] = {
+    "app_events": ("event_id",), "wechat": ("event_id",), "crm": ("member_id", "updated_at"),
+    "orders": ("order_id",), "pos": ("txn_id",), "ad_leads": ("lead_id",),
 }
+TIERS = ("normal", "silver", "gold", "platinum")
+
+
+@dataclass(frozen=True)
+class RecordRule:
+    """A value rule one record must keep to be loaded, named as the Great Expectations expectation
+    that checks it on the table. Ingest quarantines a record that breaks it, with `name` as the reason
+    (a row-level failure never stops the day); the table's suite then checks it as critical."""
+
+    column: str
+    in_set: tuple[str, ...] | None = None  # allowed values
+    ignore_case: bool = False  # compare in_set upper- and lower-case alike
+    min_value: float | None = None
+
+    @property
+    def expectation(self) -> str:
+        return "expect_column_values_to_be_in_set" if self.in_set is not None else "expect_column_values_to_be_between"
+
+    @property
+    def name(self) -> str:
+        return f"{self.expectation}: {self.column}"
+
+
+# Rules per model: what the silver tables require of every row, checked where the record still is one.
+RECORD_RULES: dict[str, tuple[RecordRule, ...]] = {
+    "app_events": (RecordRule("event_name", in_set=EVENT_NAMES["app_events"]),),
+    "wechat": (RecordRule("event_name", in_set=EVENT_NAMES["wechat"]),),
+    "orders": (RecordRule("amount", min_value=0),),
+    "pos": (RecordRule("amount", min_value=0),),
+    "crm": (RecordRule("gender", in_set=("M", "F"), ignore_case=True), RecordRule("tier", in_set=TIERS, ignore_case=True)),
+    "ad_leads": (),
+}
+
+
+FILE_STATUSES = ("loaded", "duplicate", "skipped", "refused", "deleted")
 
 
 def bronze_name(channel: str) -> str:
@@ -180,16 +230,37 @@ _TABLES += [
             _c("batch_date", "date", nullable=False),
             _c("channel", nullable=False, doc="the source (conf/sources.yaml) of the file"),
             _c("file", nullable=False, doc="path relative to landing/"),
-            _c("checksum", nullable=False, doc="sha256 of the file's bytes"),
+            _c("checksum", doc="sha256 of the file's bytes (none for an entry that was not read: refused, deleted)"),
             _c("bytes", "long", nullable=False),
             _c("lines", "long", nullable=False, doc="physical data lines (the header's excluded)"),
             _c("records", "long", nullable=False, doc="data records (a quoted field may span lines)"),
             _c("loaded", "long", nullable=False), _c("quarantined", "long", nullable=False),
+            _c("duplicates", "long", nullable=False,
+               doc="records an earlier batch (or an earlier file of this one) loaded already: same key, same content"),
+            _c("status", nullable=False, doc=f"one of {FILE_STATUSES}"),
             _c("duplicate_of", doc="the file with the same checksum that was loaded instead"),
+            _c("previous_checksum", doc="a changed or deleted file: the checksum an earlier run of the batch ingested"),
+            _c("note", doc="why a file was skipped, refused, changed or deleted"),
             _c("ingested_at", "timestamp", nullable=False),
         ),
         partition_by=("batch_date", "channel"), keys=("file",),
-        doc="per-file accounting: records = loaded + quarantined, covering every line, or the file is a duplicate",
+        doc="per-file accounting: records = loaded + quarantined + duplicates, covering every line; duplicate, "
+            "skipped, refused and deleted files load nothing",
+    ),
+    TableContract(
+        "ops_runs",
+        (
+            _c("run_id", nullable=False), _c("batch_date", "date", nullable=False),
+            _c("first_day", "date", nullable=False, doc="the first landing day loaded (a history load: --from)"),
+            _c("status", nullable=False, doc="complete | failed"),
+            _c("started_at", "timestamp", nullable=False), _c("finished_at", "timestamp", nullable=False),
+            _c("tables", nullable=False, doc="JSON object: the Delta version of every table when the run completed"),
+            _c("stale_days", nullable=False, doc="JSON list: later batch dates this run made stale (they need a re-run)"),
+            _c("note", doc="why the run failed, or what it was allowed to do (out of order, changed files)"),
+        ),
+        partition_by=("batch_date",), keys=("run_id",),
+        doc="one row per run, written last: readers that need the tables consistent read the versions of the "
+            "newest complete run",
     ),
     TableContract(
         "silver_events",

@@ -153,7 +153,7 @@ def graphframes_components(nodes: DataFrame, edges: DataFrame, lh: Lakehouse) ->
             "identity.algorithm: graphframes needs the graphframes-py package and the GraphFrames JAR "
             "(spark.jars.packages io.graphframes:graphframes-spark4_2.13)"
         ) from None
-    spark.sparkContext.setCheckpointDir(f"{lh.root}/_staging/graphframes-checkpoints")
+    spark.sparkContext.setCheckpointDir(f"{lh.staging}/graphframes-checkpoints")
     try:
         graph = GraphFrame(nodes.select(F.col("node").alias("id")).distinct(), edges.select("src", "dst"))
         result = graph.connectedComponents()

@@ -9,10 +9,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from spark_jobs.contracts import CHANNEL_FIELDS, bronze_name, contract
+from spark_jobs.contracts import CHANNEL_FIELDS, RECORD_RULES, RecordRule, bronze_name, contract
 from spark_jobs.contracts import Column as FieldSpec
 from spark_jobs.sources.config import SourceConfig, SourcesConfig, is_naive
 from spark_jobs.sources.expressions import staged_sql
@@ -38,16 +38,19 @@ class IngestError(RuntimeError):
 
 @dataclass(frozen=True)
 class LandedFile:
-    """One landing file, measured on the driver from its bytes (independently of the engine's reader)."""
+    """One landing file, measured on the driver from its bytes (independently of the engine's reader),
+    or an entry of a landing folder that is not read (`status` skipped or refused, with the `note`)."""
 
     path: Path
     rel: str  # path relative to the landing root, as stored in _source_file
-    checksum: str
+    checksum: str | None
     bytes: int
     lines: int  # physical data lines: all lines, less the header's
     names: tuple[str, ...] | None = None  # CSV column names (header row or declared)
     header_lines: int = 0
     reason: str | None = None  # why the whole file cannot be read (bad_header, bad_encoding)
+    status: str = "loaded"  # loaded | skipped (hidden name, a folder) | refused (a symlink, outside the root)
+    note: str | None = None
 
 
 def scan_file(path: Path, landing: Path, source: SourceConfig) -> LandedFile:
@@ -67,24 +70,47 @@ def scan_file(path: Path, landing: Path, source: SourceConfig) -> LandedFile:
 
 
 class LandingError(ValueError):
-    """A landing folder holds something ingest will not read silently past (a hidden file)."""
+    """A landing folder changed since an earlier run of the batch ingested it; nothing was published."""
+
+
+def _not_read(path: Path, landing: Path, status: str, note: str) -> LandedFile:
+    size = path.lstat().st_size if path.is_symlink() or path.exists() else 0
+    return LandedFile(path, str(path.relative_to(landing)), None, size, 0, status=status, note=note)
+
+
+def _entry(path: Path, landing: Path, root: Path, source: SourceConfig) -> LandedFile:
+    """One entry of a day folder: a file to read, or why it is not read. Symlinks are never followed
+    (a link could expose any file of the machine), nor is anything that resolves outside the root."""
+    if path.is_symlink():
+        return _not_read(path, landing, "refused", f"a symbolic link (to {os.readlink(path)}): links are not followed")
+    if not path.resolve().is_relative_to(root):
+        return _not_read(path, landing, "refused", "resolves outside the landing root")
+    if path.is_dir():
+        return _not_read(path, landing, "skipped", "a folder: ingest reads the files of landing/<source>/<day>/ only")
+    if not path.is_file():
+        return _not_read(path, landing, "refused", "not a regular file (a pipe, socket or device)")
+    if path.name.startswith((".", "_")):
+        return _not_read(path, landing, "skipped", "a hidden name (starts with '.' or '_'): rename it to load it")
+    return scan_file(path, landing, source)
 
 
 def list_batch(landing: Path, source: SourceConfig, batch_date: dt.date, days: list[dt.date] | None = None) -> list[LandedFile]:
-    """The files of one batch: landing/<source>/<day>/ for the batch date, or for each of `days` (a
-    history load: many days' folders in one batch), in day order."""
+    """Every entry of the batch's folders: landing/<source>/<day>/ for the batch date, or for each of
+    `days` (a history load: many days' folders in one batch), in day order. Files to read, and the
+    entries that are not read (skipped or refused, with the reason), so nothing is outside the accounting."""
     out = []
+    root = landing.resolve()
     for day in days or [batch_date]:
         folder = landing / source.name / day.isoformat()
+        if folder.is_symlink() or (folder.parent.is_symlink()):
+            out.append(_not_read(folder, landing, "refused", "the day folder is (inside) a symbolic link: links are not followed"))
+            continue
         if not folder.is_dir():
             log.warning("no landing folder %s: nothing to ingest for %s on %s", folder, source.name, day)
             continue
         # Shortest name first, so an original `part-00001.csv` is loaded before its `part-00001-resend.csv`.
-        files = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: (len(p.name), p.name))
-        hidden = [p.name for p in files if p.name.startswith((".", "_"))]
-        if hidden:  # a file nobody reads would be lost outside the accounting
-            raise LandingError(f"{folder}: hidden file(s) {hidden} (names starting with '.' or '_'); rename or remove them")
-        out += [scan_file(p, landing, source) for p in files]
+        entries = sorted(folder.iterdir(), key=lambda p: (len(p.name), p.name))
+        out += [_entry(p, landing, root, source) for p in entries]
     return out
 
 
@@ -93,10 +119,30 @@ def plan_duplicates(files: list[LandedFile], loaded_elsewhere: dict[str, str]) -
     seen = dict(loaded_elsewhere)
     plan: dict[str, str | None] = {}
     for f in files:
+        if f.status != "loaded":
+            plan[f.rel] = None
+            continue
         original = seen.get(f.checksum)
         plan[f.rel] = original if original and original != f.rel else None
         seen.setdefault(f.checksum, f.rel)
     return plan
+
+
+@dataclass(frozen=True)
+class FileChange:
+    file: str
+    change: str  # changed | deleted
+    previous_checksum: str
+    ingested_at: dt.datetime
+
+
+def landing_changes(files: list[LandedFile], previous: dict[str, tuple[str, dt.datetime]]) -> list[FileChange]:
+    """Files an earlier run of this batch ingested (file -> checksum, when) whose bytes changed since,
+    or which are gone."""
+    now = {f.rel: f.checksum for f in files if f.status == "loaded"}
+    out = [FileChange(rel, "changed", sha, at) for rel, (sha, at) in previous.items() if rel in now and now[rel] != sha]
+    out += [FileChange(rel, "deleted", sha, at) for rel, (sha, at) in previous.items() if rel not in now]
+    return sorted(out, key=lambda c: c.file)
 
 
 def read_records(spark: SparkSession, files: list[LandedFile], source: SourceConfig) -> DataFrame:
@@ -202,16 +248,69 @@ def parse_records(records: DataFrame, source: SourceConfig, timezone: str = DEFA
             checks.append(F.when(F.array_contains(unmapped, spec.name), F.lit(f"bad_value: {spec.name}")))
         if prefix:
             checks.append(F.when(text.isNotNull() & value.isNull(), F.lit(f"{prefix}: {spec.name}")))
+    for rule in RECORD_RULES[source.model]:  # the table's row-level expectations: one bad value, one record
+        checks.append(F.when(~rule_holds(typed[rule.column], rule), F.lit(rule.name)))
     return records.select(
         "_source_file", "_line", "_lines", "raw", *[typed[n].alias(n) for n in typed], "_extra",
         F.coalesce(*checks).alias("reason"),
     )
 
 
+def rule_holds(value: Column, rule: RecordRule) -> Column:
+    """Whether a value keeps a record rule (an empty value keeps every rule: required fields are
+    checked as missing_required)."""
+    if rule.in_set is not None:
+        allowed = {v for x in rule.in_set for v in ((x, x.upper(), x.lower(), x.capitalize()) if rule.ignore_case else (x,))}
+        ok = value.isin(sorted(allowed))
+    else:
+        ok = value >= F.lit(rule.min_value)
+    return value.isNull() | ok
+
+
+def with_duplicates(parsed: DataFrame, earlier: DataFrame, key: tuple[str, ...], fields: list[str],
+                    file_order: DataFrame) -> DataFrame:
+    """`parsed` plus `_duplicate` (true: a record already loaded, same key and same content: by an
+    earlier batch in `earlier`, or by an earlier file or line of this batch), with `reason` set to
+    `conflicting_duplicate` for a good record whose key was loaded with other content (a silent
+    change otherwise: which version is right is for a person to decide)."""
+    good = F.col("reason").isNull()
+    w = Window.partitionBy(F.col("reason").isNull(), *key).orderBy("__file_order", "_line")
+    ranked = parsed.join(F.broadcast(file_order), "_source_file", "left").withColumn(
+        "__rank", F.when(good, F.row_number().over(w)))
+    firsts = ranked.where(good & (F.col("__rank") == 1)).select(
+        *key, *[F.col(f).alias(f"__first_{f}") for f in fields if f not in key], F.col("_source_file").alias("__first_file"))
+    keys = ranked.where(good).select(*key).distinct()
+    prior = (earlier.join(keys, list(key), "left_semi")
+             .select(*key, *[F.col(f).alias(f"__prior_{f}") for f in fields if f not in key],
+                     F.col("_batch_date").alias("__prior_batch"), F.col("_source_file").alias("__prior_file")))
+    joined = ranked.join(firsts, list(key), "left").join(prior, list(key), "left")
+    others = [f for f in fields if f not in key]
+
+    def same(prefix: str) -> Column:
+        return F.lit(True) if not others else F.expr(" AND ".join(f"`{f}` <=> `{prefix}{f}`" for f in others))
+
+    has_prior = F.col("__prior_batch").isNotNull()
+    later_in_batch = F.col("__rank") > 1
+    label = ", ".join(key)
+    conflict = (
+        F.when(good & has_prior & ~same("__prior_"), F.concat(
+            F.lit(f"conflicting_duplicate: {label} loaded with other values by batch "), F.col("__prior_batch").cast("string"),
+            F.lit(" ("), F.col("__prior_file"), F.lit(")")))
+        .when(good & ~has_prior & later_in_batch & ~same("__first_"), F.concat(
+            F.lit(f"conflicting_duplicate: {label} delivered with other values in "), F.col("__first_file")))
+    )
+    duplicate = good & ((has_prior & same("__prior_")) | (~has_prior & later_in_batch & same("__first_")))
+    return joined.select(
+        *[c for c in parsed.columns if c != "reason"],
+        F.coalesce(F.col("reason"), conflict).alias("reason"),
+        F.coalesce(duplicate, F.lit(False)).alias("_duplicate"),
+    )
+
+
 def build_bronze(parsed: DataFrame, source: SourceConfig, batch_date: dt.date, ingested_at: dt.datetime) -> DataFrame:
     """Good rows of `parsed` as bronze_<model> rows (typed fields, _extra and lineage)."""
     names = [c.name for c in CHANNEL_FIELDS[source.model]]
-    return parsed.where(F.col("reason").isNull()).select(
+    return parsed.where(F.col("reason").isNull() & ~F.col("_duplicate")).select(
         *names, "_extra", F.lit(source.name).alias("_source"), "_source_file", "_line",
         F.lit(batch_date).alias("_batch_date"),
         F.lit(ingested_at).cast("timestamp").alias("_ingested_at"),
@@ -230,16 +329,30 @@ def build_quarantine(parsed: DataFrame, source: SourceConfig, batch_date: dt.dat
 
 
 def _loaded_checksums(lh: Lakehouse, source: str, batch_date: dt.date) -> dict[str, str]:
-    """Checksums of files loaded by earlier batches of this source (a bounded, per-file table)."""
+    """Checksums of files loaded by earlier batches of this source (a bounded, per-file table). Only
+    earlier ones: a re-run of a day never makes its files duplicates of a later day's resend."""
     if not lh.exists("ops_ingest_files"):
         return {}
     rows = (
         lh.read("ops_ingest_files")
-        .where((F.col("channel") == source) & (F.col("batch_date") != F.lit(batch_date)) & F.col("duplicate_of").isNull())
+        .where((F.col("channel") == source) & (F.col("batch_date") < F.lit(batch_date)) & (F.col("status") == "loaded")
+               & F.col("duplicate_of").isNull())
         .select("checksum", "file")
         .collect()
     )
     return {r["checksum"]: r["file"] for r in sorted(rows, key=lambda r: r["file"])}
+
+
+def _ingested_before(lh: Lakehouse, source: str, batch_date: dt.date) -> dict[str, tuple[str, dt.datetime]]:
+    """The files an earlier run of this same batch ingested: file -> (checksum, when)."""
+    if not lh.exists("ops_ingest_files"):
+        return {}
+    rows = (
+        lh.read("ops_ingest_files", {"batch_date": batch_date, "channel": source})
+        .where(F.col("status").isin("loaded", "duplicate"))
+        .select("file", "checksum", "ingested_at").collect()
+    )
+    return {r["file"]: (r["checksum"], r["ingested_at"]) for r in rows}
 
 
 @dataclass(frozen=True)
@@ -248,31 +361,34 @@ class FileCounts:
     lines: int = 0
     loaded: int = 0
     quarantined: int = 0
+    duplicates: int = 0
 
 
 def _audit(staged: DataFrame, files: list[LandedFile], plan: dict[str, str | None]) -> tuple[dict[str, FileCounts], dict[str, int]]:
-    """Count staged records per file (loaded / quarantined, physical lines) and reason; raise IngestError,
-    before anything is published, unless the records of every loaded file cover each of its lines."""
+    """Count staged records per file (loaded / quarantined / duplicates, physical lines) and reason;
+    raise IngestError, before anything is published, unless the records of every loaded file cover
+    each of its lines."""
     rows = (
-        staged.select("_source_file", "_lines", F.split("reason", ":")[0].alias("kind"))
-        .groupBy("_source_file", "kind").agg(F.count(F.lit(1)).alias("n"), F.sum("_lines").alias("lines")).collect()
+        staged.select("_source_file", "_lines", "_duplicate", F.split("reason", ":")[0].alias("kind"))
+        .groupBy("_source_file", "kind", "_duplicate").agg(F.count(F.lit(1)).alias("n"), F.sum("_lines").alias("lines"))
+        .collect()
     )
     per_file: dict[str, dict[str, int]] = {}
     reasons: dict[str, int] = {}
     for r in rows:
-        c = per_file.setdefault(r["_source_file"], {"records": 0, "lines": 0, "loaded": 0, "quarantined": 0})
+        c = per_file.setdefault(r["_source_file"], {"records": 0, "lines": 0, "loaded": 0, "quarantined": 0, "duplicates": 0})
         c["records"] += r["n"]
         c["lines"] += r["lines"]
-        c["loaded" if r["kind"] is None else "quarantined"] += r["n"]
+        c["quarantined" if r["kind"] is not None else "duplicates" if r["_duplicate"] else "loaded"] += r["n"]
         if r["kind"] is not None:
             reasons[r["kind"]] = reasons.get(r["kind"], 0) + r["n"]
     out = {}
     for f in files:
         c = FileCounts(**per_file.get(f.rel, {}))
-        if plan[f.rel] is None and c.lines != f.lines:
+        if f.status == "loaded" and plan[f.rel] is None and c.lines != f.lines:
             raise IngestError(
                 f"{f.rel}: the file has {f.lines} data lines but ingest read {c.records} records spanning {c.lines} "
-                f"lines ({c.loaded} loaded, {c.quarantined} quarantined); nothing was published"
+                f"lines ({c.loaded} loaded, {c.quarantined} quarantined, {c.duplicates} duplicates); nothing was published"
             )
         out[f.rel] = c
     return out, reasons
@@ -289,17 +405,34 @@ def _source_of(source: str | SourceConfig, sources: SourcesConfig | None) -> Sou
     return sources.get(source)
 
 
+def _changed_error(src: SourceConfig, batch_date: dt.date, changes: list[FileChange]) -> LandingError:
+    listed = "; ".join(f"{c.file} {c.change} (ingested {c.ingested_at:%Y-%m-%d %H:%M} with sha256 {c.previous_checksum[:12]}…)"
+                       for c in changes[:10])
+    more = f" and {len(changes) - 10} more" if len(changes) > 10 else ""
+    return LandingError(
+        f"{src.name} {batch_date}: landing files changed since an earlier run of this batch ingested them: {listed}{more}. "
+        "Landing files are never modified; restore the delivered files, or re-run with --accept-changed-files to take "
+        "the new content (the change is recorded in ops_ingest_files and later days are marked as needing a re-run)"
+    )
+
+
 def run(spark: SparkSession, lh: Lakehouse, landing: Path, source: str | SourceConfig, batch_date: dt.date,
         ingested_at: dt.datetime, sources: SourcesConfig | None = None, timezone: str = DEFAULT_TIMEZONE,
-        days: list[dt.date] | None = None) -> dict:
+        days: list[dt.date] | None = None, accept_changed_files: bool = False) -> dict:
     """Load one source-day into bronze (or, with `days`, those days' folders as one batch dated
     `batch_date`: a history load); return its accounting (also written to ops_ingest_files).
     Write-audit-publish: records are parsed once and staged, every line is accounted for, then the
-    source's partitions of bronze, quarantine and ops_ingest_files are replaced for the batch."""
+    source's partitions of bronze, quarantine and ops_ingest_files are replaced for the batch.
+    A record whose key an earlier batch (or file) loaded with the same values is a duplicate, counted
+    and not loaded; with other values it is quarantined. A re-run stops with LandingError when files an
+    earlier run of the batch ingested changed or disappeared, unless `accept_changed_files`."""
     src = _source_of(source, sources)
     files = list_batch(landing, src, batch_date, days)
+    changes = landing_changes(files, _ingested_before(lh, src.name, batch_date))
+    if changes and not accept_changed_files:
+        raise _changed_error(src, batch_date, changes)
     plan = plan_duplicates(files, _loaded_checksums(lh, src.name, batch_date))
-    to_read = [f for f in files if plan[f.rel] is None and f.lines > 0]
+    to_read = [f for f in files if f.status == "loaded" and plan[f.rel] is None and f.lines > 0]
     bronze_table = bronze_name(src.model)
     stage_key = f"ingest/{src.name}/{batch_date.isoformat()}"
     counts: dict[str, FileCounts] = {}
@@ -307,7 +440,10 @@ def run(spark: SparkSession, lh: Lakehouse, landing: Path, source: str | SourceC
     try:
         if to_read:
             parsed = parse_records(read_records(spark, to_read, src), src, timezone)
-            staged = lh.stage(stage_key, parsed)
+            order = spark.createDataFrame([(f.rel, i) for i, f in enumerate(to_read)], "_source_file string, __file_order int")
+            earlier = lh.read_or_empty(bronze_table).where(F.col("_batch_date") < F.lit(batch_date))
+            fields = [c.name for c in CHANNEL_FIELDS[src.model]]
+            staged = lh.stage(stage_key, with_duplicates(parsed, earlier, src.record_key(), fields, order))
             counts, reasons = _audit(staged, files, plan)
             bronze = build_bronze(staged, src, batch_date, ingested_at)
             quarantine = build_quarantine(staged, src, batch_date, ingested_at)
@@ -319,24 +455,34 @@ def run(spark: SparkSession, lh: Lakehouse, landing: Path, source: str | SourceC
     finally:
         lh.unstage(stage_key)
 
-    none = FileCounts()
-    rows = [
-        (batch_date, src.name, f.rel, f.checksum, f.bytes, f.lines,
-         0 if plan[f.rel] else counts.get(f.rel, none).records,
-         0 if plan[f.rel] else counts.get(f.rel, none).loaded, 0 if plan[f.rel] else counts.get(f.rel, none).quarantined,
-         plan[f.rel], ingested_at)
-        for f in files
-    ]
+    changed = {c.file: c for c in changes}
+    rows = []
+    for f in files:
+        c = counts.get(f.rel, FileCounts()) if f.status == "loaded" and not plan[f.rel] else FileCounts()
+        status = "duplicate" if plan[f.rel] else f.status
+        ch = changed.get(f.rel)
+        note = f.note or (f"changed since the run of {ch.ingested_at:%Y-%m-%d %H:%M}; accepted" if ch else None)
+        rows.append((batch_date, src.name, f.rel, f.checksum, f.bytes, f.lines, c.records, c.loaded, c.quarantined,
+                     c.duplicates, status, plan[f.rel], ch.previous_checksum if ch else None, note, ingested_at))
+    for ch in changes:
+        if ch.change == "deleted":
+            rows.append((batch_date, src.name, ch.file, None, 0, 0, 0, 0, 0, 0, "deleted", None, ch.previous_checksum,
+                         f"ingested {ch.ingested_at:%Y-%m-%d %H:%M}, gone since; accepted: its records are no longer loaded",
+                         ingested_at))
     files_df = spark.createDataFrame(rows, contract("ops_ingest_files").schema())
     lh.write_partition("ops_ingest_files", files_df, {"batch_date": batch_date, "channel": src.name})
     return {
         "channel": src.name,
         "model": src.model,
-        "files": len(files),
+        "files": sum(1 for f in files if f.status == "loaded"),
         "duplicate_files": sum(1 for v in plan.values() if v),
+        "skipped_files": [f"{f.rel}: {f.note}" for f in files if f.status == "skipped"],
+        "refused_files": [f"{f.rel}: {f.note}" for f in files if f.status == "refused"],
+        "changed_files": [f"{c.file}: {c.change}" for c in changes],
         "lines": sum(f.lines for f in to_read),
         "records": sum(c.records for c in counts.values()),
         "loaded": sum(c.loaded for c in counts.values()),
         "quarantined": sum(c.quarantined for c in counts.values()),
+        "duplicates": sum(c.duplicates for c in counts.values()),
         "quarantine_reasons": dict(sorted(reasons.items())),
     }

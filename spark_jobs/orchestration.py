@@ -45,6 +45,7 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
     "score": ("gold_scores",),
     "tags": ("gold_tags", "gold_profile_tags"),
     "segments": ("gold_segment_members",),
+    "summary": ("ops_runs",),  # the run's manifest, written last
     "features": ("gold_features",),  # cdp_train
 }
 AUDIT_TABLES = ("ops_dq_results",)
@@ -111,20 +112,26 @@ def run_task(stage: str, batch: dt.date, run_id: str, conn_id: str = SPARK_CONN_
 
     from expectations.gate import QualityGateError
     from spark_jobs.config import ConfigError, load_config
+    from spark_jobs.ingest import LandingError
     from spark_jobs.pipeline import run_stage
+    from spark_jobs.runs import RunConflictError
 
     try:
         cfg = engine_config(kwargs.pop("cfg", None) or load_config(), conn_id)
         return run_stage(stage, batch, run_id, cfg=cfg, **kwargs)
-    except (QualityGateError, ConfigError, EngineConnectionError) as e:
+    except (QualityGateError, ConfigError, EngineConnectionError, LandingError, RunConflictError) as e:
         raise AirflowFailException(f"{type(e).__name__}: {e}") from e
 
 
-def run_sources(requested: list[str] | None) -> list[str]:
-    """The sources a run of cdp_daily ingests (one mapped ingest task each); fails the task when the
-    config is invalid or nothing is left to ingest."""
+def run_sources(requested: list[str] | None, batch: dt.date | None = None, run_id: str | None = None,
+                allow_out_of_order: bool = False) -> list[str]:
+    """The sources a run of cdp_daily ingests (one mapped ingest task each), after claiming the
+    lakehouse for the run (released by its summary task) and checking the day's order; fails the task
+    when the config is invalid, another run holds the lakehouse, the day is out of order, or nothing
+    is left to ingest."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from spark_jobs import runs
     from spark_jobs.config import ConfigError, load_config
 
     try:
@@ -138,7 +145,43 @@ def run_sources(requested: list[str] | None) -> list[str]:
     if not names:
         raise AirflowFailException(f"no source to ingest: no landing folder of a source of {cfg.paths.sources} "
                                    f"under {cfg.paths.landing_path()}, and ingest.sources is not set")
+    if run_id is not None:
+        try:
+            runs.acquire(cfg, run_id, batch)  # no pid: the claim outlives this task, until the summary task
+            try:
+                runs.check_order(cfg, batch, allow_out_of_order, names)
+            except runs.RunOrderError:
+                runs.release(cfg, run_id)
+                raise
+        except (runs.RunConflictError, runs.RunOrderError) as e:
+            raise AirflowFailException(f"{type(e).__name__}: {e}") from e
     return names
+
+
+def finish_run(run_id: str, batch: dt.date, started_at: dt.datetime, ti, dag_id: str,
+               allow_out_of_order: bool = False) -> None:
+    """For cdp_daily's summary task: record the run in ops_runs (complete when every other task
+    succeeded, else failed) and release the lakehouse claim."""
+    import json
+
+    from spark_jobs import runs
+    from spark_jobs.config import load_config
+
+    cfg = load_config()
+    try:
+        states = ti.get_task_states(dag_id=dag_id, run_ids=[run_id])
+        per_task = states.get(run_id, states)
+        failed = sorted(t for t, s in per_task.items() if t != ti.task_id and str(s) not in ("success", "skipped"))
+        changed = [f for p in cfg.paths.runs(run_id).glob("ingest-*.json") for f in json.loads(p.read_text()).get("changed_files", [])]
+        later = sorted(d for d in runs.run_days(cfg) if d > batch) if (allow_out_of_order or changed) else []
+        if failed:
+            runs.record_run(cfg, run_id, batch, started_at, "failed", note=f"tasks not successful: {failed}")
+        else:
+            runs.record_run(cfg, run_id, batch, started_at, "complete", stale=later,
+                            note=f"accepted {len(changed)} changed landing file(s)" if changed else None)
+    finally:
+        runs.clear_staging(cfg, run_id)
+        runs.release(cfg, run_id)
 
 
 def fail_if_upstream_failed(ti, dag_id: str, run_id: str, what: str) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import time
 
-from spark_jobs import identity, ingest, profiles, segments, standardise, tags
+from spark_jobs import identity, ingest, profiles, runs, segments, standardise, tags
 from spark_jobs.config import CdpConfig, load_config
 from spark_jobs.contracts import bronze_name
 from spark_jobs.session import spark_session
@@ -31,24 +32,36 @@ def run_stage(
     cfg: CdpConfig | None = None,
     started_at: dt.datetime | None = None,
     days: list[dt.date] | None = None,
+    accept_changed_files: bool = False,
 ) -> dict:
-    """Run `stage` for `batch_date` in its own Spark session; return and record its figures."""
+    """Run `stage` for `batch_date` in its own Spark session; return and record its figures. The
+    stage runs under the lakehouse claim of `run_id` (taken for the stage alone when the run holds
+    none; RunConflictError when another run holds it)."""
     cfg = cfg or load_config()
     if stage not in STAGES:
         raise PipelineError(f"unknown stage {stage!r}; stages: {list(STAGES)}")
     if stage == "ingest" and channel not in cfg.sources.sources:
         raise PipelineError(f"ingest needs a source of {cfg.paths.sources}, got {channel!r}; declared: {sorted(cfg.sources.sources)}")
+    took = runs.acquire(cfg, run_id, batch_date, pid=os.getpid())
+    try:
+        return _run_stage(stage, batch_date, run_id, channel, cfg, started_at, days, accept_changed_files)
+    finally:
+        if took:
+            runs.release(cfg, run_id)
+
+
+def _run_stage(stage, batch_date, run_id, channel, cfg, started_at, days, accept_changed_files) -> dict:
     started_at = (started_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(tzinfo=None)
     t0 = time.perf_counter()
     with spark_session(cfg.engine) as spark:
-        lh = Lakehouse(spark, cfg.paths.lakehouse_uri())
+        lh = Lakehouse(spark, cfg.paths.lakehouse_uri(), run_id=run_id)
         if cfg.quality.enabled:  # write-audit-publish: every table write is validated first
             from expectations.gate import QualityGate
 
             lh.gate = QualityGate(lh, cfg, run_id, batch_date, started_at)
         if stage == "ingest":
             result = ingest.run(spark, lh, cfg.paths.landing_path(), cfg.sources.get(channel), batch_date, started_at,
-                                timezone=cfg.standardise.timezone, days=days)
+                                timezone=cfg.standardise.timezone, days=days, accept_changed_files=accept_changed_files)
         elif stage == "standardise":
             result = {"tables": standardise.run(lh, cfg.standardise, batch_date,
                                                 standardise.declared_id_columns(cfg.sources))}
@@ -84,8 +97,62 @@ def history_config(cfg: CdpConfig) -> CdpConfig:
     return cfg.model_copy(update={"sources": sources})
 
 
+def run_day(batch_date: dt.date, stages: list[str] | None = None, cfg: CdpConfig | None = None,
+            allow_out_of_order: bool = False, accept_changed_files: bool = False, wait: float = 0.0,
+            progress=lambda message: None) -> str:
+    """Run the daily pipeline (or some `stages`) for one batch date as one run: claim the lakehouse
+    (RunConflictError when another run holds it), check the day's order (RunOrderError), run the
+    stages, then record the run in ops_runs last. Returns the run id."""
+    cfg = cfg or load_config()
+    stages = list(stages or STAGES)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise PipelineError(f"unknown stage(s) {unknown}; stages: {list(STAGES)}")
+    run_id = f"cli__{batch_date.isoformat()}__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
+    sources = list(cfg.ingest_sources())
+    return _as_one_run(cfg, run_id, batch_date, batch_date, stages, sources, None, allow_out_of_order,
+                       accept_changed_files, wait, progress)
+
+
+def _as_one_run(cfg, run_id, batch_date, first_day, stages, sources, days, allow_out_of_order, accept_changed_files,
+                wait, progress) -> str:
+    started = dt.datetime.now(dt.UTC)
+    runs.acquire(cfg, run_id, batch_date, pid=os.getpid(), wait=wait)
+    try:
+        later = runs.check_order(cfg, batch_date, allow_out_of_order, sources, first_day)
+        changed = []
+        for stage in stages:
+            if stage == "ingest":
+                for name in sources:
+                    r = run_stage("ingest", batch_date, run_id, channel=name, cfg=cfg, days=days,
+                                  accept_changed_files=accept_changed_files)
+                    changed += r["changed_files"]
+                    progress(f"ingest {name}: {r['files']} files, {r['records']:,} records = {r['loaded']:,} loaded + "
+                             f"{r['quarantined']:,} quarantined + {r['duplicates']:,} duplicates ({r['seconds']} s)")
+            else:
+                r = run_stage(stage, batch_date, run_id, cfg=cfg)
+                progress(f"{stage} as of {batch_date} ({r['seconds']} s)")
+        if changed and not later:
+            later = sorted(d for d in runs.run_days(cfg) if d > batch_date)
+        notes = [n for n, on in ((f"out of order (allowed): {len(later)} later day(s) need a re-run", allow_out_of_order and later),
+                                 (f"accepted {len(changed)} changed or deleted landing file(s)", changed)) if on]
+        status = "complete" if stages == list(STAGES) else "partial"
+        runs.record_run(cfg, run_id, batch_date, started, status, first_day, later, "; ".join(notes) or None)
+    except BaseException as e:
+        try:
+            runs.record_run(cfg, run_id, batch_date, started, "failed", first_day, (), f"{type(e).__name__}: {e}"[:2000])
+        except Exception:  # the original error matters more than the bookkeeping
+            log.exception("could not record the failed run %s", run_id)
+        raise
+    finally:
+        runs.clear_staging(cfg, run_id)
+        runs.release(cfg, run_id)
+    return run_id
+
+
 def load_history(first: dt.date, last: dt.date, sources: list[str] | None = None, cfg: CdpConfig | None = None,
-                 progress=lambda message: None) -> str:
+                 progress=lambda message: None, allow_out_of_order: bool = False, accept_changed_files: bool = False,
+                 wait: float = 0.0) -> str:
     """Load the landing folders of `first`..`last` as ONE batch dated `last`, then run every later stage
     once for that date: a year of history in one run instead of one run per day. Records keep their
     own dates, so the marts as of `last` equal those of daily loads. Returns the run id."""
@@ -97,15 +164,9 @@ def load_history(first: dt.date, last: dt.date, sources: list[str] | None = None
     if unknown:
         raise PipelineError(f"unknown source(s) {unknown}; declared in {cfg.paths.sources}: {sorted(cfg.sources.sources)}")
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-    run_id = f"history__{first.isoformat()}__{last.isoformat()}__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
-    for name in names:
-        r = run_stage("ingest", last, run_id, channel=name, cfg=cfg, days=days)
-        progress(f"ingest {name}: {r['files']} files of {len(days)} days, {r['records']:,} records = "
-                 f"{r['loaded']:,} loaded + {r['quarantined']:,} quarantined ({r['seconds']} s)")
-    for stage in STAGES[1:]:
-        r = run_stage(stage, last, run_id, cfg=cfg)
-        progress(f"{stage} as of {last} ({r['seconds']} s)")
-    return run_id
+    run_id = f"history__{first.isoformat()}__{last.isoformat()}__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
+    return _as_one_run(cfg, run_id, last, first, list(STAGES), names, days, allow_out_of_order, accept_changed_files,
+                       wait, progress)
 
 
 def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
@@ -144,9 +205,15 @@ def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
             "records": sum(s.get("records", s["lines"]) for s in ingests),
             "loaded": sum(s["loaded"] for s in ingests),
             "quarantined": tables["bronze_quarantine"],
+            "duplicates": sum(s.get("duplicates", 0) for s in ingests),
             "quarantine_reasons": dict(sorted(reasons.items())),
-            "per_channel": {s["channel"]: {k: s.get(k) for k in ("model", "files", "duplicate_files", "lines", "records", "loaded", "quarantined")} for s in ingests},
+            "skipped_files": [f for s in ingests for f in s.get("skipped_files", [])],
+            "refused_files": [f for s in ingests for f in s.get("refused_files", [])],
+            "changed_files": [f for s in ingests for f in s.get("changed_files", [])],
+            "per_channel": {s["channel"]: {k: s.get(k) for k in ("model", "files", "duplicate_files", "lines", "records", "loaded",
+                                                              "quarantined", "duplicates")} for s in ingests},
         },
+        "needs_rerun": [d.isoformat() for d in runs.stale_days(cfg)],
         "seconds": seconds,
         "seconds_total": round(sum(seconds.values()), 2),
         "identity": next((s["identity"] for s in stages if s["stage"] == "identity"), None),
@@ -223,10 +290,18 @@ def render_summary(summary: dict) -> str:
     console.print(
         f"ingest: {len(ing.get('per_channel', {}))} sources, {ing['files']} files ({ing['duplicate_files']} duplicate, skipped), "
         f"{ing['lines']:,} lines = {ing.get('records', ing['lines']):,} records = "
-        f"{ing['loaded']:,} loaded + {ing['quarantined']:,} quarantined"
+        f"{ing['loaded']:,} loaded + {ing['quarantined']:,} quarantined + {ing.get('duplicates', 0):,} duplicates"
     )
+    if ing.get("duplicates"):
+        console.print(f"duplicates: {ing['duplicates']:,} records an earlier batch or file already loaded (same key, same values): "
+                      "counted, not loaded again")
     if ing["quarantine_reasons"]:
         console.print("quarantine reasons: " + ", ".join(f"{k} {v:,}" for k, v in ing["quarantine_reasons"].items()))
+    for what in ("skipped_files", "refused_files", "changed_files"):
+        for f in ing.get(what, []):
+            console.print(f"{what.replace('_', ' ')}: {f}")
+    if summary.get("needs_rerun"):
+        console.print(f"NEEDS A RE-RUN, in order (made stale by an out-of-order day or changed files): {', '.join(summary['needs_rerun'])}")
     ident = summary.get("identity")
     if ident:
         console.print(

@@ -88,6 +88,12 @@ def check_contract(df: DataFrame, c: TableContract, partition: Mapping[str, obje
     return out.withColumn(first, guarded.cast(c.columns[0].spark_type()))
 
 
+def _safe(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
 def table_path(root: str, name: str) -> str:
     c = contract(name)
     return f"{root.rstrip('/')}/{c.layer}/{c.name}"
@@ -108,6 +114,21 @@ def table_stats(root: str, name: str) -> dict | None:
     return {"rows": rows, "version": t.version(), "files": actions.num_rows}
 
 
+def append_arrow(root: str, name: str, rows) -> None:
+    """Append a pyarrow table of `name`'s contract columns through delta-rs, no Spark session: for the
+    small run-bookkeeping tables written after the stages (ops_runs). Checked against the contract."""
+    from deltalake import write_deltalake
+
+    c = contract(name)
+    if rows.schema.names != c.column_names:
+        raise ContractError(f"{name}: columns {rows.schema.names} are not the contract's {c.column_names}")
+    missing = [n for n in c.required() if rows.column(n).null_count]
+    if missing:
+        raise ContractError(f"contract violation, nothing written: {name}: required column(s) {missing} are NULL")
+    write_deltalake(table_path(root, name), rows.cast(c.arrow_schema()), mode="append",
+                    partition_by=list(c.partition_by) or None)
+
+
 def read_pandas(root: str, name: str, columns: list[str] | None = None, partition: Mapping[str, str] | None = None,
                 where=None):
     """A table, one partition of it, or the rows matching a pyarrow `where` expression, as pandas,
@@ -122,26 +143,31 @@ def read_pandas(root: str, name: str, columns: list[str] | None = None, partitio
     return dataset.to_table(columns=columns, filter=where).to_pandas()
 
 
-def latest_partition(root: str, name: str, column: str, before: object | None = None) -> str | None:
+def latest_partition(root: str, name: str, column: str, before: object | None = None, version: int | None = None) -> str | None:
     """The largest value of a partition column (e.g. the newest as_of snapshot), or the largest below
-    `before` (the previous snapshot), from the Delta log."""
+    `before` (the previous snapshot), from the Delta log (of `version`: a pinned read)."""
     from deltalake import DeltaTable
 
     path = table_path(root, name)
     if not DeltaTable.is_deltatable(path):
         return None
-    values = [v for p in DeltaTable(path).partitions() if (v := p.get(column)) is not None]
+    values = [v for p in DeltaTable(path, version=version).partitions() if (v := p.get(column)) is not None]
     return max((v for v in values if before is None or v < str(before)), default=None)
 
 
 class Lakehouse:
     """Reads and writes the CDP tables under one root (local path or object-store URI)."""
 
-    def __init__(self, spark: SparkSession, root: str, fmt: str = "delta", retries: int = 5):
+    def __init__(self, spark: SparkSession, root: str, fmt: str = "delta", retries: int = 5, run_id: str | None = None,
+                 pinned: Mapping[str, int] | None = None):
         self.spark = spark
         self.root = root.rstrip("/")
         self.fmt = fmt
         self.retries = retries
+        # Staged intermediates of this run only: two runs never share (or delete) each other's files.
+        self.staging = f"{self.root}/_staging/{_safe(run_id) if run_id else 'adhoc-' + uuid.uuid4().hex[:12]}"
+        # Table -> Delta version to read (the tables as of the last complete run: runs.last_complete).
+        self.pinned = dict(pinned or {})
         # Write-audit-publish: an object with covers(table) and check(table, df, partition) that raises
         # to stop a write (expectations.gate.QualityGate); None publishes unchecked.
         self.gate = None
@@ -175,7 +201,8 @@ class Lakehouse:
         from deltalake import DeltaTable
 
         want = {k: str(v) for k, v in partition.items()}
-        return any(all(p.get(k) == v for k, v in want.items()) for p in DeltaTable(self.path(name)).partitions())
+        table = DeltaTable(self.path(name), version=self.pinned.get(name))
+        return any(all(p.get(k) == v for k, v in want.items()) for p in table.partitions())
 
     def read_partition(self, name: str, partition: Mapping[str, object], hint: str) -> DataFrame:
         """One partition of a table that an earlier stage must have written; TableNotFoundError saying
@@ -200,7 +227,10 @@ class Lakehouse:
     def read(self, name: str, where: Mapping[str, object] | None = None) -> DataFrame:
         if not self.exists(name):
             raise TableNotFoundError(f"table {name} does not exist at {self.path(name)}: run the stage that writes it first")
-        df = self.spark.read.format(self.fmt).load(self.path(name))
+        reader = self.spark.read.format(self.fmt)
+        if name in self.pinned:
+            reader = reader.option("versionAsOf", self.pinned[name])
+        df = reader.load(self.path(name))
         if where:
             df = df.where(partition_predicate(where))
         return df
@@ -291,9 +321,9 @@ class Lakehouse:
         self._commit(name, lambda: writer.save(self.path(name)))
 
     def stage(self, key: str, df: DataFrame) -> DataFrame:
-        """Materialise `df` once as Parquet under <root>/_staging/<key> and return it read back, so
+        """Materialise `df` once as Parquet under <root>/_staging/<run>/<key> and return it read back, so
         that several writes can share one expensive computation (Sail's cache() is a no-op)."""
-        path = f"{self.root}/_staging/{key}"
+        path = f"{self.staging}/{key}"
         df.write.mode("overwrite").parquet(path)
         return self.spark.read.schema(df.schema).parquet(path)  # an empty result has no file to infer from
 
@@ -301,7 +331,7 @@ class Lakehouse:
         """Delete a staged intermediate (local path or object store)."""
         from pyarrow import fs
 
-        target = f"{self.root}/_staging/{key}"
+        target = f"{self.staging}/{key}"
         filesystem, path = fs.FileSystem.from_uri(target if "://" in self.root else Path(target).resolve().as_uri())
         try:
             filesystem.delete_dir(path)

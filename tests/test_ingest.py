@@ -10,7 +10,7 @@ from deltalake import DeltaTable
 
 from spark_jobs import ingest
 from spark_jobs.config import load_config
-from spark_jobs.contracts import CHANNEL_FIELDS
+from spark_jobs.contracts import CHANNEL_FIELDS, RECORD_RULES
 from spark_jobs.sources.config import SourceConfig
 from tests.conftest import BATCH, INGESTED_AT
 
@@ -81,7 +81,9 @@ def test_parse_records_quarantines_each_corrupt_json_kind(spark, tmp_path):
 def test_parse_records_every_model_accepts_a_well_formed_record(sail, tmp_path, model):
     fields = CHANNEL_FIELDS[model]
     sample = {"timestamp": "2026-11-01T08:00:00.000+08:00", "date": "1990-05-17", "decimal(12,2)": "9.90", "string": "x"}
-    values = [sample[c.type] for c in fields]
+    # Fields with a record rule take a value the rule allows.
+    allowed = {r.column: r.in_set[0] for r in RECORD_RULES[model] if r.in_set}
+    values = [allowed.get(c.name, sample[c.type]) for c in fields]
     src = SOURCES.get(model)
     if src.format == "csv":
         text = ",".join(c.name for c in fields) + "\n" + ",".join(values) + "\n"
@@ -138,6 +140,8 @@ def test_number_text_reads_declared_formats_exactly_and_never_rounds(spark, tmp_
     (row,) = _parse(spark, tmp_path, src, f"txn_id,store_id,amount,txn_time\nT1,S1,{text},2026-11-01T09:00:00+08:00\n").values()
     if expected is None:
         assert row.reason == "bad_number: amount"
+    elif expected.startswith("-"):  # read exactly, then quarantined by the amount's record rule
+        assert (row.reason, str(row.amount)) == ("expect_column_values_to_be_between: amount", expected)
     else:
         assert (row.reason, str(row.amount)) == (None, expected)
 
@@ -241,11 +245,20 @@ def test_run_without_landing_folder_publishes_an_empty_batch(lakehouse, tmp_path
     assert lakehouse.exists("bronze_pos") and lakehouse.read("bronze_pos").count() == 0
 
 
-def test_list_batch_refuses_a_hidden_file_instead_of_skipping_it(tmp_path):
-    _land(tmp_path, "orders", BATCH, "part-00000.csv", ORDERS_HEADER + "\n")
-    _land(tmp_path, "orders", BATCH, "..%2f..", ORDERS_HEADER + "\n" + GOOD_ORDER + "\n")
-    with pytest.raises(ingest.LandingError, match=r"hidden file\(s\) \['..%2f..'\]"):
-        ingest.list_batch(tmp_path, SOURCES.get("orders"), BATCH)
+def test_list_batch_lists_hidden_names_folders_and_symlinks_as_not_read_with_the_reason(tmp_path):
+    landing = tmp_path / "landing"
+    _land(landing, "orders", BATCH, "part-00000.csv", ORDERS_HEADER + "\n")
+    _land(landing, "orders", BATCH, "..%2f..", ORDERS_HEADER + "\n" + GOOD_ORDER + "\n")
+    secret = tmp_path / "secret.env"
+    secret.write_text("SECRET_API_KEY=abc\n")
+    folder = landing / "orders" / BATCH.isoformat()
+    (folder / "link.csv").symlink_to(secret)
+    (folder / "sub").mkdir()
+    got = {f.rel.rsplit("/", 1)[1]: (f.status, f.note, f.lines) for f in ingest.list_batch(landing, SOURCES.get("orders"), BATCH)}
+    assert got["part-00000.csv"] == ("loaded", None, 0)
+    assert got["..%2f.."][0] == "skipped" and "hidden name" in got["..%2f.."][1]
+    assert got["link.csv"][0] == "refused" and "symbolic link" in got["link.csv"][1] and got["link.csv"][2] == 0
+    assert got["sub"][0] == "skipped" and "a folder" in got["sub"][1]
 
 
 def test_read_records_numbers_every_line_exactly_even_in_large_files(spark, tmp_path):
@@ -266,8 +279,8 @@ def test_read_records_numbers_every_line_exactly_even_in_large_files(spark, tmp_
 
 def test_audit_refuses_to_publish_when_a_line_is_unaccounted_for(sail):
     f = ingest.LandedFile(Path("x"), "orders/x.csv", "c", 1, 3)
-    staged = sail.createDataFrame([("orders/x.csv", 1, None), ("orders/x.csv", 1, "bad_number: amount")],
-                                  "_source_file string, _lines long, reason string")
+    staged = sail.createDataFrame([("orders/x.csv", 1, None, False), ("orders/x.csv", 1, "bad_number: amount", False)],
+                                  "_source_file string, _lines long, reason string, _duplicate boolean")
     with pytest.raises(ingest.IngestError, match="has 3 data lines but ingest read 2 records spanning 2 lines"):
         ingest._audit(staged, [f], {"orders/x.csv": None})
     counts, _ = ingest._audit(staged, [f], {"orders/x.csv": "orders/y.csv"})  # duplicates are not audited
@@ -305,3 +318,104 @@ def test_run_reads_a_parquet_source_by_column_name_with_typed_values(lakehouse, 
     rows = {r.txn_id: r for r in lakehouse.read("bronze_pos").collect()}
     assert (str(rows["T1"].amount), rows["T1"].txn_time, rows["T1"].store_id) == ("12.50", INSTANT, "S1")
     assert json.loads(rows["T1"]._extra) == {"cashier": "c1"} and rows["T2"]._extra is None
+
+
+# --- run safety (issue 14): redeliveries, changed and deleted files, entries not read -----------------
+
+DAY2 = BATCH + dt.timedelta(days=1)
+
+
+def _files(lakehouse, day):
+    return {r.file.rsplit("/", 1)[1]: r for r in lakehouse.read("ops_ingest_files", {"batch_date": day, "channel": "orders"}).collect()}
+
+
+def test_run_counts_a_resend_in_other_bytes_as_duplicates_never_loading_it_twice(lakehouse, tmp_path):
+    landing = tmp_path / "landing"
+    lines = [GOOD_ORDER, GOOD_ORDER.replace("O1", "O2")]
+    _land(landing, "orders", BATCH, "part-00000.csv", ORDERS_HEADER + "\n" + "\n".join(lines) + "\n")
+    # Day 2: the same two records re-exported with CRLF endings, next to one new order.
+    _land(landing, "orders", DAY2, "part-00000.csv", ORDERS_HEADER + "\r\n" + GOOD_ORDER.replace("O1", "O3") + "\r\n")
+    _land(landing, "orders", DAY2, "part-00000-reexport.csv", ORDERS_HEADER + "\r\n" + "\r\n".join(lines) + "\r\n")
+    ingest.run(lakehouse.spark, lakehouse, landing, "orders", BATCH, INGESTED_AT)
+    result = ingest.run(lakehouse.spark, lakehouse, landing, "orders", DAY2, INGESTED_AT)
+    assert (result["records"], result["loaded"], result["duplicates"], result["quarantined"]) == (3, 1, 2, 0)
+    assert sorted(r.order_id for r in lakehouse.read("bronze_orders").collect()) == ["O1", "O2", "O3"]
+    f = _files(lakehouse, DAY2)["part-00000-reexport.csv"]
+    assert (f.status, f.records, f.loaded, f.duplicates, f.duplicate_of) == ("loaded", 2, 0, 2, None)
+
+
+def test_run_quarantines_a_redelivered_key_with_other_values_and_a_repeat_within_the_batch(lakehouse, tmp_path):
+    landing = tmp_path / "landing"
+    _land(landing, "orders", BATCH, "part-00000.csv", ORDERS_HEADER + "\n" + GOOD_ORDER + "\n")
+    changed = GOOD_ORDER.replace("12.50", "99.00")  # O1 again, another amount: which one is right?
+    o4 = GOOD_ORDER.replace("O1", "O4")
+    _land(landing, "orders", DAY2, "part-00000.csv", ORDERS_HEADER + "\n" + "\n".join([changed, o4, o4]) + "\n")
+    ingest.run(lakehouse.spark, lakehouse, landing, "orders", BATCH, INGESTED_AT)
+    result = ingest.run(lakehouse.spark, lakehouse, landing, "orders", DAY2, INGESTED_AT)
+    assert (result["loaded"], result["duplicates"], result["quarantined"]) == (1, 1, 1)
+    (q,) = lakehouse.read("bronze_quarantine").collect()
+    assert q.raw == changed and q.reason == (
+        f"conflicting_duplicate: order_id loaded with other values by batch {BATCH} (orders/{BATCH}/part-00000.csv)")
+    amounts = sorted((r.order_id, str(r.amount)) for r in lakehouse.read("bronze_orders").collect())
+    assert amounts == [("O1", "12.50"), ("O4", "12.50")]  # the first delivery stands, unchanged
+
+
+def test_run_keys_crm_versions_by_member_and_update_time(lakehouse, tmp_path):
+    landing = tmp_path / "landing"
+    header = ",".join(c.name for c in CHANNEL_FIELDS["crm"])
+    v1 = "M1,李明,13912345678,,,,M,1990-01-01,上海,gold,2026-01-01T00:00:00+08:00,2026-11-01T09:00:00+08:00"
+    v2 = v1.replace("gold", "platinum").replace("2026-11-01T09", "2026-11-02T09")  # a newer version: not a duplicate
+    _land(landing, "crm", BATCH, "part-00000.csv", f"{header}\n{v1}\n")
+    _land(landing, "crm", DAY2, "part-00000.csv", f"{header}\r\n{v1}\r\n{v2}\r\n")
+    ingest.run(lakehouse.spark, lakehouse, landing, "crm", BATCH, INGESTED_AT)
+    result = ingest.run(lakehouse.spark, lakehouse, landing, "crm", DAY2, INGESTED_AT)
+    assert (result["loaded"], result["duplicates"]) == (1, 1)
+    assert sorted(r.tier for r in lakehouse.read("bronze_crm").collect()) == ["gold", "platinum"]
+
+
+def test_run_stops_when_an_ingested_file_changed_or_disappeared_unless_accepted(lakehouse, tmp_path):
+    landing = tmp_path / "landing"
+    first = _land(landing, "orders", BATCH, "part-00000.csv", ORDERS_HEADER + "\n" + GOOD_ORDER + "\n")
+    gone = _land(landing, "orders", BATCH, "part-00001.csv", ORDERS_HEADER + "\n" + GOOD_ORDER.replace("O1", "O2") + "\n")
+    ingest.run(lakehouse.spark, lakehouse, landing, "orders", BATCH, INGESTED_AT)
+    before = sorted(map(tuple, lakehouse.read("bronze_orders").collect()))
+    first.write_text(ORDERS_HEADER + "\n" + GOOD_ORDER.replace("12.50", "13.50") + "\n")
+    gone.unlink()
+    with pytest.raises(ingest.LandingError, match=r"part-00000.csv changed .*part-00001.csv deleted .*--accept-changed-files"):
+        ingest.run(lakehouse.spark, lakehouse, landing, "orders", BATCH, INGESTED_AT)
+    assert sorted(map(tuple, lakehouse.read("bronze_orders").collect())) == before  # nothing published
+    result = ingest.run(lakehouse.spark, lakehouse, landing, "orders", BATCH, INGESTED_AT, accept_changed_files=True)
+    assert result["changed_files"] == [f"orders/{BATCH}/part-00000.csv: changed", f"orders/{BATCH}/part-00001.csv: deleted"]
+    assert [(r.order_id, str(r.amount)) for r in lakehouse.read("bronze_orders").collect()] == [("O1", "13.50")]
+    files = _files(lakehouse, BATCH)
+    assert files["part-00000.csv"].previous_checksum is not None and "accepted" in files["part-00000.csv"].note
+    assert (files["part-00001.csv"].status, files["part-00001.csv"].records) == ("deleted", 0)
+    # Accepted once, the new content is the batch's: a plain re-run goes through again.
+    ingest.run(lakehouse.spark, lakehouse, landing, "orders", BATCH, INGESTED_AT)
+
+
+def test_run_lists_hidden_files_and_refuses_symlinks_without_reading_them(lakehouse, tmp_path):
+    landing = tmp_path / "landing"
+    _land(landing, "orders", BATCH, "part-00000.csv", ORDERS_HEADER + "\n" + GOOD_ORDER + "\n")
+    _land(landing, "orders", BATCH, "..%2f..", ORDERS_HEADER + "\n" + GOOD_ORDER.replace("O1", "O2") + "\n")
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\nSECRET_API_KEY=abc\n")
+    (landing / "orders" / BATCH.isoformat() / "part-00009.csv").symlink_to(secret)
+    result = ingest.run(lakehouse.spark, lakehouse, landing, "orders", BATCH, INGESTED_AT)
+    assert result["skipped_files"] == [f"orders/{BATCH}/..%2f..: a hidden name (starts with '.' or '_'): rename it to load it"]
+    assert len(result["refused_files"]) == 1 and "symbolic link" in result["refused_files"][0]
+    files = _files(lakehouse, BATCH)
+    assert (files["..%2f.."].status, files["part-00009.csv"].status) == ("skipped", "refused")
+    assert lakehouse.read("bronze_quarantine").count() == 0  # not a line of the linked file was read
+    assert [r.order_id for r in lakehouse.read("bronze_orders").collect()] == ["O1"]
+
+
+def test_run_quarantines_a_record_that_breaks_a_row_rule_and_loads_the_rest(lakehouse, tmp_path):
+    landing = tmp_path / "landing"
+    long_name = EVENT_LINES[0].replace('"app_start"', '"' + "x" * 10_000 + '"').replace('"e1"', '"e9"')
+    _land(landing, "app_events", BATCH, "part-00000.jsonl", EVENT_LINES[0] + "\n" + long_name + "\n")
+    result = ingest.run(lakehouse.spark, lakehouse, landing, "app_events", BATCH, INGESTED_AT)
+    assert (result["loaded"], result["quarantined"]) == (1, 1)
+    assert result["quarantine_reasons"] == {"expect_column_values_to_be_in_set": 1}
+    (q,) = lakehouse.read("bronze_quarantine").collect()
+    assert q.reason == "expect_column_values_to_be_in_set: event_name" and q._line == 2

@@ -82,8 +82,10 @@ BAD = [
     ("gold_id_map", lambda df: df.withColumn("person_id", F.concat(F.lit("x"), "person_id")), "expect_column_values_to_match_regex(person_id)", "xp_"),
     ("gold_id_changes", lambda df: df.withColumn("change", F.lit("renamed")), "expect_column_values_to_be_in_set(change)", "renamed"),
     ("gold_id_dropped", lambda df: df.withColumn("rule", F.lit("because")), "expect_column_values_to_match_regex(rule)", "because"),
-    ("ops_ingest_files", lambda df: df.withColumn("loaded", F.col("loaded") + 1).withColumn("duplicate_of", F.lit(None).cast("string")),
-     "records_equal_loaded_plus_quarantined", "False"),
+    ("ops_ingest_files", lambda df: df.withColumn("loaded", F.col("loaded") + 1),
+     "records_equal_loaded_plus_quarantined_plus_duplicates", "False"),
+    # A record rule ingest applies per record (quarantine) is critical on the table, as a guard.
+    ("bronze_app_events", lambda df: df.withColumn("event_name", F.lit("hack")), "expect_column_values_to_be_in_set(event_name)", "hack"),
     ("ops_ingest_files", lambda df: df.withColumn("lines", F.col("records") - 1), "records_not_more_than_lines", "False"),
     ("bronze_quarantine", lambda df: df.withColumn("channel", F.lit("fax")), "expect_column_values_to_be_in_set(channel)", "fax"),
     ("gold_profiles", lambda df: df.withColumn("phone", F.when(F.col("phone").isNotNull(), F.lit("13912345678"))),
@@ -142,31 +144,38 @@ def test_volume_is_checked_against_the_trailing_median(good, sail):
     assert next(r for r in gate.check("silver_events", events, {"_batch_date": DAY}) if r["expectation"] == "volume")["success"]
 
 
-def test_a_bad_batch_stops_the_stage_and_leaves_the_published_table_as_it_was(good, tmp_path):
-    """Day 2's orders carry negative amounts: bronze takes them (a warning), standardise's gate stops
-    silver_orders: its Delta version is unchanged and ops_dq_results records the failure."""
+def test_a_bad_value_quarantines_its_record_but_a_bad_batch_stops_the_stage(good, tmp_path):
+    """Row level: day 2's negative amount is quarantined by ingest, named as the expectation, and the
+    day goes on (silver_orders is published). Table level: a day-3 delivery whose times are all a
+    month off stops the ingest stage: bronze_orders keeps its Delta version, ops_dq_results records why."""
     cfg, _ = good
-    day2 = DAY + dt.timedelta(days=1)
+    header = "order_id,member_id,phone,items,amount,paid_time,category\n"
+    day2, day3 = DAY + dt.timedelta(days=1), DAY + dt.timedelta(days=2)
     landing = Path(cfg.paths.landing)
-    folder = landing / "orders" / day2.isoformat()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "part-00000.csv").write_text(
-        "order_id,member_id,phone,items,amount,paid_time,category\n"
-        f"O1,,13912345678,SKU100001:1,-99.00,{day2}T10:00:00.000+08:00,shoes\n"
-        f"O2,,13912345679,SKU100001:1,19.00,{day2}T11:00:00.000+08:00,shoes\n")
-    run_stage("ingest", day2, "bad-batch", channel="orders", cfg=cfg)
+    for day, rows in ((day2, [f"O1,,13912345678,SKU100001:1,-99.00,{day2}T10:00:00.000+08:00,shoes",
+                              f"O2,,13912345679,SKU100001:1,19.00,{day2}T11:00:00.000+08:00,shoes"]),
+                      (day3, [f"O3,,13912345678,SKU100001:1,9.00,{DAY - dt.timedelta(days=30)}T10:00:00.000+08:00,shoes",
+                              f"O4,,13912345679,SKU100001:1,19.00,{DAY - dt.timedelta(days=30)}T11:00:00.000+08:00,shoes"])):
+        (landing / "orders" / day.isoformat()).mkdir(parents=True, exist_ok=True)
+        (landing / "orders" / day.isoformat() / "part-00000.csv").write_text(header + "\n".join(rows) + "\n")
     lh_root = cfg.paths.lakehouse_uri()
     from deltalake import DeltaTable
 
-    before = DeltaTable(f"{lh_root}/silver/silver_orders").version()
+    figures = run_stage("ingest", day2, "bad-value", channel="orders", cfg=cfg)
+    assert (figures["loaded"], figures["quarantined"]) == (1, 1)
+    assert figures["quarantine_reasons"] == {"expect_column_values_to_be_between": 1}
+    run_stage("standardise", day2, "bad-value", cfg=cfg)  # the day goes on
+    silver = read_pandas(lh_root, "silver_orders", partition={"_batch_date": day2})
+    assert silver["order_id"].tolist() == ["O2"]
+
+    before = DeltaTable(f"{lh_root}/bronze/bronze_orders").version()
     with pytest.raises(QualityGateError) as err:
-        run_stage("standardise", day2, "bad-batch", cfg=cfg)
-    assert "silver_orders" in str(err.value) and "-99" in str(err.value) and "amount" in str(err.value)
-    assert DeltaTable(f"{lh_root}/silver/silver_orders").version() == before
+        run_stage("ingest", day3, "bad-batch", channel="orders", cfg=cfg)
+    assert "bronze_orders" in str(err.value) and "mostly_in_batch_window(paid_time)" in str(err.value)
+    assert DeltaTable(f"{lh_root}/bronze/bronze_orders").version() == before
     dq = read_pandas(lh_root, DQ_TABLE)
     failed = dq[(dq["run_id"] == "bad-batch") & ~dq["success"] & (dq["level"] == "critical")]
-    assert failed[["table_name", "expectation"]].values.tolist() == [["silver_orders", "expect_column_values_to_be_between(amount)"]]
-    assert json.loads(failed["unexpected_examples"].iloc[0]) == ["-99.00"]
+    assert failed[["table_name", "expectation"]].values.tolist() == [["bronze_orders", "mostly_in_batch_window(paid_time)"]]
 
 
 def test_data_docs_list_the_suites_and_their_results_in_chromium(good):
@@ -196,8 +205,10 @@ def test_data_docs_list_the_suites_and_their_results_in_chromium(good):
 
 
 def test_a_critical_failure_fails_the_airflow_task_and_publishes_nothing(tmp_path):
-    """`airflow dags test` on a day whose orders carry a negative amount: the standardise task fails
-    with the gate's message, silver_orders is never published, ops_dq_results keeps the failure."""
+    """`airflow dags test` on a day whose orders were all paid a month before it (a delivery in the
+    wrong folder): the orders ingest task fails with the gate's message, bronze_orders is never
+    published, ops_dq_results keeps the failure, the run is recorded failed in ops_runs (no reader
+    pins it) and the lakehouse claim is released."""
     import os
     import sys
 
@@ -206,8 +217,8 @@ def test_a_critical_failure_fails_the_airflow_task_and_publishes_nothing(tmp_pat
     landing, lh = tmp_path / "landing", tmp_path / "lh"
     generate(landing, people=300, days=1, seed=5, start=DAY)
     orders = next((landing / "orders" / DAY.isoformat()).glob("*.csv"))
-    with orders.open("a") as fh:
-        fh.write(f"O_BAD,,13912345678,SKU100001:1,-99.00,{DAY}T10:00:00.000+08:00,shoes\n")
+    month_before = (DAY - dt.timedelta(days=30)).isoformat()
+    orders.write_text(orders.read_text().replace(DAY.isoformat(), month_before))
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "CDP_LANDING": str(landing), "CDP_LAKEHOUSE": str(lh)}
@@ -217,17 +228,20 @@ def test_a_critical_failure_fails_the_airflow_task_and_publishes_nothing(tmp_pat
     out = subprocess.run([airflow, "dags", "test", "cdp_daily", (DAY + dt.timedelta(days=1)).isoformat()],
                          env=env, capture_output=True, text=True, timeout=600)
     log = out.stdout + out.stderr
-    assert "QualityGateError" in log and "silver_orders was not published" in log and "-99.00" in log, log[-3000:]
-    assert "state=failed" in log
-    assert DeltaTable.is_deltatable(str(lh / "silver" / "silver_events"))  # written before the gate stopped the task
-    assert not DeltaTable.is_deltatable(str(lh / "silver" / "silver_orders"))  # never published
+    assert "QualityGateError" in log and "bronze_orders was not published" in log, log[-3000:]
+    assert "mostly_in_batch_window(paid_time)" in log and "state=failed" in log
+    assert DeltaTable.is_deltatable(str(lh / "bronze" / "bronze_app_events"))  # the other sources' tasks ran
+    assert not DeltaTable.is_deltatable(str(lh / "bronze" / "bronze_orders"))  # never published
     dq = read_pandas(str(lh), DQ_TABLE)
-    bad = dq[(dq["table_name"] == "silver_orders") & ~dq["success"]]
-    assert bad["expectation"].tolist() == ["expect_column_values_to_be_between(amount)"]
+    bad = dq[(dq["table_name"] == "bronze_orders") & ~dq["success"] & (dq["level"] == "critical")]
+    assert bad["expectation"].tolist() == ["mostly_in_batch_window(paid_time)"]
     assert "up_for_retry" not in log.lower()  # failed at once: a retry cannot fix the data
     summary = json.loads((lh / "_runs" / "latest.json").read_text())  # the summary still runs
     assert summary["quality"]["failed"]["critical"] == 1
-    assert summary["quality"]["failures"][0]["table_name"] == "silver_orders"
+    assert summary["quality"]["failures"][0]["table_name"] == "bronze_orders"
+    runs = read_pandas(str(lh), "ops_runs")
+    assert runs["status"].tolist() == ["failed"] and "ingest" in runs["note"].iloc[0]
+    assert not (lh / "_runs" / "claim.json").exists()
 
 
 def test_a_daily_delivery_mostly_off_its_day_stops_the_write_but_a_history_load_only_warns(good, sail):

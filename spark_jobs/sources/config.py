@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from spark_jobs.config import ID_TYPES, ConfigError, read_yaml
-from spark_jobs.contracts import CHANNEL_FIELDS, Column
+from spark_jobs.contracts import CHANNEL_FIELDS, RECORD_KEYS, Column
 from spark_jobs.sources.presets import PRESETS
 
 MODELS = tuple(CHANNEL_FIELDS)
@@ -113,6 +113,8 @@ class SourceConfig(_Strict):
     fields: dict[str, FieldMap] = {}
     identifiers: dict[str, IdentifierDecl] = {}
     attributes: tuple[str, ...] = ()
+    # The fields that name one record across batches (default: the model's, contracts.RECORD_KEYS).
+    key: tuple[str, ...] | None = None
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -149,7 +151,8 @@ class SourceConfig(_Strict):
         if self.preset and self.format != "jsonl":
             raise ValueError(f"preset {self.preset!r} reads jsonl files")
         known = {c.name: c for c in CHANNEL_FIELDS[self.model]}
-        for where, names in (("fields", self.fields), ("identifiers", self.identifiers), ("attributes", self.attributes)):
+        for where, names in (("fields", self.fields), ("identifiers", self.identifiers), ("attributes", self.attributes),
+                             ("key", self.key or ())):
             unknown = sorted(set(names) - set(known))
             if unknown:
                 raise ValueError(f"{where}: {unknown} are not fields of model {self.model!r} (fields: {list(known)})")
@@ -161,7 +164,15 @@ class SourceConfig(_Strict):
                     raise ValueError(f"fields.{name}: object applies to JSON sources only")
         if self.format != "csv" and self.encoding == "utf-16":
             raise ValueError("utf-16 is read for csv sources only")
+        optional = [k for k in self.record_key() if known[k].nullable]
+        if optional:
+            raise ValueError(f"key: {optional} may be empty in model {self.model!r}; a record key needs required fields "
+                             f"(required: {[c.name for c in known.values() if not c.nullable]})")
         return self
+
+    def record_key(self) -> tuple[str, ...]:
+        """The fields that name one record across batches: the source's `key`, else its model's."""
+        return self.key or RECORD_KEYS[self.model]
 
     def mapping(self) -> dict[str, FieldMap]:
         """Every model field's mapping: the source's own, over its preset's, over the field's own name."""
@@ -203,6 +214,11 @@ def _check_field(col: Column, m: FieldMap) -> None:
         from spark_jobs.sources.expressions import expression_columns
 
         expression_columns(m.expr, where)  # raises on syntax this project does not run
+        from spark_jobs.regexes import expression_regex_errors
+
+        errors = expression_regex_errors(m.expr)
+        if errors:
+            raise ValueError(f"{where}: " + "; ".join(errors))
 
 
 def is_naive(fmt: str) -> bool:

@@ -47,8 +47,14 @@ PRESETS: dict[str, dict[str, dict]] = {
             "unionid": {"from": "context.traits.unionid"},
             "platform": {"from": "context.library.name",
                          "values": {"analytics.js": "web", "analytics-ios": "ios", "analytics-android": "android"}},
-            # A page call is a page view; a track call names its event.
-            "event_name": {"expr": "CASE WHEN type = 'page' THEN 'page_view' WHEN type = 'track' THEN event END"},
+            # A page call is a page view; a track call names its event, the spec's semantic events
+            # (E-commerce, Mobile, B2B SaaS specs) as the model's names.
+            "event_name": {"expr": (
+                "CASE WHEN type = 'page' THEN 'page_view' WHEN type = 'track' THEN CASE event "
+                "WHEN 'Application Opened' THEN 'app_start' WHEN 'Products Searched' THEN 'search' "
+                "WHEN 'Product Viewed' THEN 'view_item' WHEN 'Product Added' THEN 'add_cart' "
+                "WHEN 'Order Completed' THEN 'pay_order' WHEN 'Signed In' THEN 'login' WHEN 'Signed Up' THEN 'register' "
+                "WHEN 'Product Shared' THEN 'share' ELSE event END END")},
             "event_time": {"from": "timestamp", "formats": ["iso"]},
             "props": {"from": "properties"},
         },
