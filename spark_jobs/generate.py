@@ -35,9 +35,11 @@ __all__ = [
     "DuplicateFile",
     "FileStats",
     "GenerateError",
+    "LateDuplicates",
     "Manifest",
     "NoiseRates",
     "OutputFormat",
+    "ReexportedFile",
     "SOURCES",
     "generate",
 ]
@@ -178,6 +180,10 @@ class NoiseRates(BaseModel):
     fullwidth_email: Rate = 0.02  # e-mails typed with a full-width at sign `＠`
     fullwidth_phone: Rate = 0.02  # phones typed in full-width digits `１３９...`
     crm_remark: Rate = 0.05  # rows with a free-text 备注 (commas, quotes, sometimes a line break)
+    # Only in the real-world exports, of every source: redeliveries with other bytes, which only a
+    # record key tells apart. Counts are ⌈rate × n⌉, so any rate above 0 gives at least one case.
+    reexport_file: Rate = 0.2  # files of the days before the last exported again on a later day
+    late_duplicate: Rate = 0.0005  # a source-day's last good records, repeated in the next day's first file
 
 
 class FileStats(BaseModel):
@@ -186,12 +192,15 @@ class FileStats(BaseModel):
     `lines` are physical data lines (headers excluded); `records` are the rows a reader of the file's
     format yields: one per JSON line (both halves of a split record), one per CSV record (a quoted
     field with a line break makes one record of two lines). `corrupt_lines` counts such rows.
+    `duplicates` counts the good records an earlier file delivered already, same key and same text
+    (a re-export's, late duplicates'); a byte-identical resend repeats its original's counts.
     """
 
     path: str
     lines: int
     records: int
     corrupt_lines: dict[CorruptKind, int]
+    duplicates: int = 0
 
 
 class DuplicateFile(BaseModel):
@@ -201,14 +210,36 @@ class DuplicateFile(BaseModel):
     duplicate: str
 
 
+class ReexportedFile(BaseModel):
+    """A file exported again on a later day: `reexport` holds the records of `original` newest first,
+    with CRLF line endings, in the source's encoding and with its header, so other bytes."""
+
+    original: str
+    reexport: str
+
+
+class LateDuplicates(BaseModel):
+    """The first `records` records of `file` repeat the last good records of `original`, the file of
+    the day before, in the same order and text. `keys` are their record keys: the values of the
+    model's key fields as the file writes them (sensors_app: the event id its preset builds,
+    `<distinct_id>-<time>-<_track_id>`)."""
+
+    original: str
+    file: str
+    records: int
+    keys: list[tuple[str, ...]]
+
+
 class ChannelStats(BaseModel):
-    """Totals over every file of a channel on disk (the duplicate included)."""
+    """Totals over every file of a channel on disk (the duplicate and re-exports included)."""
 
     files: int = 0
     lines: int = 0
     records: int = 0
     corrupt_lines: dict[CorruptKind, int] = Field(default_factory=dict)
     duplicate_files: list[DuplicateFile] = Field(default_factory=list)
+    reexported_files: list[ReexportedFile] = Field(default_factory=list)  # format "real" only
+    late_duplicates: list[LateDuplicates] = Field(default_factory=list)  # format "real" only
     per_file: list[FileStats] = Field(default_factory=list)
 
 
@@ -1295,11 +1326,16 @@ def _leads_export(row: dict, kind: int, draw: np.ndarray, noise: NoiseRates) -> 
     return [row["lead_id"], created, row["phone"], row["campaign"], row["ad_platform"], row["booking_store"]]
 
 
+def _sensors_key(rec: dict) -> tuple[str, ...]:
+    return (f"{rec['distinct_id']}-{rec['time']}-{rec['_track_id']}",)
+
+
 @dataclass(frozen=True)
 class _Export:
     """How one source writes a record: JSON lines, or CSV with its system's conventions."""
 
     convert: Callable[[dict, int, np.ndarray, NoiseRates], dict | list[str]]
+    key: Callable[[dict | list[str]], tuple[str, ...]]  # of a good converted record, as written
     keep_before: str = ""  # JSON: a truncated record keeps its identifiers, which come before this
     encoding: str = "utf-8"
     bom: str = ""
@@ -1315,24 +1351,25 @@ class _Export:
 
 
 _EXPORTS: dict[str, _Export] = {
-    "sensors_app": _Export(_sensors, keep_before=',"lib":{'),
-    "segment_web": _Export(_segment, keep_before=',"page":{"path":'),
-    "wechat_export": _Export(_wechat_export, keep_before=',"event_name":'),
+    "sensors_app": _Export(_sensors, _sensors_key, keep_before=',"lib":{'),
+    "segment_web": _Export(_segment, lambda rec: (rec["messageId"],), keep_before=',"page":{"path":'),
+    "wechat_export": _Export(_wechat_export, lambda rec: (rec["event_id"],), keep_before=',"event_name":'),
     "crm_excel": _Export(
-        _crm_excel, encoding="gb18030", newline="\r\n",
+        _crm_excel, lambda cols: (cols[0], cols[11]), encoding="gb18030", newline="\r\n",
         header=("会员编号", "姓名", "性别", "生日", "手机号", "邮箱", "城市", "会员等级", "APP账号",
                 "微信UnionID", "注册时间", "更新时间", "备注"),
         id_columns=frozenset({0, 4, 5, 8, 9})),
     "shop_orders": _Export(
-        _shop_orders, bom="\ufeff", newline="\r\n", quoting=csv.QUOTE_ALL,
+        _shop_orders, lambda cols: (cols[0],), bom="\ufeff", newline="\r\n", quoting=csv.QUOTE_ALL,
         header=("order_id", "pay_time", "member_id", "phone", "order_amount", "items", "category",
                 "shop_name"),
         id_columns=frozenset({0, 2, 3})),
     # Python's "utf-16" writes the platform's byte order; Excel's "Unicode text" is little-endian.
     "pos_export": _Export(
-        _pos_export, encoding="utf-16-le", bom="\ufeff", delimiter="\t", newline="\r\n",
+        _pos_export, lambda cols: (cols[0],), encoding="utf-16-le", bom="\ufeff", delimiter="\t",
+        newline="\r\n",
         header=("txn_id", "store_id", "member_phone", "amount", "txn_time"), id_columns=frozenset({2})),
-    "leads_export": _Export(_leads_export, delimiter=";", id_columns=frozenset({2})),
+    "leads_export": _Export(_leads_export, lambda cols: (cols[0],), delimiter=";", id_columns=frozenset({2})),
 }
 
 
@@ -1353,9 +1390,12 @@ def _truncate_json(text: str, keep_before: str, u: float, v: float) -> tuple[str
     return text[:cut], 0
 
 
-def _write_export(landing: Path, source: str, day: dt.date, part: int,
-                  rows: list[tuple[dict | list[str], int, np.ndarray]]) -> FileStats:
-    """Write one part of a source: (converted record, corrupt kind, aux uniforms) per record."""
+_Row = tuple[dict | list[str], int, np.ndarray]  # a converted record, its corrupt kind, aux uniforms
+
+
+def _write_export(landing: Path, source: str, day: dt.date, part: int, rows: list[_Row],
+                  duplicates: int = 0) -> FileStats:
+    """Write one part of a source; its first `duplicates` rows are late duplicates."""
     spec, channel = _EXPORTS[source], SOURCES[source]
     path = landing / source / day.isoformat() / f"part-{part:05d}.{EXTENSIONS[channel]}"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1383,15 +1423,37 @@ def _write_export(landing: Path, source: str, day: dt.date, part: int,
     path.write_bytes((spec.bom + body).encode(spec.encoding))
     kinds = np.array([kind for _, kind, _ in rows], np.int8)
     return FileStats(path=path.relative_to(landing).as_posix(), lines=lines, records=records,
-                     corrupt_lines=_corrupt_counts(channel, kinds, split))
+                     corrupt_lines=_corrupt_counts(channel, kinds, split), duplicates=duplicates)
+
+
+@dataclass(frozen=True)
+class _Tail:
+    """A source-day's last good records, which the next day's first file of the source repeats."""
+
+    path: str
+    rows: list[_Row]
+
+
+def _tail(path: str, rows: list[_Row], records: int, rate: float) -> _Tail:
+    """The last ⌈rate × records⌉ good rows of a source-day (of its last part, `rows`), as an upstream
+    re-sends its last minutes; `records` counts the day's own records as FileStats does."""
+    count, good = math.ceil(rate * records - 1e-9), []
+    for row in reversed(rows):  # from the end: a day's rows are many, its tail is short
+        if len(good) == count:
+            break
+        if row[1] < 0:
+            good.append(row)
+    return _Tail(path, good[::-1])
 
 
 def _write_real_batch(landing: Path, channel: str, day: dt.date, batch: _Batch, noise: NoiseRates,
-                      rng: np.random.Generator) -> tuple[list[FileStats], dict[str, list[FileStats]]]:
+                      rng: np.random.Generator, late: dict[str, _Tail],
+                      ) -> tuple[list[FileStats], dict[str, list[FileStats]], dict[str, _Tail]]:
     """Write a channel-day's records as its sources export them, record by record.
 
-    Returns the stats the default format would have written (to pick the same duplicate) and each
-    source's stats; a default part `NNNNN` becomes part `NNNNN` of every source of the channel.
+    Returns the stats the default format would have written (to pick the same duplicate), each
+    source's stats, and each source's tail for the next day; a default part `NNNNN` becomes part
+    `NNNNN` of every source of the channel. Part 00000 starts with the `late` rows of the day before.
     """
     header = CSV_HEADERS.get(channel)
     sources = [s for s, ch in SOURCES.items() if ch == channel]
@@ -1414,9 +1476,62 @@ def _write_real_batch(landing: Path, channel: str, day: dt.date, batch: _Batch, 
             source = _source_of(channel, rec)
             rows[source].append((_EXPORTS[source].convert(rec, kind, draw, noise), kind, uv))
         for source in sources:
-            real[source].append(_write_export(landing, source, day, part, rows[source]))
-    return default_stats, real
+            first = late[source].rows if part == 0 and source in late else []
+            real[source].append(_write_export(landing, source, day, part, first + rows[source], len(first)))
+    tails = {s: _tail(real[s][-1].path, rows[s], sum(f.records - f.duplicates for f in real[s]),
+                      noise.late_duplicate) for s in sources}
+    return default_stats, real, tails
 
+
+def _reexport_text(spec: _Export, text: str) -> str:
+    """A file's records newest first with CRLF line endings (a record's own line breaks kept), the
+    header first: the same records in other bytes even where the source writes CRLF already."""
+    lines = [line + "\n" for line in text.split("\n")[:-1]]
+    if spec.is_json:
+        records = lines  # a reader's record is a line, each half of a split record too
+    else:
+        reader, records, done = csv.reader(lines, delimiter=spec.delimiter), [], 0
+        for _ in reader:
+            records.append("".join(lines[done:reader.line_num]))
+            done = reader.line_num
+    head = 1 if spec.header else 0
+    ordered = records[:head] + records[head:][::-1]
+    return "".join(r.removesuffix(spec.newline) + "\r\n" for r in ordered)
+
+
+def _write_reexports(landing: Path, channels: dict[str, ChannelStats], start: dt.date, days: int,
+                     rate: float, seed: int) -> None:
+    """Export ⌈rate × n⌉ of the n files (of two records or more) of the days before the last again, each
+    to `part-NNNNN-reexport.<ext>` in a later day's folder of its source (never one name twice)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 300, 0]))
+
+    def day_of(f: FileStats) -> int:
+        return (dt.date.fromisoformat(f.path.split("/")[1]) - start).days
+
+    files = [(s, f) for s, stats in channels.items() for f in stats.per_file
+             if f.records >= 2 and day_of(f) < days - 1]
+    count = math.ceil(rate * len(files) - 1e-9)
+    picked = sorted(int(i) for i in rng.choice(len(files), size=count, replace=False)) if count else []
+    # Latest originals first: of one (source, part), fewer originals lie after day d than days do,
+    # so the original of day d always finds a later day whose name is free.
+    targets: dict[int, tuple[str, int, str]] = {}
+    for i in sorted(picked, key=lambda i: -day_of(files[i][1])):
+        source, f = files[i]
+        part = f.path.rsplit("/", 1)[1]
+        free = [d for d in range(day_of(f) + 1, days) if (source, d, part) not in targets.values()]
+        targets[i] = (source, free[int(rng.integers(len(free)))], part)
+    for i in picked:
+        source, original = files[i]
+        spec, (_, d, name) = _EXPORTS[source], targets[i]
+        stem, ext = name.rsplit(".", 1)
+        target = landing / source / (start + dt.timedelta(days=d)).isoformat() / f"{stem}-reexport.{ext}"
+        text = (landing / original.path).read_bytes().decode(spec.encoding).removeprefix(spec.bom)
+        target.write_bytes((spec.bom + _reexport_text(spec, text)).encode(spec.encoding))
+        good = original.records - sum(original.corrupt_lines.values())
+        copy = original.model_copy(
+            update={"path": target.relative_to(landing).as_posix(), "duplicates": good}, deep=True)
+        channels[source].per_file.append(copy)
+        channels[source].reexported_files.append(ReexportedFile(original=original.path, reexport=copy.path))
 
 
 # ---------------------------------------------------------------- entry point
@@ -1455,8 +1570,10 @@ def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
 
     `format="default"` writes landing/<channel>/ as docs/channels.md describes; `format="real"`
     writes the same records as real systems export them, to landing/<source>/ of the sources in
-    conf/sources.yaml (`SOURCES`). Either way landing/<channel>/, landing/<source>/ and
-    landing/_truth/ are replaced; the same arguments give byte-identical files.
+    conf/sources.yaml (`SOURCES`), with redeliveries only a record key tells apart (re-exported
+    files, late duplicate records; `NoiseRates.reexport_file`, `late_duplicate`). Either way
+    landing/<channel>/, landing/<source>/ and landing/_truth/ are replaced; the same arguments give
+    byte-identical files.
     """
     landing = Path(landing)
     _check_arguments(landing, people, days, seed, start, noise, format)
@@ -1470,6 +1587,7 @@ def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
     by_channel: dict[str, list[FileStats]] = {ch: [] for ch in CHANNELS}
     channels = {name: ChannelStats() for name in (SOURCES if format == "real" else CHANNELS)}
     derived: dict[str, list[tuple[str, FileStats]]] = {}  # real: a channel file -> its sources' files
+    tails: dict[str, _Tail] = {}  # real: each source's last good records of the day before
     report(f"population of {people:,} built" + (", writing real-world exports" if format == "real" else ""))
     for d in range(days):
         day = start + dt.timedelta(days=d)
@@ -1480,18 +1598,27 @@ def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
             batch = _BUILDERS[channel](world, seen, noise, d, day, rng, intensity)
             if format == "real":
                 real_rng = np.random.default_rng(np.random.SeedSequence([seed, 200 + number, d]))
-                stats, real = _write_real_batch(landing, channel, day, batch, noise, real_rng)
+                stats, real, new_tails = _write_real_batch(landing, channel, day, batch, noise, real_rng,
+                                                           tails)
                 for source, files in real.items():
+                    late = tails.get(source)
+                    if late and late.rows:
+                        channels[source].late_duplicates.append(LateDuplicates(
+                            original=late.path, file=files[0].path, records=len(late.rows),
+                            keys=[_EXPORTS[source].key(row) for row, _, _ in late.rows]))
                     channels[source].per_file.extend(files)
                     written += sum(f.lines for f in files)
                     for original, f in zip(stats, files, strict=True):
                         derived.setdefault(original.path, []).append((source, f))
+                tails |= new_tails
             else:
                 stats = _write_batch(landing, channel, day, batch)
                 channels[channel].per_file.extend(stats)
                 written += sum(s.lines for s in stats)
             by_channel[channel].extend(stats)
         report(f"{day.isoformat()}: {written:,} lines")
+    if format == "real":
+        _write_reexports(landing, channels, start, days, noise.reexport_file, seed)
     if noise.duplicate_file:
         channel, original, resend_day = _pick_duplicate(start, days, seed, by_channel)
         name = channel

@@ -8,6 +8,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import re
 import unicodedata
 from collections import Counter, defaultdict
@@ -577,7 +578,7 @@ def test_noise_rates_rejects_out_of_range_or_unknown_fields(kwargs: dict) -> Non
 ROOT = Path(__file__).resolve().parents[1]
 REAL_NOISE = NOISY.model_copy(update={"corrupt_line": 0.08, "fullwidth_email": 0.25,
                                       "fullwidth_phone": 0.25, "crm_remark": 0.4})
-REAL_FILE = re.compile(r"([a-z_]+)/(\d{4}-\d{2}-\d{2})/part-(\d{5})(-resend)?\.(jsonl|csv)")
+REAL_FILE = re.compile(r"([a-z_]+)/(\d{4}-\d{2}-\d{2})/part-(\d{5})(-resend|-reexport)?\.(jsonl|csv)")
 KIND_OF_TYPE = {"timestamp": "bad_timestamp", "date": "other"}
 
 
@@ -778,7 +779,9 @@ def real_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest,
 
 
 def test_generate_real_records_read_back_as_the_default_records(real_pair) -> None:
-    default_landing, default, real_landing, _ = real_pair
+    default_landing, default, real_landing, real = real_pair
+    late = {d.file: d.records for s in real.channels.values() for d in s.late_duplicates}
+    assert late  # a real file starts with the late duplicates of the day before: not compared here
     compared = Counter()
     for channel in CHANNELS:
         for f in default.channels[channel].per_file:
@@ -786,7 +789,8 @@ def test_generate_real_records_read_back_as_the_default_records(real_pair) -> No
                 continue
             want = read_declared(default_landing, f.path).rows
             good = [r for r in want if isinstance(r, dict)]
-            got = {s: read_declared(real_landing, real_path(s, f.path)).rows for s in sources_of(channel)}
+            got = {s: read_declared(real_landing, real_path(s, f.path)).rows[late.get(real_path(s, f.path), 0):]
+                   for s in sources_of(channel)}
             assert Counter(r for r in want if isinstance(r, str)) == sum(
                 (Counter(r for r in rows if isinstance(r, str)) for rows in got.values()), Counter()), f.path
             assert "other" not in want and not any("other" in rows for rows in got.values()), f.path
@@ -819,8 +823,11 @@ def test_generate_real_manifest_counts_records_lines_and_corrupt_rows_per_file(r
     assert real.total_lines == sum(s.lines for s in real.channels.values())
     crm = real.channels["crm_excel"]
     assert crm.records < crm.lines  # remarks with a line break
+    reexports = {r.reexport for s in real.channels.values() for r in s.reexported_files}
+    assert reexports  # they repeat their originals' corrupt rows, which the default format has not
     for kind in ("truncated_json", "wrong_column_count", "bad_timestamp", "non_numeric_amount"):
-        got = sum(s.corrupt_lines.get(kind, 0) for s in real.channels.values())
+        got = sum(f.corrupt_lines.get(kind, 0) for s in real.channels.values() for f in s.per_file
+                  if f.path not in reexports)
         assert got == sum(s.corrupt_lines.get(kind, 0) for s in default.channels.values()) > 0, kind
     assert real.identities == default.identities
 
@@ -936,14 +943,139 @@ def test_generate_real_csv_exports_use_their_encodings_quoting_and_delimiters(re
 
 
 def test_generate_real_without_noise_reads_back_without_corrupt_rows(tmp_path: Path) -> None:
-    clean = CLEAN.model_copy(update={"fullwidth_email": 0, "fullwidth_phone": 0, "crm_remark": 0})
+    clean = CLEAN.model_copy(update={"fullwidth_email": 0, "fullwidth_phone": 0, "crm_remark": 0,
+                                     "reexport_file": 0, "late_duplicate": 0})
     manifest = generate(tmp_path, people=200, days=2, seed=3, start=START, noise=clean, format="real")
     for stats in manifest.channels.values():
         assert stats.lines == stats.records and not stats.duplicate_files
+        assert not stats.reexported_files and not stats.late_duplicates
+        assert not any(f.duplicates for f in stats.per_file)
         for f in stats.per_file:
             assert all(isinstance(r, dict) for r in read_declared(tmp_path, f.path).rows), f.path
     text = "".join(p.read_bytes().decode("gb18030") for p in (tmp_path / "crm_excel").rglob("*.csv"))
     assert not re.search("[＠０-９]", text)
+
+
+# ---------------------------------------------------------------- redeliveries (format "real")
+
+REDELIVERY_NOISE = REAL_NOISE.model_copy(update={"reexport_file": 1.0, "late_duplicate": 0.01})
+BOMS = {"shop_orders": b"\xef\xbb\xbf", "pos_export": b"\xff\xfe"}  # UTF-8 and UTF-16 LE byte-order marks
+KEY_FIELDS = {"app_events": ("event_id",), "wechat": ("event_id",), "crm": ("member_id", "updated_at"),
+              "orders": ("order_id",), "pos": ("txn_id",), "ad_leads": ("lead_id",)}
+
+
+@pytest.fixture(scope="module")
+def redelivered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
+    """Every file of the days before the last re-exported, and 1% late duplicates."""
+    landing = tmp_path_factory.mktemp("redelivered") / "landing"
+    return landing, generate(landing, people=300, days=3, seed=31, start=START, noise=REDELIVERY_NOISE,
+                             format="real")
+
+
+def raw_records(landing: Path, relative: str) -> list[str]:
+    """Each record's text as ingest's reader cuts it (its `raw`, whose hash is the record's content): a
+    JSON line, or the physical lines of one CSV record; the final CR dropped, the header excluded."""
+    entry, _, _ = declared(relative.split("/")[0])
+    encoding = entry.get("encoding", "utf-8")
+    text = (landing / relative).read_bytes().decode("utf-8-sig" if encoding.startswith("utf-8") else encoding)
+    lines = text.split("\n")[:-1]
+    if entry["format"] == "jsonl":
+        return [line.removesuffix("\r") for line in lines]
+    opts = entry.get("csv", {})
+    reader, records, done = csv.reader((line + "\n" for line in lines), delimiter=opts.get("delimiter", ",")), [], 0
+    for _ in reader:
+        records.append("\n".join(lines[done:reader.line_num]).removesuffix("\r"))
+        done = reader.line_num
+    return records[1:] if opts.get("header", True) else records
+
+
+def key_of(source: str, row: dict) -> tuple[str, ...]:
+    """A read record's key as the manifest lists it: text, a timestamp as the CRM's naive local time."""
+    model = declared(source)[0].get("model", source)
+    return tuple(v.astimezone(local_zone()).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if isinstance(v, dt.datetime)
+                 else v for v in (row[k] for k in KEY_FIELDS[model]))
+
+
+def test_generate_real_reexport_holds_its_originals_records_newest_first_in_other_bytes(redelivered) -> None:
+    landing, manifest = redelivered
+    pairs = {source: stats.reexported_files for source, stats in manifest.channels.items()}
+    assert all(pairs.values()), pairs  # every source, so every encoding
+    for source, reexports in pairs.items():
+        entry, _, _ = declared(source)
+        header = entry["format"] == "csv" and entry.get("csv", {}).get("header", True)
+        stats = {f.path: f for f in manifest.channels[source].per_file}
+        for pair in reexports:
+            original, reexport = (landing / pair.original).read_bytes(), (landing / pair.reexport).read_bytes()
+            assert reexport != original
+            assert pair.reexport.split("/")[1] > pair.original.split("/")[1]
+            assert pair.reexport.rsplit("/", 1)[1] == pair.original.rsplit("/", 1)[1].replace(".", "-reexport.")
+            raw = raw_records(landing, pair.original)
+            assert len(raw) >= 2 and raw_records(landing, pair.reexport) == raw[::-1]  # same texts, newest first
+            want, got = read_declared(landing, pair.original), read_declared(landing, pair.reexport)
+            assert got.lines == want.lines and sorted(map(repr, got.rows)) == sorted(map(repr, want.rows))
+            # Re-encoded in the source's own encoding, byte-order mark included; CRLF after every record.
+            bom = BOMS.get(source, b"")
+            assert reexport.startswith(bom) and original.startswith(bom)
+            text = reexport.removeprefix(bom).decode(gen._EXPORTS[source].encoding)
+            assert text.endswith("\r\n") and text.count("\r\n") == len(raw) + header
+            if header:
+                first = original.removeprefix(bom).decode(gen._EXPORTS[source].encoding)
+                assert text.split("\r\n", 1)[0] == first.split("\r\n", 1)[0]
+            f = stats[pair.reexport]
+            assert (f.lines, f.records, f.corrupt_lines) == (want.lines, len(want.rows),
+                                                              stats[pair.original].corrupt_lines)
+            assert f.duplicates == sum(isinstance(r, dict) for r in want.rows) > 0
+    with pytest.raises(UnicodeDecodeError):
+        (landing / pairs["crm_excel"][0].reexport).read_bytes().decode("utf-8")  # still GB18030
+
+
+def test_generate_real_reexports_the_configured_share_of_files_on_later_days(real_pair) -> None:
+    _, _, landing, real = real_pair
+    pairs = [r for s in real.channels.values() for r in s.reexported_files]
+    later = {d.duplicate for s in real.channels.values() for d in s.duplicate_files} | {r.reexport for r in pairs}
+    eligible = [f.path for s in real.channels.values() for f in s.per_file
+                if f.path not in later and f.records >= 2 and f.path.split("/")[1] < real.end.isoformat()]
+    assert len(pairs) == math.ceil(REAL_NOISE.reexport_file * len(eligible)) > 0
+    assert {r.original for r in pairs} <= set(eligible) and len({r.original for r in pairs}) == len(pairs)
+    assert sorted(p.relative_to(landing).as_posix() for p in landing.rglob("*-reexport.*")) == sorted(
+        r.reexport for r in pairs)
+
+
+def test_generate_real_late_duplicates_repeat_the_last_good_records_of_the_day_before(redelivered) -> None:
+    landing, manifest = redelivered
+    rate, checked = REDELIVERY_NOISE.late_duplicate, Counter()
+    for source, stats in manifest.channels.items():
+        regular = [f for f in stats.per_file if re.search(r"/part-\d{5}\.", f.path)]
+        late = {d.file: d for d in stats.late_duplicates}
+        for f in regular:  # only the late duplicates of a regular file repeat an earlier file's records
+            assert f.duplicates == (late[f.path].records if f.path in late else 0), f.path
+        for d in range(manifest.days - 1):
+            day, next_day = (START + dt.timedelta(days=d)).isoformat(), (START + dt.timedelta(days=d + 1)).isoformat()
+            files = [f for f in regular if f.path.split("/")[1] == day]
+            last, first = files[-1], next(f for f in regular if f.path.split("/")[1] == next_day)
+            rows = read_declared(landing, last.path).rows
+            good = [raw for raw, row in zip(raw_records(landing, last.path), rows, strict=True)
+                    if isinstance(row, dict)][last.duplicates:]  # the day's own good records
+            want = min(len(good), math.ceil(rate * sum(f.records - f.duplicates for f in files) - 1e-9))
+            if not want:  # a day without good records re-sends none
+                assert first.path not in late, first.path
+                continue
+            dup = late.pop(first.path)
+            assert (dup.original, dup.records, len(dup.keys)) == (last.path, want, want), first.path
+            # The same texts (for ingest: the same key and content) as the original's last good records.
+            assert raw_records(landing, first.path)[:want] == good[-want:], first.path
+            head = read_declared(landing, first.path).rows[:want]
+            assert [key_of(source, r) for r in head] == dup.keys
+            checked[source] += want
+        assert not late, late  # no other file repeats records
+    assert set(checked) == set(gen.SOURCES), checked
+
+
+def test_generate_real_one_day_redelivers_only_the_resend(tmp_path: Path) -> None:
+    manifest = generate(tmp_path, people=100, days=1, seed=2, start=START, format="real")
+    assert not any(s.reexported_files or s.late_duplicates for s in manifest.channels.values())
+    assert sum(len(s.duplicate_files) for s in manifest.channels.values()) == 1
+    assert not list(tmp_path.rglob("*-reexport.*"))
 
 
 def test_generate_rejects_unknown_format(tmp_path: Path) -> None:

@@ -359,28 +359,38 @@ def _silver_rows(lh_root: str, table: str, drop: set[str]) -> list[tuple]:
 def test_real_world_exports_of_the_same_records_give_the_same_silver_rows(tmp_path):
     """cdp generate --format real writes the generator's records as real systems export them (Sensors
     and Segment JSON, a GB18030 Excel CRM export, quoted CSV with thousands separators, UTF-16 tab text,
-    epoch and naive local times). Through conf/sources.yaml they give the silver rows of the default
-    format, value for value: nothing rejected, nothing changed. (Sensors exports carry no event id: those
-    rows are compared without it.)"""
+    epoch and naive local times), and redelivers as they do: whole files re-exported in other bytes, the
+    last records of a day again in the next day's file. Through conf/sources.yaml, over two days, they
+    give the silver rows of the default format, value for value: nothing rejected, nothing changed,
+    nothing loaded twice; each file's duplicates are exactly the generator's truth. (Sensors exports
+    carry no event id: those rows are compared without it.)"""
     from spark_jobs import ingest, standardise
-    from spark_jobs.tables import Lakehouse
+    from spark_jobs.tables import Lakehouse, read_pandas
     from tests.conftest import _session
 
-    day = START
+    days = [START, START + dt.timedelta(days=1)]
     roots = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SPARK_CONNECT_MODE_ENABLED", "1")
         spark = _session("sail")
         for fmt in ("default", "real"):
             landing = tmp_path / fmt / "landing"
-            generate(landing, people=600, days=1, seed=23, start=day, format=fmt)
+            manifest = generate(landing, people=600, days=2, seed=23, start=START, format=fmt)
             cfg = CdpConfig(engine=EngineConfig(kind="local"), paths=PathsConfig(landing=str(landing), lakehouse=str(tmp_path / fmt / "lh")))
             lh = Lakehouse(spark, cfg.paths.lakehouse_uri())
-            results = [ingest.run(spark, lh, landing, cfg.sources.get(s), day, dt.datetime(2026, 12, 1), sources=cfg.sources)
-                       for s in cfg.ingest_sources()]
-            assert len(results) == (6 if fmt == "default" else 7) and all(r["files"] for r in results), fmt
-            standardise.run(lh, cfg.standardise, day, standardise.declared_id_columns(cfg.sources))
+            results = []
+            for day in days:
+                results += [ingest.run(spark, lh, landing, cfg.sources.get(s), day, dt.datetime(2026, 12, 1), sources=cfg.sources)
+                            for s in cfg.ingest_sources()]
+                standardise.run(lh, cfg.standardise, day, standardise.declared_id_columns(cfg.sources))
+            assert len(results) == 2 * (6 if fmt == "default" else 7) and all(r["files"] for r in results), fmt
             roots[fmt] = (lh.root, results)
+            if fmt == "real":
+                truth = {f.path: f.duplicates for ch in manifest.channels.values() for f in ch.per_file}
+                files = read_pandas(lh.root, "ops_ingest_files")
+                loaded = files[files["status"] == "loaded"]
+                assert dict(zip(loaded["file"], loaded["duplicates"], strict=True)) == {f: truth[f] for f in loaded["file"]}
+                assert loaded["duplicates"].sum() > 0 and any("-reexport." in f for f in loaded["file"])
     (default, d_res), (real, r_res) = roots["default"], roots["real"]
     assert sum(r["loaded"] for r in r_res) == sum(r["loaded"] for r in d_res) > 0
     reasons = [Counter(), Counter()]
