@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from expectations.docs_assets import localise
-from expectations.suites import CRITICAL, GATED, SuiteContext, gx, gx_suite, label, suite_for
+from expectations.suites import CRITICAL, GATED, SuiteContext, gx, gx_suite, label, record_key, suite_for
 from spark_jobs.config import PROJECT_ROOT, CdpConfig
 from spark_jobs.tables import Lakehouse, TableNotFoundError, partition_predicate, read_pandas
 
@@ -106,9 +106,15 @@ class QualityGate:
 
             known = (self.lh.read("silver_contacts").where(F.col("_batch_date") <= F.lit(self.batch_date))
                      .where(F.col("source") == "crm").select("member_id"))
+        key, earlier = record_key(table, self.cfg.sources.sources.get((partition or {}).get("_source"))), None
+        if key and self.lh.exists(table):
+            from pyspark.sql import functions as F
+
+            earlier = self.lh.read(table).where(F.col("_batch_date") < F.lit(self.batch_date)).select(*key)
         return SuiteContext(
             batch_date=self.batch_date, quality=self.cfg.quality, identity=self.cfg.identity,
             timezone=self.cfg.standardise.timezone, row_history=self._history(table, scope), known_members=known,
+            record_key=key, earlier_keys=earlier,
             tag_types=dict(self.cfg.tags.types), segments=tuple(s.name for s in self.cfg.segments.segments),
             sources=tuple(self.cfg.sources.sources),
             source_window=source.window if (source := self.cfg.sources.sources.get((partition or {}).get("_source"))) else "daily",

@@ -27,6 +27,7 @@ from spark_jobs.contracts import (  # noqa: E402
     EVENT_NAMES,
     FILE_STATUSES,
     PROFILE_ATTRIBUTES,
+    RECORD_KEYS,
     RECORD_RULES,
     SEGMENT_STATUSES,
     TIERS,
@@ -60,6 +61,8 @@ class SuiteContext:
     segments: tuple[str, ...] = ()  # conf/segments.yaml: segment names
     sources: tuple[str, ...] = CHANNELS  # conf/sources.yaml: source names
     source_window: str = "daily"  # the source's declared batch window (bronze): daily | history
+    record_key: tuple[str, ...] = ()  # the fields naming one record across batches (record_key())
+    earlier_keys: DataFrame | None = None  # the record key of every row of earlier batches of the table
 
     def window(self) -> tuple[dt.datetime, dt.datetime]:
         """The batch's local day as naive UTC datetimes (Spark sessions here run in UTC)."""
@@ -139,6 +142,35 @@ def _common(s: Suite, table: str, ctx: SuiteContext) -> None:
                 mostly=0.5,
             ), CRITICAL, f"mostly_in_batch_window({ts})")
         s.add(gxe.ExpectColumnMaxToBeBetween(column=ts, min_value=start), WARNING, f"freshness({ts})")
+
+
+def record_key(table: str, source=None) -> tuple[str, ...]:
+    """The key a table's rows must keep unique over ALL its batches: a bronze model table's record key
+    (its source's, or the model's), a silver record table's contract key; () for other tables."""
+    if table in ("silver_events", "silver_orders", "silver_contacts"):
+        return contract(table).keys
+    model = table.removeprefix("bronze_")
+    if table.startswith("bronze_") and model in RECORD_KEYS:
+        return source.record_key() if source is not None and source.model == model else RECORD_KEYS[model]
+    return ()
+
+
+def _unique_over_the_table(s: Suite, ctx: SuiteContext) -> None:
+    """The record key is unique within the batch and no earlier batch holds it (a redelivery loaded
+    twice would break it)."""
+    key = list(ctx.record_key)
+    if not key:
+        return
+    if tuple(key) == contract(s.name).keys:
+        pass  # the contract's key: _common checks it within the batch
+    elif len(key) == 1:
+        s.add(gxe.ExpectColumnValuesToBeUnique(column=key[0]), CRITICAL, f"record_key_unique_in_batch({key[0]})")
+    else:
+        s.add(gxe.ExpectCompoundColumnsToBeUnique(column_list=key), CRITICAL, f"record_key_unique_in_batch({','.join(key)})")
+    if ctx.earlier_keys is not None:
+        seen = ctx.earlier_keys.distinct().withColumn("_dq_seen_before", F.lit(True))
+        s.derive(lambda df: df.join(seen, key, "left"))
+        _flag(s, "new_key", F.col("_dq_seen_before").isNull(), CRITICAL, f"record_key_unique_over_all_batches({','.join(key)})")
 
 
 def _bronze(s: Suite, channel: str) -> None:
@@ -289,6 +321,7 @@ def suite_for(table: str, ctx: SuiteContext) -> Suite:
         raise KeyError(f"no quality suite for {table!r}; suites exist for {list(GATED)}")
     s = Suite(name=table)
     _common(s, table, ctx)
+    _unique_over_the_table(s, ctx)
     if table.startswith("bronze_") and table != "bronze_quarantine":
         _bronze(s, table.removeprefix("bronze_"))
     elif table.startswith("silver_"):

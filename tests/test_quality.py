@@ -256,3 +256,23 @@ def test_a_daily_delivery_mostly_off_its_day_stops_the_write_but_a_history_load_
     history = QualityGate(lh, history_config(cfg), "window-history", DAY)
     failed = {r["expectation"]: r["level"] for r in history.check("bronze_orders", late, part) if not r["success"]}
     assert failed == {"in_batch_window(paid_time)": "warning", "freshness(paid_time)": "warning"}
+
+
+@pytest.mark.parametrize(("table", "source", "expectation"), [
+    ("bronze_orders", "orders", "record_key_unique_over_all_batches(order_id)"),
+    ("bronze_crm", "crm", "record_key_unique_over_all_batches(member_id,updated_at)"),
+    ("silver_orders", None, "record_key_unique_over_all_batches(channel,order_id)"),
+])
+def test_a_record_key_loaded_by_an_earlier_batch_fails_the_next_batch(good, sail, table, source, expectation):
+    """The record key is unique over the whole table, not only the batch: the day's rows written again
+    as the next day's (a redelivery loaded twice) fail, naming the key."""
+    cfg, _ = good
+    nxt = DAY + dt.timedelta(days=1)
+    lh = Lakehouse(sail, cfg.paths.lakehouse_uri())
+    gate = QualityGate(lh, cfg, f"again-{table}", nxt)
+    part = {"_batch_date": DAY, **({"_source": source} if source else {})}
+    again = lh.read(table, part).withColumn("_batch_date", F.lit(nxt))
+    with pytest.raises(QualityGateError, match=re.escape(expectation)):
+        gate.check(table, again, {**part, "_batch_date": nxt})
+    failed = [r["expectation"] for r in gate.results if not r["success"] and r["level"] == "critical"]
+    assert failed == [expectation]
