@@ -36,7 +36,11 @@ $(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed
 
 # Each batch date D runs as `airflow dags test cdp_daily D+1`: a run's logical date is the end of its
 # data interval (standard Airflow), and the DAG processes the interval's start date.
+# A demo starts from empty demo folders: the pipeline refuses to run days out of order or over landing
+# files that changed since they were loaded, and a new demo world is both.
+DEMO_FOLDERS = landing lakehouse exports
 demo: install $(AIRFLOW_HOME)/airflow.db
+	@echo "demo: starting from empty $(DEMO_FOLDERS) (the demo's own folders)"; rm -rf $(DEMO_FOLDERS)
 	$(BIN)/cdp generate --people $(PEOPLE) --days $(DAYS) --seed $(SEED) --start $(START) --format $(FORMAT)
 	@set -e; for d in $$($(BIN)/python -m spark_jobs.dates $(START) $(DAYS) --logical); do \
 	  echo "== airflow dags test cdp_daily $$d"; \
@@ -54,6 +58,7 @@ demo: install $(AIRFLOW_HOME)/airflow.db
 ML_PEOPLE ?= 5000
 ML_DAYS   ?= 36
 ml-demo: install
+	@echo "ml-demo: starting from empty $(DEMO_FOLDERS) (the demo's own folders)"; rm -rf $(DEMO_FOLDERS)
 	$(BIN)/cdp generate --people $(ML_PEOPLE) --days $(ML_DAYS) --seed $(SEED) --start $(START)
 	@set -e; for d in $$($(BIN)/python -m spark_jobs.dates $(START) $(ML_DAYS)); do \
 	  echo "== cdp run $$d"; \

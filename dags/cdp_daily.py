@@ -3,10 +3,12 @@
 
 For the run's batch date (the **data interval start**, never `now()`):
 
-1. `sources` → `ingest[source]`: the sources of `conf/sources.yaml` that have landing folders (or
-   `params.sources`); each source's landing/&lt;source&gt;/&lt;date&gt;/ files into `bronze_<model>` (the record
-   model it feeds); records that do not read exactly to `bronze_quarantine` with a reason; per-file
-   accounting in `ops_ingest_files` (duplicate deliveries load nothing).
+1. `sources` → `ingest[source]`: `sources` claims the lakehouse for the run (one writer at a time: a
+   second run fails at once) and checks the day's order, then lists the sources of `conf/sources.yaml`
+   that have landing folders (or `params.sources`); each source's landing/&lt;source&gt;/&lt;date&gt;/ files into
+   `bronze_<model>` (the record model it feeds); records that do not read exactly, or break a record
+   rule, to `bronze_quarantine` with a reason; per-file accounting in `ops_ingest_files` (duplicate
+   files and records already loaded load nothing; skipped and refused entries are listed).
 2. `standardise`: bronze into `silver_events`, `silver_orders`, `silver_contacts`,
    `silver_identifiers`, `silver_id_links`.
 3. `identity`: One-ID over all identifiers seen so far: blocklists, hub rules and per-person limits
@@ -18,9 +20,11 @@ For the run's batch date (the **data interval start**, never `now()`):
 6. `tags`: every tag of `conf/tags.yaml` as of the batch date (`gold_tags` long, `gold_profile_tags` wide).
 7. `segments`: the audiences of `conf/segments.yaml` (`gold_segment_members`: entered / stayed / left)
    and their export files under `exports/<segment>/<date>/`.
-8. `summary` (runs even when a stage failed, and then fails too so that the run is marked failed): rows per table, rows quarantined, identity, profile, tag,
-   segment and quality figures, seconds per stage, into `lakehouse/_runs/latest.json`; rebuilds the
-   Great Expectations Data Docs.
+8. `summary` (runs even when a stage failed, and then fails too so that the run is marked failed):
+   records the run in `ops_runs` (complete, with the Delta version of every table, only when every task
+   succeeded: the snapshot consistent readers pin) and releases the lakehouse; rows per table, rows
+   quarantined, identity, profile, tag, segment and quality figures, seconds per stage, days needing a
+   re-run, into `lakehouse/_runs/latest.json`; rebuilds the Great Expectations Data Docs.
 
 Quality gates: every table write is validated by its Great Expectations suite before it is published.
 A critical failure fails the task without retries (the data would not change; the log names the
@@ -32,7 +36,9 @@ table, the expectation and bad values) and leaves the table as it was; warnings 
 engine (the embedded Sail engine by default). The `spark_conn_id` param picks another connection.
 
 **Params** (trigger form, validated by their schema): `sources` to ingest (null: all with landing
-folders), `spark_conn_id`.
+folders), `allow_out_of_order` (run a day before days already run; they are recorded as needing a
+re-run), `accept_changed_files` (take landing files that changed since a run ingested them),
+`spark_conn_id`.
 
 **Re-runs and backfills**: every task replaces exactly its batch's partitions, so re-running a day (or
 clearing a failed one) repairs it without duplicates. Identity, segments and duplicate-file detection

@@ -127,7 +127,8 @@ def _as_one_run(cfg, run_id, batch_date, first_day, stages, sources, days, allow
                     r = run_stage("ingest", batch_date, run_id, channel=name, cfg=cfg, days=days,
                                   accept_changed_files=accept_changed_files)
                     changed += r["changed_files"]
-                    progress(f"ingest {name}: {r['files']} files, {r['records']:,} records = {r['loaded']:,} loaded + "
+                    span = f" of {len(days)} days" if days else ""
+                    progress(f"ingest {name}: {r['files']} files{span}, {r['records']:,} records = {r['loaded']:,} loaded + "
                              f"{r['quarantined']:,} quarantined + {r['duplicates']:,} duplicates ({r['seconds']} s)")
             else:
                 r = run_stage(stage, batch_date, run_id, cfg=cfg)

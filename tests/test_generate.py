@@ -610,14 +610,20 @@ def as_text(value: object) -> str | None:
     return json.dumps(value)  # JSON scalars as written: 1761959702123, true
 
 
+# The Segment spec's semantic event names the preset reads as the model's.
+SEGMENT_SPEC = {"Application Opened": "app_start", "Products Searched": "search", "Product Viewed": "view_item",
+                "Product Added": "add_cart", "Order Completed": "pay_order", "Signed In": "login",
+                "Signed Up": "register", "Product Shared": "share"}
+SEGMENT_EVENT = ("CASE WHEN type = 'page' THEN 'page_view' WHEN type = 'track' THEN CASE event "
+                 + " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in SEGMENT_SPEC.items()) + " ELSE event END END")
 # The three Spark SQL expressions of the presets, in Python (a changed expression fails here).
 EXPRESSIONS = {
     "concat_ws('-', distinct_id, `time`, `_track_id`)":
         lambda get: "-".join(as_text(get(k)) for k in ("distinct_id", "time", "_track_id") if get(k) is not None),
     "coalesce(`context.device.id`, anonymousId)":
         lambda get: get("context.device.id") if get("context.device.id") is not None else get("anonymousId"),
-    "CASE WHEN type = 'page' THEN 'page_view' WHEN type = 'track' THEN event END":
-        lambda get: {"page": "page_view", "track": get("event")}.get(get("type")),
+    SEGMENT_EVENT:
+        lambda get: {"page": "page_view", "track": SEGMENT_SPEC.get(get("event"), get("event"))}.get(get("type")),
 }
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
 _ISO_LOCAL = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?")

@@ -326,7 +326,7 @@ def test_load_history_of_many_days_in_one_batch_equals_the_daily_loads(world, tm
         "lakehouse": str(tmp_path / "lh"), "exports": str(tmp_path / "exports")})})
     messages = []
     run_id = load_history(START, day2, cfg=hist, progress=messages.append)
-    assert any(m.startswith("ingest crm: 2 files of 2 days") for m in messages) and run_id.startswith("history__")
+    assert any(m.startswith("ingest crm: 2 files of 2 days, ") for m in messages) and run_id.startswith("history__")
 
     def as_of(c, table, column="as_of"):
         return [r for r in _rows(c, table) if str(r[column]) == day2.isoformat()]
