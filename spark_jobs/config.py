@@ -77,6 +77,11 @@ class EngineConfig(_Strict):
         return v
 
 
+def file_safe(name: str) -> str:
+    """`name` (a run id) as a file name: anything but letters, digits, `_.-` becomes `_`."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
 class PathsConfig(_Strict):
     landing: str = "landing"
     lakehouse: str = "lakehouse"
@@ -104,7 +109,7 @@ class PathsConfig(_Strict):
         """Where run figures and summaries go: <lakehouse>/_runs (the project's lakehouse/_runs when the
         lakehouse is an object store), or one run's folder in it (the run id made file-name safe)."""
         root = (Path(self.lakehouse_uri()) if "://" not in self.lakehouse else PROJECT_ROOT / "lakehouse") / "_runs"
-        return root / re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id) if run_id else root
+        return root / file_safe(run_id) if run_id else root
 
 
 class IngestConfig(_Strict):

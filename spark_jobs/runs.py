@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from spark_jobs.config import CdpConfig
+from spark_jobs.config import CdpConfig, file_safe
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +135,7 @@ def clear_staging(cfg: CdpConfig, run_id: str) -> None:
 
     if "://" in cfg.paths.lakehouse:
         return
-    from spark_jobs.tables import _safe
-
-    shutil.rmtree(Path(cfg.paths.lakehouse_uri()) / "_staging" / _safe(run_id), ignore_errors=True)
+    shutil.rmtree(Path(cfg.paths.lakehouse_uri()) / "_staging" / file_safe(run_id), ignore_errors=True)
 
 
 def _clear_old_staging(cfg: CdpConfig, run_id: str) -> None:
@@ -147,12 +145,10 @@ def _clear_old_staging(cfg: CdpConfig, run_id: str) -> None:
 
     if "://" in cfg.paths.lakehouse:
         return
-    from spark_jobs.tables import _safe
-
     root = Path(cfg.paths.lakehouse_uri()) / "_staging"
     if root.is_dir():
         for child in root.iterdir():
-            if child.name != _safe(run_id) and not child.name.startswith("adhoc-"):
+            if child.name != file_safe(run_id) and not child.name.startswith("adhoc-"):
                 shutil.rmtree(child, ignore_errors=True)
 
 

@@ -14,6 +14,7 @@ from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_jobs.config import file_safe
 from spark_jobs.contracts import TableContract, contract
 
 log = logging.getLogger(__name__)
@@ -88,12 +89,6 @@ def check_contract(df: DataFrame, c: TableContract, partition: Mapping[str, obje
     return out.withColumn(first, guarded.cast(c.columns[0].spark_type()))
 
 
-def _safe(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
 def table_path(root: str, name: str) -> str:
     c = contract(name)
     return f"{root.rstrip('/')}/{c.layer}/{c.name}"
@@ -165,7 +160,7 @@ class Lakehouse:
         self.fmt = fmt
         self.retries = retries
         # Staged intermediates of this run only: two runs never share (or delete) each other's files.
-        self.staging = f"{self.root}/_staging/{_safe(run_id) if run_id else 'adhoc-' + uuid.uuid4().hex[:12]}"
+        self.staging = f"{self.root}/_staging/{file_safe(run_id) if run_id else 'adhoc-' + uuid.uuid4().hex[:12]}"
         # Table -> Delta version to read (the tables as of the last complete run: runs.last_complete).
         self.pinned = dict(pinned or {})
         # Write-audit-publish: an object with covers(table) and check(table, df, partition) that raises
