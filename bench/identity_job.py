@@ -1,10 +1,10 @@
 """Benchmark jobs for the One-ID stage, one per process, each printing a JSON line of timings and figures:
 `export` reads silver_identifiers / silver_id_links of a Delta lakehouse (Sail) and writes the bare
 identity graph (nodes.parquet, edges.parquet: xxhash64 long ids, no rules) plus a Parquet copy of the
-two silver tables for JVM Spark; `components` runs spark_jobs.identity_graph.connected_components over
+two silver tables for JVM Spark; `components` runs spark_jobs.identity.graph.connected_components over
 the exported graph (by default with its local union-find pre-pass, --local-edges per partition; with
 --rounds-only, large-star/small-star rounds alone, the pure GraphFrames algorithm); `stage` runs the
-whole identity stage (spark_jobs.identity.run)."""
+whole identity stage (spark_jobs.identity.stage.run)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyspark.sql import DataFrame  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from spark_jobs import identity  # noqa: E402
 from spark_jobs.config import EngineConfig, load_config  # noqa: E402
-from spark_jobs.identity_graph import connected_components  # noqa: E402
+from spark_jobs.identity import stage as identity  # noqa: E402
+from spark_jobs.identity.graph import connected_components  # noqa: E402
 from spark_jobs.session import spark_session  # noqa: E402
 from spark_jobs.tables import Lakehouse  # noqa: E402
 
@@ -44,7 +44,7 @@ def _seconds(since: float) -> float:
 
 
 def _node(id_type: str, id_value: str):
-    # The same node id as the identity stage (spark_jobs.identity._node_id).
+    # The same node id as the identity stage (spark_jobs.identity.stage._node_id).
     return F.xxhash64(F.col(id_type), F.col(id_value))
 
 
@@ -159,7 +159,7 @@ def main() -> None:
     ex.add_argument("--graph", type=Path, required=True, help="folder for nodes.parquet and edges.parquet")
     ex.add_argument("--parquet-lakehouse", help="root for a Parquet-format copy of the silver identity tables")
     ex.add_argument("--files", type=int, default=os.cpu_count() or 2, help="Parquet files per table")
-    cc = sub.add_parser("components", help="spark_jobs.identity_graph.connected_components over the graph")
+    cc = sub.add_parser("components", help="spark_jobs.identity.graph.connected_components over the graph")
     cc.add_argument("--engine", choices=["sail", "jvm"], required=True)
     cc.add_argument("--graph", type=Path, required=True)
     cc.add_argument("--scratch", required=True, help="lakehouse root whose _staging/ holds the rounds")
@@ -169,7 +169,7 @@ def main() -> None:
                       help=f"edges per partition of the local union-find pre-pass (default {LOCAL_EDGES}; 0: none)")
     mode.add_argument("--rounds-only", action="store_true",
                       help="no pre-pass: large-star/small-star rounds alone (local_edges=None)")
-    st = sub.add_parser("stage", help="the whole identity stage, spark_jobs.identity.run")
+    st = sub.add_parser("stage", help="the whole identity stage, spark_jobs.identity.stage.run")
     st.add_argument("--engine", choices=["sail", "jvm"], required=True)
     st.add_argument("--lakehouse", required=True, help="Delta lakehouse (sail) or its Parquet copy (jvm)")
     st.add_argument("--date", type=dt.date.fromisoformat, required=True)

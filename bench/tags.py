@@ -38,8 +38,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # The sources that shape the prepared data (generation, ingest, standardise, One-ID and its rules).
 PREPARE_SOURCES = ("spark_jobs/generate.py", "spark_jobs/ingest.py", "spark_jobs/standardise.py",
-                   "spark_jobs/normalise.py", "spark_jobs/contracts.py", "spark_jobs/identity.py",
-                   "spark_jobs/identity_graph.py", "conf/cdp.yaml")
+                   "spark_jobs/normalise.py", "spark_jobs/contracts.py", "spark_jobs/identity",
+                   "conf/cdp.yaml")
 ENGINES = ("sail", "jvm")
 OUTPUTS = ("gold_profiles", "gold_tags", "gold_profile_tags", "gold_segment_members")
 STAGES = ("profiles", "tags", "segments")
@@ -131,7 +131,8 @@ def prepare(people: int, days: int, seed: int, folder: Path, fresh: bool) -> dic
     """Generate `days` daily batches, ingest + standardise them on Sail (Delta), run One-ID for the last day
     (the gold_id_map snapshot the marts read), copy the input tables to Parquet for JVM Spark. Skipped when
     `folder` already holds data prepared with the same parameters."""
-    sources = hashlib.sha256(b"".join((ROOT / f).read_bytes() for f in PREPARE_SOURCES)).hexdigest()[:16]
+    files = [p for f in PREPARE_SOURCES for p in ([ROOT / f] if (ROOT / f).is_file() else sorted((ROOT / f).rglob("*.py")))]
+    sources = hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()[:16]
     params = {"people": people, "days": days, "seed": seed, "start": START, "sources": sources}
     marker = folder / "prepared.json"
     if not fresh and marker.exists():

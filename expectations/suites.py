@@ -34,7 +34,7 @@ from spark_jobs.contracts import (  # noqa: E402
     bronze_name,
     contract,
 )
-from spark_jobs.identity import per_type_limit  # noqa: E402
+from spark_jobs.identity.rules import per_type_limit  # noqa: E402
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 E164 = r"^\+[1-9][0-9]{6,14}$"

@@ -162,7 +162,7 @@ def whois(
     import pyarrow.compute as pc
 
     from spark_jobs.config import ID_TYPES
-    from spark_jobs.identity import canonical_identifier
+    from spark_jobs.identity.stage import canonical_identifier
     from spark_jobs.tables import TableNotFoundError, read_pandas
 
     if id_type not in ID_TYPES:
@@ -206,7 +206,7 @@ def eval_identity(
 
     import pyarrow.compute as pc
 
-    from spark_jobs.identity_eval import (
+    from spark_jobs.identity.eval import (
         TruthNotFoundError,
         evaluate,
         evidence_ceiling,
@@ -245,8 +245,8 @@ def _ablation(cfg, root: str, snapshot: str, truth, households) -> dict:
     from rich.console import Console
     from rich.table import Table
 
-    from spark_jobs.identity import ablation
-    from spark_jobs.identity_eval import evaluate
+    from spark_jobs.identity.eval import evaluate
+    from spark_jobs.identity.stage import ablation
     from spark_jobs.session import spark_session
     from spark_jobs.tables import Lakehouse
 

@@ -9,9 +9,10 @@ import logging
 import os
 import time
 
-from spark_jobs import identity, ingest, profiles, runs, segments, standardise, tags
+from spark_jobs import ingest, profiles, runs, segments, standardise, tags
 from spark_jobs.config import CdpConfig, load_config
 from spark_jobs.contracts import bronze_name
+from spark_jobs.identity import stage as identity
 from spark_jobs.session import spark_session
 from spark_jobs.tables import Lakehouse
 

@@ -5,14 +5,14 @@ import datetime as dt
 from pyspark.sql import functions as F
 
 from spark_jobs.config import BlocklistConfig, IdentityConfig, load_config
-from spark_jobs.identity import (
+from spark_jobs.identity.rules import (
     blocked_identifiers,
     enforce_limits,
     hub_identifiers,
     removed_values,
-    resolve,
     usable_links,
 )
+from spark_jobs.identity.stage import resolve
 
 LINKS_SCHEMA = "src_type string, src_value string, dst_type string, dst_value string"
 
@@ -73,7 +73,7 @@ def test_usable_links_drop_every_link_touching_a_removed_value(spark):
 
 
 def _assign(spark, current, previous):
-    from spark_jobs.identity import assign_person_ids
+    from spark_jobs.identity.stage import assign_person_ids
 
     cur = spark.createDataFrame(current, "id_type string, id_value string, component long")
     prev = spark.createDataFrame(previous, "id_type string, id_value string, person_id string")

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spark_jobs.identity_eval import (
+from spark_jobs.identity.eval import (
     IdentityAccuracy,
     IdentityEvalError,
     TruthNotFoundError,

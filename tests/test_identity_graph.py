@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as scipy_components
 
-from spark_jobs.identity_graph import GraphFramesUnavailable, connected_components, graphframes_components
+from spark_jobs.identity.graph import GraphFramesUnavailable, connected_components, graphframes_components
 from spark_jobs.tables import Lakehouse
 
 

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 
 from ml import features, score, train
-from spark_jobs import identity, ingest, profiles, standardise
+from spark_jobs import ingest, profiles, standardise
 from spark_jobs.config import load_config
 from spark_jobs.generate import generate
+from spark_jobs.identity import stage as identity
 from spark_jobs.tables import Lakehouse, read_pandas
 from tests.conftest import contract_frame
 

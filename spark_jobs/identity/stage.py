@@ -1,5 +1,5 @@
-"""One-ID rules against over-merging, as DataFrame transforms over silver_identifiers / silver_id_links
-(blocked values, hubs) and the edges they leave; no I/O (the identity stage wires them)."""
+"""The identity stage: the rules and connected components over silver identifiers and links up to a
+batch, stable person ids, and the gold_id_map / gold_id_dropped / gold_id_changes snapshots."""
 
 from __future__ import annotations
 
@@ -12,89 +12,14 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from spark_jobs.config import BlocklistConfig, IdentityConfig
+from spark_jobs.identity.rules import (
+    blocked_identifiers,
+    enforce_limits,
+    hub_identifiers,
+    removed_values,
+    usable_links,
+)
 from spark_jobs.tables import Lakehouse
-
-_REPEATED_PHONE = r"^\+\d{1,3}(0+|1+|2+|3+|4+|5+|6+|7+|8+|9+)$"  # country code, then one digit repeated
-
-
-def _matches(id_type: Column, id_value: Column, blocklist: BlocklistConfig) -> Column:
-    """The name of the first blocklist rule that `id_value` of `id_type` breaks, or NULL."""
-    rules: list[Column] = []
-    for t, values in blocklist.exact.items():
-        if not values:
-            continue
-        hit = id_value.isin(list(values)) if t != "*" else F.lower(id_value).isin([v.lower() for v in values])
-        rules.append(F.when(hit if t == "*" else (id_type == t) & hit, F.lit(f"blocklist_exact:{t}")))
-    for t, patterns in blocklist.regex.items():
-        for p in patterns:
-            hit = id_value.rlike(p)
-            rules.append(F.when(hit if t == "*" else (id_type == t) & hit, F.lit(f"blocklist_regex:{t}:{p}")))
-    for t in blocklist.repeated_digits:
-        rules.append(F.when((id_type == t) & id_value.rlike(_REPEATED_PHONE), F.lit(f"blocklist_repeated_digits:{t}")))
-    return F.coalesce(*rules) if rules else F.lit(None).cast("string")
-
-
-def blocked_identifiers(identifiers: DataFrame, blocklist: BlocklistConfig) -> DataFrame:
-    """Distinct (id_type, id_value, rule) of identifiers the blocklist removes."""
-    return (
-        identifiers.select("id_type", "id_value").distinct()
-        .withColumn("rule", _matches(F.col("id_type"), F.col("id_value"), blocklist))
-        .where(F.col("rule").isNotNull())
-    )
-
-
-def per_type_limit(id_type: Column, limits: dict[str, int], default: int | None = None) -> Column:
-    """The limit of each row's id type (`default`, or NULL, for types without one)."""
-    if not limits:
-        return F.lit(default).cast("long")
-    col = None
-    for t, n in limits.items():  # one flat CASE (Sail plans nested ELSE-CASEs exponentially)
-        col = F.when(id_type == t, F.lit(n)) if col is None else col.when(id_type == t, F.lit(n))
-    return col.otherwise(F.lit(default).cast("long")).cast("long")
-
-
-def hub_identifiers(links: DataFrame, cfg: IdentityConfig) -> DataFrame:
-    """(id_type, id_value, rule, strong_links) of values linked to more than `hub_max_strong` distinct
-    strong identifiers of one type (a clerk's phone on many members' orders, a family tablet two
-    accounts sign in on): they link none of them. A person's own login and unionid are two types."""
-    both = links.select(
-        F.col("src_type").alias("id_type"), F.col("src_value").alias("id_value"),
-        F.col("dst_type").alias("nbr_type"), F.col("dst_value").alias("nbr_value"),
-    ).unionByName(links.select(
-        F.col("dst_type").alias("id_type"), F.col("dst_value").alias("id_value"),
-        F.col("src_type").alias("nbr_type"), F.col("src_value").alias("nbr_value"),
-    ))
-    strong = list(cfg.strong_types)
-    limit = per_type_limit(F.col("id_type"), cfg.hub_max_strong_by_type, cfg.hub_max_strong)
-    return (
-        both.where(F.col("nbr_type").isin(strong))
-        .groupBy("id_type", "id_value", "nbr_type")
-        .agg(F.countDistinct("nbr_value").alias("n"))
-        .groupBy("id_type", "id_value")
-        .agg(F.max("n").alias("strong_links"))
-        .where(F.col("strong_links") > limit)
-        .select("id_type", "id_value", F.concat(F.lit("hub:>"), limit.cast("string"), F.lit("_strong")).alias("rule"),
-                "strong_links")
-    )
-
-
-def usable_links(links: DataFrame, removed: DataFrame) -> DataFrame:
-    """Links whose two ends both survive the rules (`removed`: id_type, id_value)."""
-    gone = removed.select("id_type", "id_value").distinct()
-    keep = links
-    for side in ("src", "dst"):
-        keep = keep.join(
-            gone.withColumnRenamed("id_type", f"{side}_type").withColumnRenamed("id_value", f"{side}_value"),
-            on=[f"{side}_type", f"{side}_value"], how="left_anti",
-        )
-    return keep
-
-
-def removed_values(*audits: DataFrame) -> DataFrame:
-    """Union of rule outputs as (id_type, id_value, rule), first rule per value kept."""
-    frames = [a.select("id_type", "id_value", "rule") for a in audits]
-    union = reduce(DataFrame.unionByName, frames)
-    return union.groupBy("id_type", "id_value").agg(F.min("rule").alias("rule"))
 
 
 def _no_staging(name: str, df: DataFrame) -> DataFrame:
@@ -196,85 +121,6 @@ def build_graph(identifiers: DataFrame, links: DataFrame, cfg: IdentityConfig,
     return kept_nodes, usable_links(pairs, removed), dropped
 
 
-def _greedy_parts(limits: dict[str, int], rank: dict[str, int]):
-    """A pandas function for applyInPandas over one component's edges: re-add links strongest first
-    (weaker end's type rank, then more records, then older) with union-find; a link whose union would
-    hold more identifiers of a type than its limit is cut. Returns (node, part, other, rule) rows:
-    part = the smallest node of the node's part; cut links as (src, NULL, dst, rule)."""
-    import pandas as pd
-
-    def parts(pdf: pd.DataFrame) -> pd.DataFrame:
-        pdf = pdf.assign(
-            strength=[max(rank[a], rank[b]) for a, b in zip(pdf["src_type"], pdf["dst_type"], strict=True)]
-        ).sort_values(["strength", "records", "first_seen", "src", "dst"], ascending=[True, False, True, True, True])
-        parent: dict[int, int] = {}
-        counts: dict[int, dict[str, int]] = {}
-
-        def find(x: int) -> int:
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        for node, t in [*zip(pdf["src"], pdf["src_type"], strict=True), *zip(pdf["dst"], pdf["dst_type"], strict=True)]:
-            if node not in parent:
-                parent[node], counts[node] = node, {t: 1}
-        cut_src, cut_dst, cut_rule = [], [], []
-        for a, b in zip(pdf["src"], pdf["dst"], strict=True):
-            ra, rb = find(a), find(b)
-            if ra == rb:
-                continue
-            merged = dict(counts[ra])
-            for t, n in counts[rb].items():
-                merged[t] = merged.get(t, 0) + n
-            broken = sorted(t for t, n in merged.items() if t in limits and n > limits[t])
-            if broken:
-                cut_src.append(a), cut_dst.append(b), cut_rule.append(f"limit:{broken[0]}>{limits[broken[0]]}")
-                continue
-            root, child = (ra, rb) if ra < rb else (rb, ra)
-            parent[child], counts[root] = root, merged
-            counts.pop(child)
-        nodes = list(parent)
-        roots = [find(x) for x in nodes]
-        smallest: dict[int, int] = {}
-        for x, r in zip(nodes, roots, strict=True):
-            smallest[r] = min(smallest.get(r, x), x)
-        return pd.concat([
-            pd.DataFrame({"node": nodes, "part": [smallest[r] for r in roots], "other": None, "rule": None}),
-            pd.DataFrame({"node": cut_src, "part": None, "other": cut_dst, "rule": cut_rule}),
-        ]).astype({"node": "int64", "part": "Int64", "other": "Int64", "rule": "object"})
-
-    return parts
-
-
-def enforce_limits(members: DataFrame, edges: DataFrame, cfg: IdentityConfig) -> tuple[DataFrame, DataFrame] | None:
-    """Per-person limits. `members`: node, id_type, component; `edges`: src, dst (nodes), src_type,
-    dst_type, records, first_seen. Components holding more identifiers of a type than
-    `cfg.limits` allows are rebuilt from their links, strongest first, cutting the links that would
-    break a limit. Returns (node, component) for the nodes of rebuilt components and the cut links
-    (src, dst, rule), or None when no component breaks a limit."""
-    if not cfg.limits:
-        return None
-    over = (
-        members.groupBy("component", "id_type").agg(F.count(F.lit(1)).alias("n"))
-        .where(F.col("n") > per_type_limit(F.col("id_type"), cfg.limits))
-        .select("component").distinct()
-    )
-    if over.limit(1).count() == 0:
-        return None
-    comp = members.select(F.col("node").alias("src"), "component").join(over, "component")
-    rank = {t: i for i, t in enumerate(cfg.priority)}
-    result = (
-        edges.join(comp, "src")
-        .select("component", "src", "dst", "src_type", "dst_type", "records",
-                F.unix_timestamp("first_seen").alias("first_seen"))
-        .groupBy("component")
-        .applyInPandas(_greedy_parts(dict(cfg.limits), rank), "node long, part long, other long, rule string")
-    )
-    parts = result.where(F.col("part").isNotNull()).select("node", F.col("part").alias("component"))
-    cuts = result.where(F.col("rule").isNotNull()).select(F.col("node").alias("src"), F.col("other").alias("dst"), "rule")
-    return parts, cuts
-
 
 @dataclass(frozen=True)
 class Resolution:
@@ -287,7 +133,7 @@ class Resolution:
 
 
 def _components(nodes: DataFrame, edges: DataFrame, lh: Lakehouse, key: str, cfg: IdentityConfig):
-    from spark_jobs.identity_graph import connected_components, graphframes_components
+    from spark_jobs.identity.graph import connected_components, graphframes_components
 
     if cfg.algorithm == "graphframes":
         return graphframes_components(nodes, edges, lh)
