@@ -31,7 +31,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ingest import PY, START, last_json, run_measured  # noqa: E402
+from ingest import PY, START, baseline_checkout, last_json, run_measured  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -39,7 +39,8 @@ PREPARE_SOURCES = ("generate.py", "ingest.py", "standardise.py", "normalise.py",
 COMPONENT_ENGINES = ("sail", "sail-rounds", "jvm", "jvm-rounds", "graphx", "scipy", "networkx")
 ROUNDS_ONLY = "-rounds"  # suffix of a Spark engine run with --rounds-only (no local union-find pre-pass)
 STAGE_ENGINES = ("sail", "jvm")
-GOLD = ("gold_id_map", "gold_id_dropped", "gold_id_changes")
+GOLD = ("gold_id_map", "gold_id_dropped", "gold_id_decisions", "gold_id_changes")
+BASELINE = "sail-baseline"  # the identity stage of --baseline REV's code, on the same Sail lakehouse
 BIG = 1_000_000  # scales from here on run --repeat-big times (and are checked against the targets)
 TARGETS = {  # the issue's goals at 1M people on 2 cores
     "sail_components_s_max": 10, "sail_stage_s_max": 45,
@@ -70,12 +71,14 @@ def _measure(cmd: list[str], env: dict | None = None) -> dict:
     return {**last_json(out), "wall_s": round(wall, 1), "peak_gib": round(gib, 2)}
 
 
-def prepare(people: int, days: int, seed: int, folder: Path, fresh: bool) -> dict:
+def prepare(people: int, days: int, seed: int, folder: Path, fresh: bool, population: str = "default") -> dict:
     """Generate, ingest+standardise on Sail (Delta), export the bare graph and a Parquet copy of silver.
     Skipped when `folder` already holds data prepared with the same parameters."""
     # The sources that shape the data: a change to any of them makes earlier data stale.
     sources = hashlib.sha256(b"".join((ROOT / "spark_jobs" / f).read_bytes() for f in PREPARE_SOURCES)).hexdigest()[:16]
     params = {"people": people, "days": days, "seed": seed, "start": START, "sources": sources}
+    if population != "default":
+        params["population"] = population
     marker = folder / "prepared.json"
     if not fresh and marker.exists():
         done = json.loads(marker.read_text())
@@ -86,7 +89,8 @@ def prepare(people: int, days: int, seed: int, folder: Path, fresh: bool) -> dic
     landing = folder / "landing"
     steps = {}
     wall, gib, _ = run_measured([PY, "-m", "spark_jobs.cli", "generate", "--people", str(people), "--days", str(days),
-                                 "--seed", str(seed), "--start", START, "--landing", str(landing)], _env())
+                                 "--seed", str(seed), "--start", START, "--landing", str(landing),
+                                 *(["--population", population] if population != "default" else [])], _env())
     steps["generate"] = {"wall_s": round(wall, 1), "peak_gib": round(gib, 2)}
     steps["ingest_standardise"] = _measure([PY, HERE / "ingest_job.py", "--engine", "sail", "--landing", landing,
                                             "--lakehouse", folder / "lakehouse", "--start", START, "--days", days])
@@ -122,13 +126,14 @@ def run_components(engine: str, folder: Path, driver_memory: str) -> dict:
 
 
 def _root(engine: str) -> str:
-    return "lakehouse" if engine == "sail" else "lakehouse-parquet"  # Delta on Sail, the Parquet copy on JVM
+    return "lakehouse" if engine in ("sail", BASELINE) else "lakehouse-parquet"  # Delta on Sail, the Parquet copy on JVM
 
 
-def run_stage(engine: str, folder: Path, date: str, driver_memory: str) -> dict:
+def run_stage(engine: str, folder: Path, date: str, driver_memory: str, baseline: Path | None = None) -> dict:
     shutil.rmtree(folder / _root(engine) / "_staging", ignore_errors=True)
-    return _measure([PY, HERE / "identity_job.py", "stage", "--engine", engine, "--lakehouse", folder / _root(engine),
-                     "--date", date, "--driver-memory", driver_memory])
+    job = (baseline or ROOT) / "bench" / "identity_job.py"
+    return _measure([PY, job, "stage", "--engine", "sail" if engine == BASELINE else engine,
+                     "--lakehouse", folder / _root(engine), "--date", date, "--driver-memory", driver_memory])
 
 
 def _reset_gold(folder: Path) -> None:
@@ -178,7 +183,8 @@ def _interleaved(kind: str, engines: list[str], repeat: int, run, describe) -> t
 
 def bench_scale(people: int, a: argparse.Namespace) -> dict:
     folder = a.work / f"identity-{people}"
-    prep = prepare(people, a.days, a.seed, folder, a.fresh)
+    folder = folder.with_name(folder.name + ("" if a.population == "default" else f"-{a.population}"))
+    prep = prepare(people, a.days, a.seed, folder, a.fresh, a.population)
     graph = prep["steps"]["export"]
     how = "reused" if prep["reused"] else f"{prep['seconds']} s"
     print(f"   prepared ({how}): {graph['nodes']:,} nodes, {graph['edges']:,} edges, "
@@ -219,15 +225,20 @@ def bench_scale(people: int, a: argparse.Namespace) -> dict:
     result["stage_batch_date"], result["stage_previous_snapshot"] = date, previous
     _reset_gold(folder)
 
+    old = baseline_checkout(a.baseline, a.work) if a.baseline else None
+
     def stage(engine: str) -> dict:
+        code = old if engine == BASELINE else None
+        if a.baseline:  # two codes share the Sail lakehouse: each run starts from no gold tables
+            _reset_gold(folder)
         if previous and not (folder / _root(engine) / "gold" / "gold_id_map").exists():
-            run_stage(engine, folder, previous, a.driver_memory)  # untimed: the snapshot ids stay stable against
+            run_stage(engine, folder, previous, a.driver_memory, code)  # untimed: the snapshot ids stay stable against
         elif not previous:
             _reset_gold(folder)
-        return run_stage(engine, folder, date, a.driver_memory)
+        return run_stage(engine, folder, date, a.driver_memory, code)
 
     stage_runs, failed = _interleaved(
-        "stage", list(a.stage_engines), repeat, stage,
+        "stage", list(a.stage_engines) + ([BASELINE] if a.baseline else []), repeat, stage,
         lambda r: (f"{r['stage_s']} s, wall {r['wall_s']} s, {r['peak_gib']} GiB, {r['figures']['identifiers']:,} "
                    f"identifiers -> {r['figures']['people']:,} people in {r['figures']['rounds']} rounds"),
     )
@@ -236,7 +247,7 @@ def bench_scale(people: int, a: argparse.Namespace) -> dict:
         result["stage"][engine] = {**_summarise(rs, ("stage_s", "session_start_s", "wall_s")), "figures": rs[0]["figures"]}
     # Same rules, same graph: every figure but the round count (which depends on node id order) must match.
     figures = {json.dumps({k: v for k, v in r["figures"].items() if k != "rounds"}, sort_keys=True)
-               for rs in stage_runs.values() for r in rs}
+               for e, rs in stage_runs.items() if e != BASELINE for r in rs}
     if len(figures) > 1:
         raise Disagreement(f"{people:,} people: the identity stage gives different figures (an engine differs, or "
                            f"spark_jobs changed during the run): {sorted(figures)}", result)
@@ -253,6 +264,7 @@ def bench_scale(people: int, a: argparse.Namespace) -> dict:
         "components_graphx_over_sail_rounds": _ratio(e2e.get("graphx"), e2e.get("sail-rounds")),
         "components_sail_rounds_over_scipy": _ratio(e2e.get("sail-rounds"), e2e.get("scipy")),
         "stage_jvm_over_sail": _ratio(s.get("jvm", {}).get("stage_s"), s.get("sail", {}).get("stage_s")),
+        "stage_sail_over_baseline": _ratio(s.get("sail", {}).get("stage_s"), s.get(BASELINE, {}).get("stage_s")),
     }
     return result
 
@@ -323,6 +335,12 @@ def markdown(results: list[dict]) -> str:
             f"{' | '.join(cells)} | {r['ratios']['stage_jvm_over_sail'] or '-'} | "
             f"{steps['generate']['wall_s']} / {steps['ingest_standardise']['wall_s']} / {steps['export']['wall_s']}{reused} |"
         )
+    for r in results:
+        b, now = r["stage"].get(BASELINE), r["stage"].get("sail")
+        if b and "stage_s" in b and now and "stage_s" in now:
+            rows += ["", f"{r['people']:,} people: the identity stage of this code {now['stage_s']} s "
+                         f"({now['peak_gib']} GiB) against the baseline's {b['stage_s']} s ({b['peak_gib']} GiB), "
+                         f"{r['ratios']['stage_sail_over_baseline']}x, same data, interleaved"]
     big = [r for r in results if r["people"] >= BIG]
     for r in big:
         q = r["ratios"]
@@ -364,7 +382,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--repeat", type=int, default=1, help=f"runs per engine below {BIG:,} people; medians are reported")
     ap.add_argument("--repeat-big", type=int, default=1, help=f"runs per engine from {BIG:,} people on")
-    ap.add_argument("--engines", nargs="+", choices=COMPONENT_ENGINES, default=list(COMPONENT_ENGINES),
+    ap.add_argument("--engines", nargs="*", choices=COMPONENT_ENGINES, default=list(COMPONENT_ENGINES),
                     help="components engines")
     ap.add_argument("--stage-engines", nargs="*", choices=STAGE_ENGINES, default=list(STAGE_ENGINES))
     ap.add_argument("--networkx-max", type=int, default=12_000_000,
@@ -373,6 +391,9 @@ def main() -> None:
                     help="first run the stage (untimed) for the day before, so the timed run has a previous snapshot")
     ap.add_argument("--driver-memory", default="8g", help="JVM driver heap for JVM Spark and GraphX")
     ap.add_argument("--fresh", action="store_true", help="regenerate data even when a matching one is in --work")
+    ap.add_argument("--population", default="default", help="cdp generate --population (default | retail)")
+    ap.add_argument("--baseline", default=None,
+                    help="a git revision whose identity stage runs side by side with this one on Sail, on the same data")
     ap.add_argument("--work", type=Path, default=HERE / "_out")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)

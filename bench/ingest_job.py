@@ -38,6 +38,7 @@ def main() -> None:
     if a.parse_only:
         return parse_only(a, sources)
     id_columns = standardise.declared_id_columns(sources)
+    strengths = standardise.declared_strengths(sources) if hasattr(standardise, "declared_strengths") else None
     cfg = EngineConfig(kind="local") if a.engine == "sail" else EngineConfig(
         kind="classic", classic_master=f"local[{os.cpu_count()}]", classic_delta=False, classic_driver_memory="8g"
     )
@@ -61,7 +62,7 @@ def main() -> None:
                 lines, loaded, quarantined = lines + r["lines"], loaded + r["loaded"], quarantined + r["quarantined"]
             if not a.skip_standardise:
                 t = time.perf_counter()
-                standardise.run(lh, StandardiseConfig(), batch, id_columns)
+                standardise.run(lh, StandardiseConfig(), batch, id_columns, *([strengths] if strengths else []))
                 timings["standardise"] += time.perf_counter() - t
     print(json.dumps({
         "engine": a.engine, "session_start_s": round(started, 2), "total_s": round(time.perf_counter() - t0, 2),

@@ -147,7 +147,7 @@ def cdp_daily():
     (
         ingest.expand(channel=sources())
         >> step("standardise", "Bronze to silver: one event model, orders, contacts, canonical identifiers and links.")
-        >> step("identity", "One-ID: stable person ids (gold_id_map, gold_id_dropped, gold_id_changes).")
+        >> step("identity", "One-ID: stable person ids (gold_id_map, gold_id_dropped, gold_id_decisions, gold_id_changes).")
         >> step("profiles", "The golden record per person (gold_profiles) from the One-ID snapshot of the batch date.")
         >> step("score", "Champion models score every person (gold_scores); predicted tags read them.")
         >> step("tags", "Every tag of conf/tags.yaml as of the batch date (gold_tags, gold_profile_tags).")

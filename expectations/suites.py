@@ -247,7 +247,10 @@ def _gold(s: Suite, table: str, ctx: SuiteContext) -> None:
         s.add(gxe.ExpectColumnMeanToBeBetween(column="_dq_singleton", max_value=q.max_singleton_share), WARNING,
               "share_of_singletons")
     elif table == "gold_id_dropped":
-        s.add(gxe.ExpectColumnValuesToMatchRegex(column="rule", regex=r"^(blocklist_|hub:|limit:|link_dropped:)"), CRITICAL)
+        s.add(gxe.ExpectColumnValuesToMatchRegex(column="rule", regex=r"^(blocklist_|hub:|limit:|link_dropped:|contact_only:)"), CRITICAL)
+    elif table == "gold_id_decisions":
+        _in_set(s, "decision", ("merge", "keep_apart"), CRITICAL)
+        s.add(gxe.ExpectColumnValuesToBeBetween(column="match_probability", min_value=0, max_value=1), CRITICAL)
     elif table == "gold_id_changes":
         _in_set(s, "change", ("new", "merge", "split"), CRITICAL)
         s.add(gxe.ExpectColumnValuesToBeBetween(column="identifiers", min_value=1), CRITICAL)
@@ -310,8 +313,8 @@ def _ops(s: Suite, table: str, ctx: SuiteContext) -> None:
 
 GATED = tuple(t for t in (
     *(bronze_name(ch) for ch in CHANNELS), "bronze_quarantine", "ops_ingest_files", "silver_events", "silver_orders",
-    "silver_contacts", "silver_identifiers", "silver_id_links", "gold_id_map", "gold_id_dropped", "gold_id_changes",
-    "gold_profiles", "gold_tags", "gold_profile_tags", "gold_segment_members", "gold_scores",
+    "silver_contacts", "silver_identifiers", "silver_id_links", "gold_id_map", "gold_id_dropped", "gold_id_decisions",
+    "gold_id_changes", "gold_profiles", "gold_tags", "gold_profile_tags", "gold_segment_members", "gold_scores",
 ))
 
 
@@ -326,7 +329,7 @@ def suite_for(table: str, ctx: SuiteContext) -> Suite:
         _bronze(s, table.removeprefix("bronze_"))
     elif table.startswith("silver_"):
         _silver(s, table, ctx)
-    elif table in ("gold_id_map", "gold_id_dropped", "gold_id_changes"):
+    elif table in ("gold_id_map", "gold_id_dropped", "gold_id_decisions", "gold_id_changes"):
         _gold(s, table, ctx)
     elif table.startswith("gold_"):
         _marts(s, table, ctx)

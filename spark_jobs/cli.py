@@ -34,6 +34,9 @@ def generate(
     landing: Path = typer.Option(None, help="landing folder (default: conf paths.landing)"),
     format: str = typer.Option("default", "--format", help="default: the channels of docs/channels.md; "
                                "real: the same records as real systems export them (conf/sources.yaml)"),
+    population: str = typer.Option("default", "--population", help="default: the original mix; retail: also "
+                                   "re-issued phone numbers, partners' phones, duplicate memberships, store phones "
+                                   "and junk device ids (docs/channels.md, Identity patterns)"),
 ) -> None:
     """Write realistic raw channel dumps with ground truth to landing/."""
     from rich.console import Console
@@ -52,7 +55,7 @@ def generate(
     try:
         manifest = run_generate(
             out, people=people or g.people, days=days or g.days, seed=g.seed if seed is None else seed,
-            start=start_date, progress=lambda msg: console.log(msg), format=format,
+            start=start_date, progress=lambda msg: console.log(msg), format=format, population=population,
         )
     except GenerateError as e:
         _fail(str(e))
@@ -157,37 +160,99 @@ def whois(
     id_type: str = typer.Argument(..., help="phone | email | device_id | login_id | member_id | openid | unionid"),
     value: str = typer.Argument(..., help="the identifier, in any format the channels send it"),
     as_of: str = typer.Option(None, help="gold_id_map snapshot date (default: the newest)"),
+    on: str = typer.Option(None, "--on", help="who held the identifier on this local day (conf standardise.timezone), "
+                           "yyyy-mm-dd: a recycled phone has one owner per validity window; without windows, the "
+                           "newest snapshot up to that day answers"),
+    explain: bool = typer.Option(False, "--explain", help="also print why: the links joining the person's identifiers, "
+                                 "a path to each, and what the rules cut"),
+    graph: Path = typer.Option(None, "--graph", help="draw the person's identity graph to this .svg file"),
 ) -> None:
     """Print the person id of an identifier and every identifier linked to that person."""
+    import pandas as pd
     import pyarrow.compute as pc
 
     from spark_jobs.config import ID_TYPES
+    from spark_jobs.identity.explain import ExplainError, dropped_rows, holders, map_rows
     from spark_jobs.identity.stage import canonical_identifier
-    from spark_jobs.tables import TableNotFoundError, read_pandas
+    from spark_jobs.tables import TableNotFoundError
 
     if id_type not in ID_TYPES:
         _fail(f"unknown id_type {id_type!r}; one of {', '.join(ID_TYPES)}")
+    day = _date(on, "--on") if on else None
+    if as_of:
+        _date(as_of, "--as-of")
     cfg = _config()
     root = cfg.paths.lakehouse_uri()
     canonical = canonical_identifier(id_type, value, cfg.standardise.phone_region)
     if canonical is None:
         _fail(f"{value!r} is not a valid {id_type}")
-    snapshot = _id_map_snapshot(root, as_of)
-    part = {"as_of": snapshot}
+    snapshot = _whois_snapshot(root, as_of, day)
     try:
-        hit = read_pandas(root, "gold_id_map", ["person_id"], part,
-                          (pc.field("id_type") == id_type) & (pc.field("id_value") == canonical))
+        held = holders(map_rows(root, snapshot, (pc.field("id_type") == id_type) & (pc.field("id_value") == canonical)),
+                       day, cfg.standardise.timezone)
     except TableNotFoundError as e:
         _fail(str(e))
-    if hit.empty:
-        typer.echo(f"{id_type} {canonical}: no person as of {snapshot} (never seen, or removed by a rule: see gold_id_dropped)")
+    when = f" on {day}" if day else ""
+    if held.empty:
+        typer.echo(f"{id_type} {canonical}: no person{when} as of {snapshot} "
+                   "(never seen, or removed by a rule: see gold_id_dropped)")
+        if explain:
+            try:
+                _echo_cut(dropped_rows(root, snapshot, {(id_type, canonical)}), snapshot)
+            except TableNotFoundError as e:
+                _fail(str(e))
         raise typer.Exit(1)
-    person = hit["person_id"].iloc[0]
-    rows = read_pandas(root, "gold_id_map", ["id_type", "id_value", "first_seen", "last_seen"], part,
-                       pc.field("person_id") == person).sort_values(["id_type", "id_value"])
-    typer.echo(f"{id_type} {canonical} -> person {person} (as of {snapshot}), {len(rows)} identifiers:")
-    for r in rows.itertuples():
-        typer.echo(f"  {r.id_type:<10} {r.id_value:<40} first seen {r.first_seen}  last seen {r.last_seen}")
+    person = held["person_id"].iloc[-1]
+    rows = map_rows(root, snapshot, pc.field("person_id") == person).sort_values(["id_type", "id_value"])
+    typer.echo(f"{id_type} {canonical} -> person {person} (as of {snapshot}{when}), {len(rows)} identifiers:")
+    if len(held) > 1:  # it changed hands that day: the owner at the end of the day is shown
+        typer.echo(f"  (earlier that day: person {', '.join(held['person_id'].iloc[:-1])})")
+    for r in rows.to_dict("records"):
+        window = (f"  valid {_instant(r['valid_from'])} to {_instant(r['valid_to'])}"
+                  if pd.notna(r.get("valid_from")) or pd.notna(r.get("valid_to")) else "")
+        typer.echo(f"  {r['id_type']:<10} {r['id_value']:<40} first seen {r['first_seen']}  last seen {r['last_seen']}{window}")
+    if explain or graph:
+        from spark_jobs.identity.explain import draw, render
+        from spark_jobs.identity.explain import explain as explain_person
+
+        try:
+            why = explain_person(root, (id_type, canonical), person, snapshot)
+            if explain:
+                for line in render(why):
+                    typer.echo(line)
+            if graph:
+                typer.echo(f"(graph: {draw(why, graph)})")
+        except (TableNotFoundError, ExplainError) as e:
+            _fail(str(e))
+
+
+def _whois_snapshot(root: str, as_of: str | None, day: dt.date | None) -> str:
+    """The snapshot whois reads: --as-of; for --on without validity windows in gold_id_map, the newest
+    snapshot up to that day (with windows the newest snapshot knows every owner); else the newest."""
+    from spark_jobs.identity.explain import table_columns
+    from spark_jobs.tables import latest_partition
+
+    columns = table_columns(root, "gold_id_map")
+    if as_of or day is None or columns is None or {"valid_from", "valid_to"} <= set(columns):
+        return _id_map_snapshot(root, as_of)
+    snapshot = latest_partition(root, "gold_id_map", "as_of", before=day + dt.timedelta(days=1))
+    if snapshot is None:
+        _fail(f"no gold_id_map snapshot on or before {day}: run the pipeline for that day first")
+    return snapshot
+
+
+def _instant(ts) -> str:
+    import pandas as pd
+
+    return "open" if pd.isna(ts) else str(ts)
+
+
+def _echo_cut(cut, snapshot: str) -> None:
+    from spark_jobs.identity.explain import cut_lines
+
+    typer.echo(f"cut (gold_id_dropped as of {snapshot}):")
+    for line in cut_lines(cut) or ["nothing"]:
+        typer.echo(f"  {line}")
 
 
 eval_app = typer.Typer(help="Measure the pipeline's results against the sample data's ground truth.", no_args_is_help=True)
@@ -210,6 +275,7 @@ def eval_identity(
         TruthNotFoundError,
         evaluate,
         evidence_ceiling,
+        pattern_figures,
         read_households,
         read_truth,
     )
@@ -220,7 +286,8 @@ def eval_identity(
     snapshot = _id_map_snapshot(root, as_of)
     out = landing or cfg.paths.landing_path()
     try:
-        mapping = read_pandas(root, "gold_id_map", ["id_type", "id_value", "person_id"], {"as_of": snapshot})
+        mapping = read_pandas(root, "gold_id_map", ["id_type", "id_value", "person_id", "valid_to"], {"as_of": snapshot})
+        mapping = mapping[mapping["valid_to"].isna()].drop(columns="valid_to")  # a re-issued value: its current owner
         truth, households = read_truth(out), read_households(out)
         links = read_pandas(root, "silver_id_links", ["src_type", "src_value", "dst_type", "dst_value"],
                             where=pc.field("_batch_date") <= pc.scalar(dt.date.fromisoformat(snapshot)))
@@ -229,37 +296,41 @@ def eval_identity(
     accuracy = evaluate(mapping, truth, households)
     ceiling = evaluate(evidence_ceiling(links, truth), truth)
     figures = {"as_of": snapshot, **accuracy.as_dict(), "evidence_ceiling_recall": ceiling.pairwise_recall,
-               "recall_of_ceiling": accuracy.pairwise_recall / ceiling.pairwise_recall if ceiling.pairwise_recall else 1.0}
+               "recall_of_ceiling": accuracy.pairwise_recall / ceiling.pairwise_recall if ceiling.pairwise_recall else 1.0,
+               **pattern_figures(mapping, truth, out)}
     for k, v in figures.items():
         typer.echo(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
     if ablation:
-        figures["ablation"] = _ablation(cfg, root, snapshot, truth, households)
+        figures["ablation"] = _ablation(cfg, root, snapshot, truth, households, out)
     path = cfg.paths.runs() / "identity_eval.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures, indent=2))
     typer.echo(f"(JSON: {path})")
 
 
-def _ablation(cfg, root: str, snapshot: str, truth, households) -> dict:
+def _ablation(cfg, root: str, snapshot: str, truth, households, landing: Path) -> dict:
     """Resolve with each rule switched off; print and return the accuracy of each variant."""
     from rich.console import Console
     from rich.table import Table
 
-    from spark_jobs.identity.eval import evaluate
+    from spark_jobs.identity.eval import evaluate, pattern_figures
     from spark_jobs.identity.stage import ablation
     from spark_jobs.session import spark_session
     from spark_jobs.tables import Lakehouse
 
     console = Console(width=120)
     results = {}
-    table = Table("rules", "precision", "recall", "F1", "false merges", "largest", "junk linked", "shared linked")
+    table = Table("rules", "precision", "recall", "F1", "false merges", "largest", "junk linked", "shared linked",
+                  "duplicate members joined", "re-issued merged")
     with spark_session(cfg.engine) as spark:
         lh = Lakehouse(spark, root)
         for variant, mapping in ablation(lh, cfg.identity, dt.date.fromisoformat(snapshot)):
             a = evaluate(mapping, truth, households)
-            results[variant] = a.as_dict()
+            results[variant] = {**a.as_dict(), **pattern_figures(mapping, truth, landing)}
+            r = results[variant]
             table.add_row(variant, f"{a.pairwise_precision:.4f}", f"{a.pairwise_recall:.4f}", f"{a.f1:.4f}",
-                          str(a.false_merges), str(a.largest_component), str(a.junk_linked), str(a.shared_linked))
+                          str(a.false_merges), str(a.largest_component), str(a.junk_linked), str(a.shared_linked),
+                          str(r.get("duplicate_memberships_joined", "-")), str(r.get("reissued_false_merges", "-")))
             console.log(f"ablation {variant}: precision {a.pairwise_precision:.4f} recall {a.pairwise_recall:.4f}")
     console.print(table)
     return results

@@ -127,20 +127,38 @@ class BlocklistConfig(_Strict):
     """Identifier values that never link anything: exact canonical values and regexes per id_type
     (`"*"` applies to every type), and types whose all-same-digit values are junk (`13333333333`)."""
 
+    # Where each default comes from, and what was left out on purpose: docs/identity-blocklist.md.
     exact: dict[str, tuple[str, ...]] = {
-        "*": ("unknown", "null", "none", "undefined", "n/a", "na", "-", "0", "test"),
-        "phone": ("+8613800000000", "+8613900000000", "+8612345678901"),
-        "email": ("test@test.com", "test@example.com", "noreply@example.com", "null@null.com"),
-        "device_id": ("00000000-0000-0000-0000-000000000000", "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF", "02:00:00:00:00:00"),
+        "*": ("unknown", "null", "none", "undefined", "n/a", "na", "-", "0", "test",
+              "-1", "anonymous", "nil", "nan", "{}", '""'),
+        "phone": ("+8613800000000", "+8613900000000", "+8612345678901", "+8613800138000"),
+        "email": ("test@test.com", "test@example.com", "noreply@example.com", "null@null.com",
+                  "1@1.com", "a@a.com", "na@na.com", "none@none.com"),
+        "device_id": ("00000000-0000-0000-0000-000000000000", "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF", "02:00:00:00:00:00",
+                      "9774D56D682E549C", "LMY47D"),
     }
     regex: dict[str, tuple[EngineRegex, ...]] = {
-        "email": (r"^(test|demo|fake|noreply|no-reply)@", r"@(example|test)\.(com|cn)$"),
-        "device_id": (r"^[0\-]+$", r"^[F\-]+$"),
+        "*": (r"^[0\-]+$",),  # zeroes and dashes: all-zero IDFA / OAID / ANDROID_ID / IMEI, "0000", "--"
+        "email": (r"^(test|demo|fake|noreply|no-reply)@", r"@(example|test)\.(com|cn)$",
+                  r"^(noemail|no-email|no_email|nomail)@", r"@example\.(net|org)$",
+                  r"\.(test|example|invalid|localhost)$"),
+        "device_id": (r"^[F\-]+$",),
     }
-    repeated_digits: tuple[str, ...] = ("phone",)  # +8611111111111 and the like
+    repeated_digits: tuple[str, ...] = ("phone",)  # +8613333333333, +8618888888888 and the like
 
 
 ID_TYPES = ("member_id", "unionid", "login_id", "phone", "email", "openid", "device_id")
+
+
+class MatchingConfig(_Strict):
+    """The learned tie-break (spark_jobs/identity/matching.py): two memberships linked through one
+    verified identifier are scored by a Fellegi-Sunter model on their CRM attributes."""
+
+    enabled: bool = True
+    # Merge above this match probability (null: the model's default threshold).
+    threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    # Train only on this many CRM members at most (a random sample; EM needs thousands, not millions).
+    train_sample: int = Field(50_000, ge=100)
 
 
 class IdentityConfig(_Strict):
@@ -160,6 +178,12 @@ class IdentityConfig(_Strict):
     # large-star / small-star rounds join what spans partitions; null runs the rounds alone.
     local_union_find_edges: int | None = Field(10_000_000, ge=1)
     blocklist: BlocklistConfig = BlocklistConfig()
+    # Time-aware ownership: an identifier seen with strong identities in disjoint periods (a re-issued
+    # phone number) belongs to each owner for their period, and does not join them.
+    time_aware_ownership: bool = True
+    # A contact-only link (a phone typed on an order) may join two people who each hold a verified strong identifier.
+    contact_joins_verified: bool = False
+    matching: MatchingConfig = MatchingConfig()
 
     @field_validator("strong_types", "priority", "limits", "hub_max_strong_by_type")
     @classmethod

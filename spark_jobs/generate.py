@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import io
 import json
 import math
@@ -39,6 +40,8 @@ __all__ = [
     "Manifest",
     "NoiseRates",
     "OutputFormat",
+    "POPULATIONS",
+    "Population",
     "ReexportedFile",
     "SOURCES",
     "generate",
@@ -67,17 +70,28 @@ CORRUPT_KINDS: dict[str, tuple[str, ...]] = {
 MAX_LINES_PER_FILE = 500_000
 
 _ZERO_DEVICE = "00000000-0000-0000-0000-000000000000"
+# The ANDROID_ID many Android 2.2 devices and emulators share, as Android reports it (lower case).
+_DUPLICATE_ANDROID_ID = "9774d56d682e549c"
 _JUNK_PHONE_RAW = "13800000000"
 _JUNK_WORDS = ("null", "unknown")
 # Canonical forms of the blocklisted values the generator injects, per id_type.
 JUNK_IDENTIFIERS: dict[str, tuple[str, ...]] = {
     "phone": ("+8613800000000",),
     "email": ("test@test.com",),
-    "device_id": (_ZERO_DEVICE,),
+    "device_id": (_ZERO_DEVICE, _DUPLICATE_ANDROID_ID.upper()),
     "login_id": _JUNK_WORDS,
     "unionid": _JUNK_WORDS,
 }
 _ID_TYPES = ("phone", "email", "device_id", "login_id", "member_id", "openid", "unionid")
+# Manifest.patterns: what each identity pattern injected. Records are counted once as built (a
+# resent, re-exported or late-duplicated copy is not counted again).
+_PATTERN_COUNTS = (
+    "recycled_phones",  # numbers re-issued to a second member (rows of ownership.csv / 2)
+    "partner_phone_orders",  # orders and POS txns carrying a household partner's phone
+    "duplicate_memberships",  # second memberships (rows of duplicate_members.csv)
+    "store_phone_transactions",  # POS txns carrying a store's own phone
+    "junk_device_events",  # app events carrying a junk device id of junk_device
+)
 
 # Volume calibration: ~20 raw lines per person over 30 days (measured, see tests).
 _APP_EVENTS_PER_DAY = 0.62  # per app user at activity 1
@@ -102,6 +116,16 @@ _POS_GIVES_PHONE = 0.65
 _WECHAT_SIGN_IN = 0.8  # app accounts of WeChat users made with "sign in with WeChat"
 _CRM_BINDS_LOGIN = 0.85  # members whose app account is bound in the CRM
 _CRM_BINDS_UNIONID = 0.85  # members whose WeChat unionid is bound in the CRM
+# Identity patterns (NoiseRates.recycled_phone ... junk_device): how often an affected person shows it.
+_PARTNER_PHONE_USE = 0.5  # of a partner-phone typist's orders and POS txns carry the partner's phone
+_STORE_PHONE_USE = 0.5  # of the walk-ins (no phone given) at a store with a store phone get it typed
+_SECOND_MEMBER_USE = 0.3  # of a duplicate member's orders (once both exist) use the second member id
+_SECOND_NAME_PINYIN, _SECOND_NAME_TYPO = 0.3, 0.1  # second memberships' names in pinyin / with a typo
+_SECOND_EMAIL_SAME, _SECOND_EMAIL_OTHER = 0.4, 0.3  # ... with the first's e-mail / another (else none)
+_ANDROID_JUNK_ID = 0.5  # of junk Android device ids: the duplicate ANDROID_ID (else the zero OAID)
+# pypinyin reads these surnames as the common word; as surnames they are read so.
+_SURNAME_PINYIN = {"乐": "yue", "仇": "qiu", "单": "shan", "曾": "zeng", "查": "zha", "盖": "ge",
+                   "翟": "zhai", "覃": "qin", "解": "xie", "区": "ou", "朴": "piao", "缪": "miao"}
 
 _PLATFORMS = ("ios", "android", "web")
 _APP_EVENT_NAMES = EVENT_NAMES["app_events"]
@@ -161,6 +185,23 @@ class GenerateError(ValueError):
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
+Population = Literal["default", "retail"]
+# The identity patterns' rates (NoiseRates fields) per population. `default` is the original mix,
+# without them; `retail` has them at rates a retail CDP sees (docs/channels.md, "Identity patterns").
+POPULATIONS: dict[str, dict[str, float]] = {
+    "default": {"recycled_phone": 0.0, "partner_phone": 0.0, "duplicate_membership": 0.0,
+                "store_phone": 0.0, "junk_device": 0.0},
+    "retail": {
+        # Chinese carriers re-issue a cancelled number after ~90 days; a few percent of numbers change
+        # hands a year, and a member base is years old: ~1% of members carry a re-issued number.
+        "recycled_phone": 0.01,
+        "partner_phone": 0.15,  # couples ordering for each other with the partner as receiver
+        "duplicate_membership": 0.03,  # a second card made in a store, a mini-program, a campaign
+        "store_phone": 0.2,  # stores whose cashiers type the store's phone for walk-ins
+        "junk_device": 0.002,  # zero IDFA/OAID, the duplicate ANDROID_ID of SDKs that fall back to it
+    },
+}
+
 
 class NoiseRates(BaseModel):
     """Shares of values/lines/households the generator spoils; every rate is in [0, 1]."""
@@ -184,6 +225,20 @@ class NoiseRates(BaseModel):
     # record key tells apart. Counts are ⌈rate × n⌉, so any rate above 0 gives at least one case.
     reexport_file: Rate = 0.2  # files of the days before the last exported again on a later day
     late_duplicate: Rate = 0.0005  # a source-day's last good records, repeated in the next day's first file
+    # Identity patterns of real retail populations, 0 unless a population sets them (`POPULATIONS`;
+    # docs/channels.md, "Identity patterns"). Counts of people, households and stores are ⌈rate × n⌉.
+    recycled_phone: Rate = 0.0  # members (from before the window) whose number is later re-issued to a new member
+    partner_phone: Rate = 0.0  # multi-person households where a member types a partner's phone on orders/POS
+    duplicate_membership: Rate = 0.0  # members holding a second membership (same phone, birthday, city, name)
+    store_phone: Rate = 0.0  # stores whose own mobile is typed for walk-in POS customers
+    junk_device: Rate = 0.0  # iOS/Android app events whose device id is a well-known junk id
+
+    @classmethod
+    def preset(cls, population: str) -> NoiseRates:
+        """The default noise with the identity patterns of `population` (a key of `POPULATIONS`)."""
+        if population not in POPULATIONS:
+            raise GenerateError(f"population must be one of {', '.join(POPULATIONS)}, got {population!r}")
+        return cls(**POPULATIONS[population])
 
 
 class FileStats(BaseModel):
@@ -256,6 +311,8 @@ class Manifest(BaseModel):
     total_lines: int  # data lines over all channels, the duplicate file included
     channels: dict[str, ChannelStats]  # by channel, or by source with format "real"
     identities: dict[str, int]  # identities.csv rows by kind
+    population: Population = "default"
+    patterns: dict[str, int] = Field(default_factory=dict)  # what each identity pattern injected (_PATTERN_COUNTS)
 
 
 # ---------------------------------------------------------------- string building (pyarrow)
@@ -367,6 +424,72 @@ def _sort_by_time(ms: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
 
 # ---------------------------------------------------------------- the population
 
+_NONE = np.zeros(0, np.int64)
+
+
+@dataclass
+class _Patterns:
+    """The identity patterns' cast (NoiseRates.recycled_phone ...); every array is empty, every lookup
+    None, when its rate is 0, and the channel builders then draw exactly as without patterns."""
+
+    # recycled_phone, per re-issued number: A (the first owner) changes to the new number Y at
+    # (rec_d1, rec_change_ms); B (registering at (rec_d2, rec_reg_ms), not earlier) gets A's old X.
+    rec_a: np.ndarray = field(default_factory=lambda: _NONE)
+    rec_b: np.ndarray = field(default_factory=lambda: _NONE)
+    rec_x: np.ndarray = field(default_factory=lambda: _NONE)  # phone pool slot of X as A's
+    rec_bx: np.ndarray = field(default_factory=lambda: _NONE)  # B's own slot, which holds X's digits
+    rec_y: np.ndarray = field(default_factory=lambda: _NONE)  # slot of Y (owner A)
+    rec_d1: np.ndarray = field(default_factory=lambda: _NONE)
+    rec_change_ms: np.ndarray = field(default_factory=lambda: _NONE)
+    rec_d2: np.ndarray = field(default_factory=lambda: _NONE)
+    rec_reg_ms: np.ndarray = field(default_factory=lambda: _NONE)
+    rec_of_slot: np.ndarray | None = None  # phone slot -> index of its re-issued number, or -1
+    # partner_phone: per person, the phone slot of the partner whose number they type, or -1.
+    partner_slot: np.ndarray | None = None
+    # duplicate_membership, per second membership (sorted by person).
+    dup_person: np.ndarray = field(default_factory=lambda: _NONE)
+    dup_day: np.ndarray = field(default_factory=lambda: _NONE)  # its registration day (relative)
+    dup_member_id: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    dup_name: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    dup_pinyin: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    dup_email_kind: np.ndarray = field(default_factory=lambda: _NONE)  # 0 the first's, 1 dup_email, 2 none
+    dup_email: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    dup_of: np.ndarray | None = None  # person -> index of their second membership, or -1
+    # store_phone: per store, the phone slot of its own mobile, or -1.
+    store_slot: np.ndarray | None = None
+
+    def phone_at(self, slot: np.ndarray, d: int, ms: np.ndarray) -> np.ndarray:
+        """Phone slots as used at (day d, ms): a re-issued X's first owner uses Y after the change."""
+        if self.rec_of_slot is None:
+            return slot
+        pair = self.rec_of_slot[slot]
+        hit = np.flatnonzero(pair >= 0)
+        if not hit.size:
+            return slot
+        p = pair[hit]
+        after = (d > self.rec_d1[p]) | ((d == self.rec_d1[p]) & (ms[hit] >= self.rec_change_ms[p]))
+        out = slot.copy()
+        out[hit[after]] = self.rec_y[p[after]]
+        return out
+
+    def not_before_registration(self, d: int, person: np.ndarray, ms: np.ndarray) -> np.ndarray:
+        """Times `ms` of day-d records, those of a re-issued number's new owner who registers on d
+        moved to at or after the registration: the new owner's first moment (others keep theirs)."""
+        today = self.rec_d2 == d
+        if not today.any():
+            return ms
+        b, reg = self.rec_b[today], self.rec_reg_ms[today]
+        order = np.argsort(b)
+        b, reg = b[order], reg[order]
+        pos = np.minimum(np.searchsorted(b, person), b.size - 1)
+        early = (b[pos] == person) & (ms < reg[pos])
+        if not early.any():
+            return ms
+        r = reg[pos[early]]
+        out = ms.copy()
+        out[early] = r + ms[early] * (86_400_000 - r) // r  # [0, r) spread over [r, a day)
+        return out
+
 
 @dataclass
 class _World:
@@ -376,6 +499,7 @@ class _World:
     days: int
     start: dt.date
     person_key: pa.Array
+    household: np.ndarray  # household index per person (households are runs of consecutive people)
     household_key: pa.Array
     activity: np.ndarray
     propensity: np.ndarray
@@ -386,6 +510,7 @@ class _World:
     city: np.ndarray
     tier: np.ndarray
     name: pa.Array
+    surname_len: np.ndarray  # characters of the surname that starts each name
     name_chars: pa.Array
     phone: pa.Array  # pool of 11-digit national numbers
     phone_owner: np.ndarray
@@ -417,6 +542,7 @@ class _World:
     sku_category: np.ndarray
     sku_cents: np.ndarray
     sku_p: np.ndarray
+    patterns: _Patterns = field(default_factory=_Patterns)
 
     def intensity(self, d: int, start_weekday: int) -> np.ndarray:
         """Expected-activity multiplier per person on day d (0 when not alive)."""
@@ -446,16 +572,21 @@ class _Seen:
     member_id: np.ndarray
     openid: np.ndarray
     unionid: np.ndarray
+    dup_member_id: np.ndarray  # per second membership (_Patterns.dup_person)
+    dup_email: np.ndarray
     junk: set[tuple[str, str]] = field(default_factory=set)
+    patterns: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_PATTERN_COUNTS, 0))
 
     @classmethod
     def empty(cls, w: _World) -> _Seen:
+        dups = w.patterns.dup_person.size
         return cls(
             phone=np.zeros(len(w.phone), bool), phone_shared=np.zeros(len(w.phone), bool),
             email=np.zeros(w.n, bool), device=np.zeros(len(w.device), bool),
             device_shared=np.zeros(len(w.device), bool), login_id=np.zeros(w.n, bool),
             member_id=np.zeros(w.n, bool), openid=np.zeros(2 * w.n, bool),
-            unionid=np.zeros(w.n, bool))
+            unionid=np.zeros(w.n, bool), dup_member_id=np.zeros(dups, bool),
+            dup_email=np.zeros(dups, bool))
 
 
 def _unique_phones(rng: np.random.Generator, count: int) -> np.ndarray:
@@ -548,7 +679,9 @@ def _build_world(people: int, days: int, start: dt.date, seed: int,
     c1 = lo + (rng.random(n) * width).astype(np.int64)
     c2 = lo + (rng.random(n) * width).astype(np.int64)
     given = _where(rng.random(n) < 0.3, chars.take(c1), _cat(chars.take(c1), chars.take(c2)))
-    name = _cat(surnames.take(rng.integers(0, len(surnames), n)), given)
+    surname = rng.integers(0, len(surnames), n)
+    name = _cat(surnames.take(surname), given)
+    surname_len = pc.utf8_length(surnames).to_numpy().astype(np.int8)[surname]
 
     phone_count = 1 + (rng.random(n) < _SECOND_PHONE_SHARE)
     phone_start = np.r_[0, np.cumsum(phone_count)[:-1]]
@@ -611,10 +744,11 @@ def _build_world(people: int, days: int, start: dt.date, seed: int,
 
     return _World(
         n=n, days=days, start=start,
-        person_key=_cat("P", _int_strings(idx + 1, 8)),
+        person_key=_cat("P", _int_strings(idx + 1, 8)), household=household,
         household_key=_cat("H", _int_strings(household + 1, 8)),
         activity=activity, propensity=propensity, signup_day=signup_day, churn_day=churn_day,
-        gender=gender, birthday=birthday, city=city, tier=tier, name=name, name_chars=chars,
+        gender=gender, birthday=birthday, city=city, tier=tier, name=name, surname_len=surname_len,
+        name_chars=chars,
         phone=phone, phone_owner=phone_owner, phone_start=phone_start, phone_count=phone_count,
         email=email, device=device, device_platform=device_platform, device_owner=device_owner,
         device_start=device_start, device_count=device_count, family_device=family_device,
@@ -625,6 +759,133 @@ def _build_world(people: int, days: int, start: dt.date, seed: int,
         store_clerk=store_clerk, home_store=home_store,
         sku_id=_cat("SKU", _int_strings(np.arange(100_001, 100_001 + n_skus))),
         sku_category=sku_category, sku_cents=sku_cents, sku_p=sku_p / sku_p.sum())
+
+
+def _fresh_phones(rng: np.random.Generator, taken: np.ndarray, count: int) -> np.ndarray:
+    """`count` distinct valid mobile numbers, none of them `taken`."""
+    taken = np.sort(taken)
+    out = np.empty(0, np.int64)
+    while out.size < count:
+        draw = _unique_phones(rng, 2 * (count - out.size) + 16)
+        used = taken[np.minimum(np.searchsorted(taken, draw), taken.size - 1)] == draw
+        out = np.r_[out, draw[~used & ~np.isin(draw, out)]][:count]
+    return out
+
+
+@functools.cache
+def _pinyin(text: str) -> str:
+    from pypinyin import lazy_pinyin
+
+    return "".join(lazy_pinyin(text))
+
+
+def _pinyin_name(name: str, surname_len: int) -> str:
+    """`张伟` -> `Zhang Wei`, `欧阳小明` -> `Ouyang Xiaoming`: surname and given name, one word each
+    (a surname read as a surname: `曾` is Zeng)."""
+    surname, given = name[:surname_len], name[surname_len:]
+    return f"{(_SURNAME_PINYIN.get(surname) or _pinyin(surname)).capitalize()} {_pinyin(given).capitalize()}"
+
+
+def _share(rate: float, n: int) -> int:
+    """⌈rate × n⌉: any rate above 0 picks at least one of n."""
+    return min(n, math.ceil(rate * n - 1e-9))
+
+
+def _cast_patterns(w: _World, noise: NoiseRates, seed: int) -> None:
+    """Pick the people, households and stores of each identity pattern (`NoiseRates.recycled_phone`
+    ... `store_phone`) into `w.patterns`, and add their new numbers (Y, store phones) to the phone
+    pool. Each pattern draws from its own stream; with all rates 0 nothing changes."""
+    def stream(k: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence([seed, 400, k]))
+
+    pat, n = w.patterns, w.n
+    clerk = np.zeros(n, bool)
+    clerk[w.store_clerk] = True
+    single = w.phone_count == 1  # a re-issued X is its owner's only number
+    if noise.recycled_phone > 0:
+        rng = stream(1)
+        # B registers in the window (day >= 1, after A's change on a day >= 1): none when days < 2.
+        new_b = np.flatnonzero(w.member & (w.signup_day >= 1) & single & w.has_login & ~clerk)
+        old_a = w.member & (w.signup_day < 0) & (w.churn_day == _NEVER) & single & ~clerk  # A changes in the window
+        k = min(_share(noise.recycled_phone, int(old_a.sum())), new_b.size)
+        b = np.sort(rng.choice(new_b, size=k, replace=False))
+        old_a &= ~np.isin(w.household, w.household[b])
+        a = rng.choice(np.flatnonzero(old_a), size=min(k, int(old_a.sum())), replace=False)
+        b = b[:a.size]
+        d2 = w.signup_day[b].astype(np.int64)
+        d1 = 1 + (rng.random(a.size) * d2).astype(np.int64)  # 1 <= d1 <= d2
+        t1, t2 = _ms_of_day(rng, a.size, _HOURS_OFFICE), _ms_of_day(rng, a.size, _HOURS_OFFICE)
+        same_day = d1 == d2
+        pat.rec_a, pat.rec_b, pat.rec_d1, pat.rec_d2 = a, b, d1, d2
+        pat.rec_change_ms = np.where(same_day, np.minimum(t1, t2), t1)
+        pat.rec_reg_ms = np.where(same_day, np.maximum(t1, t2), t2)
+        pat.rec_x, pat.rec_bx = w.phone_start[a], w.phone_start[b]
+    stores = np.zeros(0, np.int64)
+    if noise.store_phone > 0:
+        n_stores = len(w.store_id)
+        stores = np.sort(stream(4).choice(n_stores, size=_share(noise.store_phone, n_stores), replace=False))
+    if noise.duplicate_membership > 0:
+        rng = stream(3)
+        last = np.minimum(w.churn_day, w.days - 1)  # the second registers later, while the person is active
+        can = w.member & (w.signup_day < last)
+        can[pat.rec_a] = can[pat.rec_b] = False
+        k = min(_share(noise.duplicate_membership, int(w.member.sum())), int(can.sum()))
+        person = np.sort(rng.choice(np.flatnonzero(can), size=k, replace=False))
+        first = w.signup_day[person].astype(np.int64)
+        day = first + 1 + (rng.random(k) * (last[person] - first)).astype(np.int64)
+        order = np.lexsort((rng.random(k), day))
+        rank = np.empty(k, np.int64)
+        rank[order] = np.arange(k)
+        number = 200_000_000 + 5 * n + 5 * rank + rng.integers(0, 5, k)  # after every first member id
+        u = rng.random(k)
+        pinyin = u < _SECOND_NAME_PINYIN
+        typo = ~pinyin & (u < _SECOND_NAME_PINYIN + _SECOND_NAME_TYPO)
+        name = w.name.take(person)
+        wrong = w.name_chars.take(rng.integers(0, len(w.name_chars), k))
+        name = _where(typo, _cat(pc.utf8_slice_codeunits(name, 0, -1), wrong), name)
+        at = np.flatnonzero(pinyin)
+        if at.size:
+            written = [_pinyin_name(x, int(s)) for x, s in zip(name.take(at).to_pylist(),
+                                                              w.surname_len[person[at]], strict=True)]
+            name = pc.replace_with_mask(name, pa.array(pinyin), pa.array(written, pa.string()))
+        no_mail = 1 - _SECOND_EMAIL_SAME - _SECOND_EMAIL_OTHER
+        mail_kind = rng.choice(3, size=k, p=[_SECOND_EMAIL_SAME, _SECOND_EMAIL_OTHER, no_mail])
+        qq = _cat(_int_strings(rng.integers(10_000, 3_000_000_000, k)), "@qq.com")
+        taken = pc.is_in(qq, value_set=w.email.drop_null()).to_numpy(zero_copy_only=False)
+        taken |= pd.Series(qq.to_numpy(zero_copy_only=False)).duplicated().to_numpy()
+        mail_kind[(mail_kind == 1) & taken] = 2
+        pat.dup_person, pat.dup_day, pat.dup_name, pat.dup_pinyin = person, day, name, pinyin
+        pat.dup_member_id, pat.dup_email_kind, pat.dup_email = _cat("M", _int_strings(number)), mail_kind, qq
+        if k:
+            pat.dup_of = np.full(n, -1, np.int64)
+            pat.dup_of[person] = np.arange(k)
+    if noise.partner_phone > 0:
+        rng = stream(2)
+        starts = np.flatnonzero(np.r_[True, w.household[1:] != w.household[:-1]])
+        sizes = np.diff(np.r_[starts, n])
+        busy = np.zeros(starts.size, bool)  # households of a re-issued number stay out
+        busy[w.household[pat.rec_a]] = busy[w.household[pat.rec_b]] = True
+        can = np.flatnonzero((sizes >= 2) & ~busy)
+        h = np.sort(rng.choice(can, size=min(can.size, _share(noise.partner_phone, int((sizes >= 2).sum()))),
+                               replace=False))
+        at = (rng.random(h.size) * sizes[h]).astype(np.int64)
+        other = (at + 1 + (rng.random(h.size) * (sizes[h] - 1)).astype(np.int64)) % sizes[h]
+        pat.partner_slot = np.full(n, -1, np.int64)
+        pat.partner_slot[starts[h] + at] = w.phone_start[starts[h] + other]
+    if pat.rec_a.size or stores.size:
+        pool = pc.cast(w.phone, pa.int64()).to_numpy().copy()
+        fresh = _fresh_phones(stream(0), pool, pat.rec_a.size + stores.size)
+        pool[pat.rec_bx] = pool[pat.rec_x]  # B's number is X
+        pat.rec_y = pool.size + np.arange(pat.rec_a.size)
+        w.phone = _int_strings(np.r_[pool, fresh])
+        w.phone_owner = np.r_[w.phone_owner, pat.rec_a, w.store_clerk[stores]]
+        pat.store_slot = np.full(len(w.store_id), -1, np.int64)
+        pat.store_slot[stores] = pool.size + pat.rec_a.size + np.arange(stores.size)
+        if pat.rec_a.size:
+            pat.rec_of_slot = np.full(len(w.phone), -1, np.int64)
+            pat.rec_of_slot[pat.rec_x] = np.arange(pat.rec_a.size)
+        if not stores.size:
+            pat.store_slot = None
 
 
 # ---------------------------------------------------------------- per channel-day batches
@@ -698,13 +959,18 @@ def _raw_phones(rng: np.random.Generator, digits: pa.Array, rate: float) -> pa.A
 
 
 def _phone_values(rng: np.random.Generator, w: _World, seen: _Seen, noise: NoiseRates,
-                  phone_idx: np.ndarray, present: np.ndarray) -> tuple[pa.Array, np.ndarray]:
-    """Raw phones for pool indices (junk-replaced, format variants, null where not present).
+                  phone_idx: np.ndarray, present: np.ndarray, d: int, ms: np.ndarray,
+                  keep: np.ndarray | None = None) -> tuple[pa.Array, np.ndarray]:
+    """Raw phones for pool indices as used at (day d, ms of day), junk-replaced (never where `keep`),
+    with format variants, null where not present.
 
     Also returns which records carry their real phone.
     """
+    phone_idx = w.patterns.phone_at(phone_idx, d, ms)
     m = phone_idx.size
     junk = present & (rng.random(m) < noise.junk_identifier)
+    if keep is not None:
+        junk &= ~keep
     if junk.any():
         seen.junk.add(("phone", JUNK_IDENTIFIERS["phone"][0]))
     written = present & ~junk
@@ -732,7 +998,8 @@ def _build_app_events(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt
     registering = np.flatnonzero(w.has_login & (w.signup_day == d))
     person = np.r_[person, registering]
     name = np.r_[name, np.full(registering.size, _REGISTER)]
-    ms, person, name = _sort_by_time(_ms_of_day(rng, person.size, _HOURS_ONLINE), person, name)
+    ms = w.patterns.not_before_registration(d, person, _ms_of_day(rng, person.size, _HOURS_ONLINE))
+    ms, person, name = _sort_by_time(ms, person, name)
     m = person.size
 
     logged = w.has_login[person] & (w.signup_day[person] <= d)
@@ -745,13 +1012,25 @@ def _build_app_events(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt
     borrowed = (family >= 0) & (rng.random(m) < _FAMILY_DEVICE_USE)
     dev = np.where(borrowed, family, dev)
     junk_dev = rng.random(m) < noise.junk_identifier
-    seen.device_shared[dev[borrowed & ~junk_dev]] = True
-    seen.device[dev[~junk_dev]] = True
-    if junk_dev.any():
+    # junk_device: the zero IDFA (iOS); the duplicate ANDROID_ID or the zero OAID (Android).
+    known_junk = android_id = np.zeros(m, bool)
+    if noise.junk_device > 0:
+        platform_of = w.device_platform[dev]
+        known_junk = ~junk_dev & (platform_of < 2) & (rng.random(m) < noise.junk_device)
+        android_id = known_junk & (platform_of == 1) & (rng.random(m) < _ANDROID_JUNK_ID)
+        seen.patterns["junk_device_events"] += int(known_junk.sum())
+        if android_id.any():
+            seen.junk.add(("device_id", _DUPLICATE_ANDROID_ID.upper()))
+    real_dev = ~junk_dev & ~known_junk
+    seen.device_shared[dev[borrowed & real_dev]] = True
+    seen.device[dev[real_dev]] = True
+    if junk_dev.any() or (known_junk & ~android_id).any():
         seen.junk.add(("device_id", _ZERO_DEVICE))
     device = w.device.take(dev)
     device = _where(rng.random(m) < _DEVICE_LOWER_CASE, pc.utf8_lower(device), device)
     device = _where(junk_dev, _ZERO_DEVICE, device)
+    if known_junk.any():
+        device = _where(known_junk, _where(android_id, _DUPLICATE_ANDROID_ID, _ZERO_DEVICE), device)
     platform = _null_where(rng.random(m) < noise.missing_field,
                            _json_str("platform", _strings(_PLATFORMS).take(w.device_platform[dev])))
 
@@ -768,7 +1047,7 @@ def _build_app_events(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt
     # Sign-ins, and launches while signed in, report the account: its phone (verified by SMS code)
     # and, for accounts made with "sign in with WeChat", the person's unionid.
     profile = logged & (auth | ((name == _APP_START) & login_on & ~login_missing))
-    phone, _ = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.1), profile)
+    phone, _ = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.1), profile, d, ms)
     phone = _where(profile, _json_str("phone", phone), ',"phone":null')
     via_wechat = profile & w.wechat_sign_in[person]
     seen.unionid[person[via_wechat]] = True
@@ -815,8 +1094,8 @@ def _build_wechat(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.dat
     person = np.r_[person, authorising]
     app = np.r_[app, np.zeros(authorising.size, np.int64)]
     name = np.r_[name, np.full(authorising.size, 6)]
-    ms, person, app, name = _sort_by_time(_ms_of_day(rng, person.size, _HOURS_ONLINE),
-                                          person, app, name)
+    ms = w.patterns.not_before_registration(d, person, _ms_of_day(rng, person.size, _HOURS_ONLINE))
+    ms, person, app, name = _sort_by_time(ms, person, app, name)
     m = person.size
 
     openid_idx = 2 * person + app
@@ -833,7 +1112,7 @@ def _build_wechat(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.dat
     unionid = _null_where(union_missing, unionid)
 
     auth = name == 6
-    phone, _ = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.2), auth)
+    phone, _ = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.2), auth, d, ms)
     phone = _where(auth, _json_str("phone", phone), ',"phone":null')
 
     sku = w.pick_skus(rng, m)
@@ -858,40 +1137,74 @@ def _build_wechat(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.dat
     return _Batch(fields, True, corrupt, rng.random((m, 2)))
 
 
-def _blank(rng: np.random.Generator, values: pa.Array, rate: float) -> pa.Array:
-    """Leave a `rate` share of an optional CSV field empty."""
-    return _null_where(rng.random(len(values)) < rate, values)
+def _blank(rng: np.random.Generator, values: pa.Array, rate: float,
+           keep: np.ndarray | None = None) -> pa.Array:
+    """Leave a `rate` share of an optional CSV field empty (never where `keep`)."""
+    empty = rng.random(len(values)) < rate
+    return _null_where(empty if keep is None else empty & ~keep, values)
 
 
 def _build_crm(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
                rng: np.random.Generator, intensity: np.ndarray) -> _Batch:
+    pat = w.patterns
     if d == 0:  # the first export is a full snapshot of existing members
         rows = np.flatnonzero(w.member & (w.signup_day <= 0))
+        dups = np.flatnonzero(pat.dup_day <= 0)
     else:
         changed = (w.signup_day < d) & (rng.random(w.n) < _CRM_UPDATES_PER_DAY
                                         * np.sqrt(intensity))
         rows = np.flatnonzero(w.member & ((w.signup_day == d) | changed))
-    ms, person = _sort_by_time(_ms_of_day(rng, rows.size, _HOURS_OFFICE), rows)
+        rows = np.union1d(rows, pat.rec_a[pat.rec_d1 == d])  # change-of-phone records
+        dups = np.flatnonzero(pat.dup_day == d)
+    person = np.r_[rows, pat.dup_person[dups]]
+    dup = np.r_[np.full(rows.size, -1, np.int64), dups]  # the second membership of a row, or -1
+    ms = _ms_of_day(rng, person.size, _HOURS_OFFICE)
+    # Recycled numbers: A's record at the change, B's registration; A's snapshot row shows X.
+    fixed = np.zeros(person.size, bool)
+    if pat.rec_a.size:
+        first = dup < 0
+        for who, on, at in ((pat.rec_a, pat.rec_d1, pat.rec_change_ms), (pat.rec_b, pat.rec_d2, pat.rec_reg_ms)):
+            hit = first & np.isin(person, who[on == d])
+            order = np.argsort(who)
+            ms[hit] = at[order][np.searchsorted(who[order], person[hit])]
+            fixed |= hit
+        if d == 0:
+            fixed |= (dup < 0) & np.isin(person, pat.rec_a)
+    ms, person, dup, fixed = _sort_by_time(ms, person, dup, fixed)
     m = person.size
-    seen.member_id[person] = True
+    second = dup >= 0
+    of = np.maximum(dup, 0)  # index into the second memberships where `second`
+    seen.member_id[person[~second]] = True
+    seen.dup_member_id[dup[second]] = True
     updated = _timestamps(day.isoformat(), ms)
-    created_today = w.signup_day[person] == d
-    registered = _timestamps(_dates((w.start - dt.date(1970, 1, 1)).days
-                                    + w.signup_day[person].astype(np.int64)),
+    signup = w.signup_day[person].astype(np.int64)
+    if second.any():
+        signup = np.where(second, pat.dup_day[of], signup)
+    created_today = signup == d
+    registered = _timestamps(_dates((w.start - dt.date(1970, 1, 1)).days + signup),
                              rng.integers(0, 86_400_000, m))
     registered = _where(created_today, updated, registered)
 
     phone_missing = rng.random(m) < noise.missing_field
-    phone, _ = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.15),
-                              ~phone_missing)
+    verified = fixed | second  # a second membership was registered with the verified phone
+    phone_idx = w.pick_phone(rng, person, 0.15)
+    if second.any():
+        phone_idx = np.where(second, w.phone_start[person], phone_idx)
+    phone, _ = _phone_values(rng, w, seen, noise, phone_idx, ~phone_missing | verified, d, ms, verified)
 
     email = w.email.take(person)
     junk = rng.random(m) < noise.junk_identifier
     email_missing = rng.random(m) < noise.missing_field
+    own_mail = np.ones(m, bool)  # the person's e-mail, not a second membership's other one
+    if second.any():
+        kind = np.where(second, pat.dup_email_kind[of], 0)
+        own_mail = kind != 1
+        email = _null_where(kind == 2, _where(own_mail, email, pat.dup_email.take(of)))
     if junk.any():
         seen.junk.add(("email", JUNK_IDENTIFIERS["email"][0]))
     has_email = pc.is_valid(email).to_numpy(zero_copy_only=False)
-    seen.email[person[has_email & ~junk & ~email_missing]] = True
+    seen.email[person[has_email & ~junk & ~email_missing & own_mail]] = True
+    seen.dup_email[dup[has_email & ~junk & ~email_missing & ~own_mail]] = True
     email = _where(junk, "test@test.com", email)
     variant = rng.integers(0, 4, m)
     styled = pc.choose(pa.array(variant, pa.int8()), pc.utf8_upper(email),
@@ -899,9 +1212,10 @@ def _build_crm(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
     email = _where(rng.random(m) < noise.email_format_variant, styled, email)
     email = _null_where(email_missing, email)
 
-    # Members who signed up in the app or the mini-program have those accounts bound in the CRM.
-    bound_login = w.has_login[person] & (rng.random(m) < _CRM_BINDS_LOGIN)
-    bound_union = w.has_unionid[person] & (rng.random(m) < _CRM_BINDS_UNIONID)
+    # Members who signed up in the app or the mini-program have those accounts bound in the CRM
+    # (a second membership was made elsewhere: nothing bound).
+    bound_login = w.has_login[person] & (rng.random(m) < _CRM_BINDS_LOGIN) & ~second
+    bound_union = w.has_unionid[person] & (rng.random(m) < _CRM_BINDS_UNIONID) & ~second
     seen.login_id[person[bound_login]] = True
     seen.unionid[person[bound_union]] = True
     login_id = _null_where(~bound_login, w.login_id.take(person))
@@ -909,22 +1223,30 @@ def _build_crm(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
 
     name = w.name.take(person)
     typo = rng.random(m) < noise.name_typo
+    member_id, tier = w.member_id.take(person), _strings(_TIERS).take(w.tier[person])
+    if second.any():
+        name = _where(second, pat.dup_name.take(of), name)
+        typo &= ~(second & pat.dup_pinyin[of])
+        member_id = _where(second, pat.dup_member_id.take(of), member_id)
+        tier = _where(second, _TIERS[0], tier)
     if typo.any():
         wrong = w.name_chars.take(rng.integers(0, len(w.name_chars), m))
         name = _where(typo, _cat(pc.utf8_slice_codeunits(name, 0, -1), wrong), name)
 
     corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "crm")
+    corrupt[fixed] = -1  # the records that date a re-issued number stay readable
+    keep = second if second.any() else None  # a second membership's form is complete
     fields = [
-        w.member_id.take(person),
-        _blank(rng, name, noise.missing_field),
+        member_id,
+        _blank(rng, name, noise.missing_field, keep),
         phone,
         email,
         login_id,
         unionid,
-        _blank(rng, _strings(("M", "F")).take(w.gender[person]), noise.missing_field),
-        _blank(rng, _dates(w.birthday[person]), noise.missing_field),
-        _blank(rng, _strings([c for c, _ in _CITIES]).take(w.city[person]), noise.missing_field),
-        _strings(_TIERS).take(w.tier[person]),
+        _blank(rng, _strings(("M", "F")).take(w.gender[person]), noise.missing_field, keep),
+        _blank(rng, _dates(w.birthday[person]), noise.missing_field, keep),
+        _blank(rng, _strings([c for c, _ in _CITIES]).take(w.city[person]), noise.missing_field, keep),
+        tier,
         registered,
         _spoil_timestamps(rng, updated, corrupt, day),
     ]
@@ -935,8 +1257,9 @@ def _build_orders(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.dat
                   rng: np.random.Generator, intensity: np.ndarray) -> _Batch:
     mean_propensity = _PROPENSITY_AB[0] / sum(_PROPENSITY_AB)
     counts = rng.poisson(_ORDERS_PER_DAY * intensity * w.propensity / mean_propensity)
-    ms, person = _sort_by_time(_ms_of_day(rng, int(counts.sum()), _HOURS_ONLINE),
-                               np.repeat(np.arange(w.n), counts))
+    person = np.repeat(np.arange(w.n), counts)
+    ms = w.patterns.not_before_registration(d, person, _ms_of_day(rng, person.size, _HOURS_ONLINE))
+    ms, person = _sort_by_time(ms, person)
     m = person.size
 
     n_items = rng.choice([1, 2, 3], size=m, p=[0.6, 0.3, 0.1])
@@ -954,9 +1277,26 @@ def _build_orders(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.dat
     drop_phone = drop & (rng.random(m) < 0.5)
     with_member &= ~(drop & ~drop_phone)
     with_phone &= ~drop_phone
-    seen.member_id[person[with_member]] = True
+    pat = w.patterns
+    second = np.zeros(m, bool)
+    if pat.dup_of is not None:  # a duplicate member orders with either card from the day after both exist
+        dup = pat.dup_of[person]
+        second = (with_member & (dup >= 0) & (pat.dup_day[np.maximum(dup, 0)] < d)
+                  & (rng.random(m) < _SECOND_MEMBER_USE))
+        seen.dup_member_id[dup[second]] = True
+    seen.member_id[person[with_member & ~second]] = True
     member_id = _null_where(~with_member, w.member_id.take(person))
-    phone, _ = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.2), with_phone)
+    if second.any():
+        member_id = pc.replace_with_mask(member_id, pa.array(second), pat.dup_member_id.take(dup[second]))
+    phone_idx = w.pick_phone(rng, person, 0.2)
+    typed = np.zeros(m, bool)
+    if pat.partner_slot is not None:  # the receiver's phone: the partner's
+        partner = pat.partner_slot[person]
+        typed = (partner >= 0) & (rng.random(m) < _PARTNER_PHONE_USE)
+        typed &= intensity[w.phone_owner[np.maximum(partner, 0)]] > 0  # a partner who is a customer now
+        phone_idx, with_phone = np.where(typed, partner, phone_idx), with_phone | typed
+    phone, written = _phone_values(rng, w, seen, noise, phone_idx, with_phone, d, ms)
+    seen.patterns["partner_phone_orders"] += int((typed & written).sum())
 
     corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "orders")
     fields = [
@@ -973,8 +1313,9 @@ def _build_pos(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
                rng: np.random.Generator, intensity: np.ndarray) -> _Batch:
     mean_propensity = _PROPENSITY_AB[0] / sum(_PROPENSITY_AB)
     counts = rng.poisson(_POS_PER_DAY * intensity * w.pos_shopper * w.propensity / mean_propensity)
-    ms, person = _sort_by_time(_ms_of_day(rng, int(counts.sum()), _HOURS_STORE),
-                               np.repeat(np.arange(w.n), counts))
+    person = np.repeat(np.arange(w.n), counts)
+    ms = w.patterns.not_before_registration(d, person, _ms_of_day(rng, person.size, _HOURS_STORE))
+    ms, person = _sort_by_time(ms, person)
     m = person.size
     store = np.where(rng.random(m) < 0.85, w.home_store[person],
                      rng.integers(0, len(w.store_id), m))
@@ -984,8 +1325,23 @@ def _build_pos(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
     phone_idx = np.where(clerk, clerk_phone, phone_idx)
     present = clerk | (rng.random(m) < _POS_GIVES_PHONE)
     present &= ~(rng.random(m) < noise.missing_field)
-    phone, written = _phone_values(rng, w, seen, noise, phone_idx, present)
+    pat = w.patterns
+    typed = walk_in = np.zeros(m, bool)
+    if pat.partner_slot is not None:
+        partner = pat.partner_slot[person]
+        typed = ~clerk & (partner >= 0) & (rng.random(m) < _PARTNER_PHONE_USE)
+        typed &= intensity[w.phone_owner[np.maximum(partner, 0)]] > 0
+        phone_idx, present = np.where(typed, partner, phone_idx), present | typed
+    if pat.store_slot is not None:  # walk-ins who give no phone: the cashier types the store's
+        store_phone = pat.store_slot[store]
+        walk_in = ~present & (store_phone >= 0) & (rng.random(m) < _STORE_PHONE_USE)
+        phone_idx, present = np.where(walk_in, store_phone, phone_idx), present | walk_in
+    phone, written = _phone_values(rng, w, seen, noise, phone_idx, present, d, ms)
     seen.phone_shared[clerk_phone[clerk & written]] = True
+    if walk_in.any():
+        seen.phone_shared[store_phone[walk_in & written]] = True
+    seen.patterns["partner_phone_orders"] += int((typed & written).sum())
+    seen.patterns["store_phone_transactions"] += int((walk_in & written).sum())
     cents = np.maximum(np.round(rng.lognormal(np.log(150), 0.8, m) * 100), 100).astype(np.int64)
 
     corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "pos")
@@ -1002,11 +1358,12 @@ def _build_ad_leads(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.d
                     rng: np.random.Generator, intensity: np.ndarray) -> _Batch:
     recent = (d - w.signup_day >= 0) & (d - w.signup_day < 7)
     counts = rng.poisson(_LEADS_PER_DAY * (intensity > 0) * (1 + 5 * recent))
-    ms, person = _sort_by_time(_ms_of_day(rng, int(counts.sum()), _HOURS_ONLINE),
-                               np.repeat(np.arange(w.n), counts))
+    person = np.repeat(np.arange(w.n), counts)
+    ms = w.patterns.not_before_registration(d, person, _ms_of_day(rng, person.size, _HOURS_ONLINE))
+    ms, person = _sort_by_time(ms, person)
     m = person.size
     phone, _ = _phone_values(rng, w, seen, noise, w.pick_phone(rng, person, 0.15),
-                              np.ones(m, bool))
+                              np.ones(m, bool), d, ms)
     store = _null_where(rng.random(m) >= 0.35, w.store_id.take(w.home_store[person]))
 
     corrupt = _pick_corrupt(rng, m, noise.corrupt_line, "ad_leads")
@@ -1145,32 +1502,45 @@ def _write_duplicate(landing: Path, stats: ChannelStats, original: FileStats, da
     stats.duplicate_files.append(DuplicateFile(original=original.path, duplicate=copy.path))
 
 
-def _write_truth(landing: Path, w: _World, seen: _Seen) -> dict[str, int]:
+_KINDS = ("personal", "shared", "recycled")  # identities.csv kinds of owned identifiers (junk: no owner)
+
+
+def _write_truth(landing: Path, w: _World, seen: _Seen, noise: NoiseRates) -> dict[str, int]:
     folder = landing / "_truth"
     folder.mkdir(parents=True, exist_ok=True)
-    rows = []  # (id_type, values, person index array, shared mask)
+    pat = w.patterns
+    rows = []  # (id_type, values, person index array, index into _KINDS)
     by_person = {"email": w.email, "login_id": w.login_id, "member_id": w.member_id,
                  "unionid": w.unionid}
+    second = {"email": (seen.dup_email, pat.dup_email), "member_id": (seen.dup_member_id, pat.dup_member_id)}
     for id_type in _ID_TYPES:
         if id_type == "phone":
-            i = np.flatnonzero(seen.phone)
-            rows.append((id_type, _cat("+86", w.phone.take(i)), w.phone_owner[i], seen.phone_shared[i]))
+            written = seen.phone.copy()
+            written[pat.rec_x] = False  # a re-issued X is listed once, as its current owner's (B's slot)
+            i = np.flatnonzero(written)
+            kind = seen.phone_shared[i].astype(np.int8)
+            kind[np.isin(i, pat.rec_bx)] = 2
+            rows.append((id_type, _cat("+86", w.phone.take(i)), w.phone_owner[i], kind))
         elif id_type == "device_id":
             i = np.flatnonzero(seen.device)
-            rows.append((id_type, w.device.take(i), w.device_owner[i], seen.device_shared[i]))
+            rows.append((id_type, w.device.take(i), w.device_owner[i], seen.device_shared[i].astype(np.int8)))
         elif id_type == "openid":
             i = np.flatnonzero(seen.openid)
-            rows.append((id_type, w.openid.take(i), i // 2, np.zeros(i.size, bool)))
+            rows.append((id_type, w.openid.take(i), i // 2, np.zeros(i.size, np.int8)))
         else:
             i = np.flatnonzero(getattr(seen, id_type))
-            rows.append((id_type, by_person[id_type].take(i), i, np.zeros(i.size, bool)))
-    counts = {"personal": 0, "shared": 0, "junk": 0}
+            rows.append((id_type, by_person[id_type].take(i), i, np.zeros(i.size, np.int8)))
+            if id_type in second:  # a second membership's id, its other e-mail
+                used, values = second[id_type]
+                j = np.flatnonzero(used)
+                rows.append((id_type, values.take(j), pat.dup_person[j], np.zeros(j.size, np.int8)))
+    counts = dict.fromkeys((*_KINDS, "junk"), 0)
     parts = []
-    for id_type, values, person, shared in rows:
-        kind = _where(shared, "shared", "personal")
-        parts.append(_cat(id_type, ",", values, ",", w.person_key.take(person), ",", kind, "\n"))
-        counts["shared"] += int(shared.sum())
-        counts["personal"] += int((~shared).sum())
+    for id_type, values, person, kind in rows:
+        parts.append(_cat(id_type, ",", values, ",", w.person_key.take(person), ",",
+                          _strings(_KINDS).take(kind), "\n"))
+        for k, name in enumerate(_KINDS):
+            counts[name] += int((kind == k).sum())
     junk = sorted(seen.junk, key=lambda t: (_ID_TYPES.index(t[0]), t[1]))
     counts["junk"] = len(junk)
     parts.append(_strings([f"{t},{v},,junk\n" for t, v in junk]))
@@ -1188,7 +1558,28 @@ def _write_truth(landing: Path, w: _World, seen: _Seen) -> dict[str, int]:
                   _dates(epoch + w.signup_day.astype(np.int64)), ",", w.household_key, "\n")
     _write_lines(folder / "people.csv",
                  "person_key,activity,propensity,churn_date,signup_date,household_key\n", people)
+    if noise.recycled_phone > 0:
+        _write_ownership(folder, w)
+    if noise.duplicate_membership > 0:
+        duplicates = _cat(w.person_key.take(pat.dup_person), ",", w.member_id.take(pat.dup_person), ",",
+                          pat.dup_member_id, "\n")
+        _write_lines(folder / "duplicate_members.csv", "person_key,member_id,second_member_id\n", duplicates)
     return counts
+
+
+def _write_ownership(folder: Path, w: _World) -> None:
+    """ownership.csv: each re-issued number's two owners and when each held it (UTC, ms; open ends empty)."""
+    pat, epoch = w.patterns, (w.start - dt.date(1970, 1, 1)).days
+    lines = []
+    for a, b, x, d1, t1, d2, t2 in zip(pat.rec_a, pat.rec_b, pat.rec_x, pat.rec_d1, pat.rec_change_ms,
+                                       pat.rec_d2, pat.rec_reg_ms, strict=True):
+        phone = "+86" + w.phone[int(x)].as_py()
+        change = _utc_iso(int((epoch + d1) * 86_400_000 + t1 - _CHINA_OFFSET_MS))
+        registered = _utc_iso(int((epoch + d2) * 86_400_000 + t2 - _CHINA_OFFSET_MS))
+        lines += [f"phone,{phone},{w.person_key[int(a)].as_py()},,{change}\n",
+                  f"phone,{phone},{w.person_key[int(b)].as_py()},{registered},\n"]
+    _write_lines(folder / "ownership.csv", "id_type,id_value,person_key,valid_from,valid_to\n",
+                 pa.array(lines, pa.string()))
 
 
 # ---------------------------------------------------------------- real-world exports (format "real")
@@ -1200,6 +1591,7 @@ SOURCES: dict[str, str] = {
 }
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_CHINA_OFFSET_MS = 8 * 3_600_000  # generated times are China time, +08:00
 _MS = dt.timedelta(milliseconds=1)
 _SENSORS_EVENTS = {"app_start": "$AppStart", "page_view": "$AppViewScreen"}
 _SENSORS_LIB = {"ios": ("iOS", "4.5.2"), "android": ("Android", "6.8.0")}  # $os and $lib, $lib_version
@@ -1538,7 +1930,7 @@ def _write_reexports(landing: Path, channels: dict[str, ChannelStats], start: dt
 
 
 def _check_arguments(landing: Path, people: int, days: int, seed: int, start: dt.date,
-                     noise: NoiseRates, format: str) -> None:
+                     noise: NoiseRates, format: str, population: str) -> None:
     def is_int(x: object) -> bool:
         return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
@@ -1558,14 +1950,23 @@ def _check_arguments(landing: Path, people: int, days: int, seed: int, start: dt
         raise GenerateError(f"noise must be a NoiseRates, got {type(noise).__name__}")
     if format not in FORMATS:
         raise GenerateError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if not isinstance(population, str) or population not in POPULATIONS:
+        raise GenerateError(f"population must be one of {', '.join(POPULATIONS)}, got {population!r}")
     if landing.exists() and not landing.is_dir():
         raise GenerateError(f"landing must be a directory, but {landing} is a file")
+
+
+def _with_population(noise: NoiseRates, population: str) -> NoiseRates:
+    """`noise` with the identity-pattern rates of `population`, except those `noise` sets itself."""
+    rates = {k: v for k, v in POPULATIONS[population].items() if k not in noise.model_fields_set}
+    return noise.model_copy(update=rates)
 
 
 def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
              noise: NoiseRates = NoiseRates(),
              progress: Callable[[str], None] | None = None,
-             format: OutputFormat = "default") -> Manifest:
+             format: OutputFormat = "default",
+             population: Population = "default") -> Manifest:
     """Write `days` days of raw dumps of every channel for `people` people, plus ground truth.
 
     `format="default"` writes landing/<channel>/ as docs/channels.md describes; `format="real"`
@@ -1574,15 +1975,23 @@ def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
     files, late duplicate records; `NoiseRates.reexport_file`, `late_duplicate`). Either way
     landing/<channel>/, landing/<source>/ and landing/_truth/ are replaced; the same arguments give
     byte-identical files.
+
+    `population` sets the rates of the identity patterns (`POPULATIONS`): `"default"` has none, and
+    writes what the generator wrote before they existed; `"retail"` has re-issued phone numbers,
+    partners' phones, duplicate memberships, store phones and junk device ids. A pattern rate set in
+    `noise` itself wins over the population's. Re-issued numbers need two days or more (the new
+    owner registers on a day >= 1, after the first owner's change); with `days=1` there are none.
     """
     landing = Path(landing)
-    _check_arguments(landing, people, days, seed, start, noise, format)
+    _check_arguments(landing, people, days, seed, start, noise, format, population)
+    noise = _with_population(noise, population)
     report = progress or (lambda message: None)
     for folder in (*CHANNELS, *SOURCES, "_truth"):
         shutil.rmtree(landing / folder, ignore_errors=True)
     landing.mkdir(parents=True, exist_ok=True)
 
     world = _build_world(people, days, start, seed, noise)
+    _cast_patterns(world, noise, seed)
     seen = _Seen.empty(world)
     by_channel: dict[str, list[FileStats]] = {ch: [] for ch in CHANNELS}
     channels = {name: ChannelStats() for name in (SOURCES if format == "real" else CHANNELS)}
@@ -1631,11 +2040,13 @@ def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
         stats.records = sum(f.records for f in stats.per_file)
         stats.corrupt_lines = {k: sum(f.corrupt_lines[k] for f in stats.per_file)
                                for k in stats.per_file[0].corrupt_lines}
-    identities = _write_truth(landing, world, seen)
+    identities = _write_truth(landing, world, seen, noise)
+    patterns = seen.patterns | {"recycled_phones": int(world.patterns.rec_a.size),
+                                "duplicate_memberships": int(world.patterns.dup_person.size)}
     manifest = Manifest(seed=seed, people=people, days=days, start=start,
                         end=start + dt.timedelta(days=days - 1), format=format, noise=noise,
                         total_lines=sum(c.lines for c in channels.values()), channels=channels,
-                        identities=identities)
+                        identities=identities, population=population, patterns=patterns)
     (landing / "_truth" / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
     report(f"done: {manifest.total_lines:,} lines")
     return manifest

@@ -65,7 +65,8 @@ def _run_stage(stage, batch_date, run_id, channel, cfg, started_at, days, accept
                                 timezone=cfg.standardise.timezone, days=days, accept_changed_files=accept_changed_files)
         elif stage == "standardise":
             result = {"tables": standardise.run(lh, cfg.standardise, batch_date,
-                                                standardise.declared_id_columns(cfg.sources))}
+                                                standardise.declared_id_columns(cfg.sources),
+                                                standardise.declared_strengths(cfg.sources))}
         elif stage == "identity":
             figures = identity.run(lh, cfg.identity, batch_date)
             result = {"identity": figures, "tables": {"gold_id_map": figures["identifiers"]}}

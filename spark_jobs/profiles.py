@@ -9,7 +9,7 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from spark_jobs.activity import read_activity
+from spark_jobs.activity import owned_when_seen, read_activity
 from spark_jobs.config import CdpConfig, ProfilesConfig
 from spark_jobs.contracts import PROFILE_ATTRIBUTES
 from spark_jobs.tables import Lakehouse
@@ -110,9 +110,7 @@ def build_profiles(person_identifiers: DataFrame, survivors: DataFrame, as_of: d
 def person_identifiers(identifiers: DataFrame, id_map: DataFrame) -> DataFrame:
     """silver_identifiers rows of kept identifiers with their person: person_id, id_type, id_value,
     source, records, first_seen, last_seen."""
-    return identifiers.select("id_type", "id_value", "source", "records", "first_seen", "last_seen").join(
-        id_map.select("id_type", "id_value", "person_id"), ["id_type", "id_value"]
-    )
+    return owned_when_seen(identifiers.select("id_type", "id_value", "source", "records", "first_seen", "last_seen"), id_map)
 
 
 def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:

@@ -103,7 +103,8 @@ def build_export(members: DataFrame, profiles: DataFrame, id_map: DataFrame, ide
     others = [i for i in identifiers if i not in from_profile]
     if others:
         w = Window.partitionBy("person_id", "id_type").orderBy(F.col("last_seen").desc(), F.col("id_value"))
-        newest = (id_map.where(F.col("id_type").isin(*others)).withColumn("__rn", F.row_number().over(w))
+        current = id_map.where(F.col("valid_to").isNull()) if "valid_to" in id_map.columns else id_map
+        newest = (current.where(F.col("id_type").isin(*others)).withColumn("__rn", F.row_number().over(w))
                   .where("__rn = 1").groupBy("person_id")
                   .agg(*[F.max(F.when(F.col("id_type") == t, F.col("id_value"))).alias(t) for t in others]))
         out = out.join(newest, "person_id", "left")

@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import phonenumbers
 import pydantic
 import pytest
@@ -1133,3 +1134,321 @@ def test_generate_non_numeric_amounts_never_carry_a_currency_sign(noisy) -> None
                     bad[re.sub(r"\d+", "9", amount)] += 1
     assert "¥" not in "".join(bad)
     assert {"9.9.9", "abc", "9..9", "--"} <= set(bad)
+
+
+# ---------------------------------------------------------------- identity patterns (population "retail")
+
+# Readable records (no corrupt line, no resend) with the retail population's patterns at their rates.
+RETAIL_NOISE = NoiseRates(corrupt_line=0, duplicate_file=False)
+PINYIN_NAME = re.compile(r"[A-Z][a-z]+ [A-Z][a-z]+")
+CHINA = dt.timezone(dt.timedelta(hours=8))  # the generator's local time
+
+
+@pytest.fixture(scope="module")
+def retail(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest, list[Record]]:
+    landing = tmp_path_factory.mktemp("retail") / "landing"
+    manifest = generate(landing, people=2000, days=3, seed=7, start=START, noise=RETAIL_NOISE, population="retail")
+    return landing, manifest, [r for f in read_landing(landing).values() for r in f.records]
+
+
+def truth_csv(landing: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(landing / "_truth" / name, dtype=str, keep_default_na=False)
+
+
+def utc(text: str) -> dt.datetime:
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", text), text
+    return dt.datetime.fromisoformat(text)
+
+
+def owners(identities: dict, rec: Record, but: tuple[str, str] | None = None) -> set[str]:
+    """The people whose personal identifiers a record carries (`but` one left out)."""
+    return {identities[i]["person_key"] for i in rec.ids if i != but and identities[i]["kind"] == "personal"}
+
+
+def test_generate_retail_population_injects_every_pattern(retail) -> None:
+    landing, manifest, _ = retail
+    assert manifest.population == "retail"
+    assert manifest.noise.model_dump(include=set(gen.POPULATIONS["retail"])) == gen.POPULATIONS["retail"]
+    assert set(manifest.patterns) == set(gen._PATTERN_COUNTS)
+    assert all(v > 0 for v in manifest.patterns.values()), manifest.patterns
+    assert {p.name for p in (landing / "_truth").iterdir()} == {
+        "identities.csv", "people.csv", "manifest.json", "ownership.csv", "duplicate_members.csv"}
+    assert Manifest.model_validate_json((landing / "_truth" / "manifest.json").read_text()) == manifest
+
+
+def test_generate_recycled_phone_changes_owner_at_the_change_of_phone_record(retail) -> None:
+    landing, manifest, records = retail
+    identities, people = read_truth(landing)
+    own = truth_csv(landing, "ownership.csv")
+    assert list(own.columns) == ["id_type", "id_value", "person_key", "valid_from", "valid_to"]
+    assert len(own) == 2 * manifest.patterns["recycled_phones"] == 2 * manifest.identities["recycled"]
+    for x, rows in own.groupby("id_value"):
+        first, new = rows.iloc[0], rows.iloc[1]
+        a, b, key = first["person_key"], new["person_key"], ("phone", x)
+        assert first["valid_from"] == new["valid_to"] == "" and first["id_type"] == "phone"
+        change, registered = utc(first["valid_to"]), utc(new["valid_from"])
+        assert dt.datetime.combine(START + dt.timedelta(days=1), dt.time(), CHINA) <= change <= registered
+        assert identities[key] == {"id_type": "phone", "id_value": x, "person_key": b, "kind": "recycled"}
+        assert people[a]["household_key"] != people[b]["household_key"]
+        assert dt.date.fromisoformat(people[a]["signup_date"]) < START
+        assert dt.date.fromisoformat(people[b]["signup_date"]) == registered.astimezone(CHINA).date()
+        # X is A's before the change, nobody's between the change and B's registration, B's after.
+        with_x = [r for r in records if key in r.ids]
+        for rec in with_x:
+            assert rec.time < change or rec.time >= registered, rec
+            assert owners(identities, rec, key) <= ({a} if rec.time < change else {b}), rec
+        assert any(r.channel == "crm" and r.time < change for r in with_x)  # A's CRM record of X
+        # A's change-of-phone record carries Y, A's own phone; no record of A's carries X afterwards.
+        a_records = [r for r in records if owners(identities, r, key) == {a}]
+        (changed,) = [r for r in a_records if r.channel == "crm" and r.time == change]
+        (y,) = [i for i in changed.ids if i[0] == "phone"]
+        assert y != key and identities[y]["person_key"] == a and identities[y]["kind"] == "personal"
+        assert not [r for r in a_records if r.time >= change and key in r.ids]
+        # B registers with X at valid_from: the CRM record created then, and an app sign-up with it.
+        (signup,) = [r for r in with_x if r.channel == "crm" and r.time == registered]
+        assert owners(identities, signup, key) == {b} and signup.raw["registered_at"] == signup.raw["updated_at"]
+        assert any(r.channel == "app_events" and r.raw["event_name"] == "register" and owners(identities, r, key) == {b}
+                   for r in with_x)
+
+
+def test_generate_retail_people_act_only_between_signup_and_churn(retail) -> None:
+    landing, _, records = retail
+    identities, people = read_truth(landing)
+    for rec in records:  # a partner's phone and a second membership are personal too
+        for key in owners(identities, rec):
+            p = people[key]
+            assert rec.time.date() >= dt.date.fromisoformat(p["signup_date"]), (key, rec)
+            assert not p["churn_date"] or rec.time.date() <= dt.date.fromisoformat(p["churn_date"]), (key, rec)
+
+
+def test_generate_recycled_phone_needs_two_days(tmp_path: Path) -> None:
+    manifest = generate(tmp_path, people=300, days=1, seed=3, start=START, population="retail")
+    assert manifest.patterns["recycled_phones"] == manifest.identities["recycled"] == 0
+    assert (tmp_path / "_truth" / "ownership.csv").read_text() == "id_type,id_value,person_key,valid_from,valid_to\n"
+    assert manifest.patterns["duplicate_memberships"] > 0  # the other patterns still occur
+
+
+def test_generate_partner_phone_is_another_household_members_on_orders(retail) -> None:
+    landing, manifest, records = retail
+    identities, people = read_truth(landing)
+    mixed = []
+    for rec in records:
+        ids = dict(rec.ids)
+        if rec.channel == "orders" and "member_id" in ids and "phone" in ids:
+            buyer, phone = identities[("member_id", ids["member_id"])], identities[("phone", ids["phone"])]
+            if phone["kind"] == "personal" and phone["person_key"] != buyer["person_key"]:
+                mixed.append((buyer["person_key"], phone["person_key"]))
+    assert 0 < len(mixed) <= manifest.patterns["partner_phone_orders"]
+    for buyer, partner in mixed:
+        assert people[buyer]["household_key"] == people[partner]["household_key"]
+
+
+def test_generate_partner_phone_at_rate_one_stays_in_the_household(tmp_path: Path) -> None:
+    noise = NoiseRates(partner_phone=1.0, corrupt_line=0, junk_identifier=0, duplicate_file=False)
+    manifest = generate(tmp_path, people=300, days=4, seed=2, start=START, noise=noise)
+    identities, people = read_truth(tmp_path)
+    sizes = Counter(p["household_key"] for p in people.values())
+    partners = Counter()
+    for f in read_landing(tmp_path).values():
+        for rec in f.records:
+            ids = dict(rec.ids)
+            if rec.channel == "orders" and "member_id" in ids and "phone" in ids:
+                buyer = identities[("member_id", ids["member_id"])]["person_key"]
+                phone = identities[("phone", ids["phone"])]["person_key"]
+                partners[buyer != phone] += 1
+                if buyer != phone:
+                    assert people[buyer]["household_key"] == people[phone]["household_key"]
+                    assert sizes[people[buyer]["household_key"]] >= 2
+    assert partners[True] > 0 and manifest.patterns["partner_phone_orders"] >= partners[True]
+    assert {r["kind"] for r in identities.values()} <= {"personal", "shared"}
+
+
+def test_generate_duplicate_membership_repeats_phone_birthday_city_and_name(retail) -> None:
+    from pypinyin import lazy_pinyin
+
+    landing, manifest, records = retail
+    identities, _ = read_truth(landing)
+    dups = truth_csv(landing, "duplicate_members.csv")
+    assert list(dups.columns) == ["person_key", "member_id", "second_member_id"]
+    assert len(dups) == manifest.patterns["duplicate_memberships"] > 0
+    crm = defaultdict(list)
+    for rec in records:
+        if rec.channel == "crm":
+            crm[rec.raw["member_id"]].append(rec.raw)
+    spelled = Counter()
+    for row in dups.itertuples():
+        assert identities[("member_id", row.second_member_id)]["person_key"] == row.person_key
+        assert identities[("member_id", row.second_member_id)]["kind"] == "personal"
+        assert identities[("member_id", row.member_id)]["person_key"] == row.person_key
+        (second,) = crm[row.second_member_id]  # registered once, never changed in the window
+        assert all(second[c] for c in ("phone", "gender", "birthday", "city"))
+        phone = ("phone", canonical_phone(second["phone"]))
+        assert identities[phone]["person_key"] == row.person_key
+        for first in crm[row.member_id]:
+            assert first["registered_at"][:10] < second["registered_at"][:10]
+            for column in ("gender", "birthday", "city"):
+                assert first[column] in ("", second[column]), column
+            name, other = first["name"], second["name"]
+            if not name or name == other:
+                spelled["same"] += 1
+            elif PINYIN_NAME.fullmatch(other):
+                assert other.replace(" ", "").lower().endswith("".join(lazy_pinyin(name[1:]))), (name, other)
+                spelled["pinyin"] += 1
+            else:
+                assert len(name) == len(other) and sum(x != y for x, y in zip(name, other, strict=True)) == 1, (name, other)
+                spelled["typo"] += 1
+    assert spelled["pinyin"] and spelled["same"]
+
+
+def test_generate_duplicate_members_order_with_either_membership(tmp_path: Path) -> None:
+    noise = NoiseRates(duplicate_membership=1.0, corrupt_line=0, duplicate_file=False)
+    manifest = generate(tmp_path, people=300, days=4, seed=2, start=START, noise=noise)
+    dups = truth_csv(tmp_path, "duplicate_members.csv")
+    assert manifest.patterns["duplicate_memberships"] == len(dups) > 100
+    assert set(dups["second_member_id"]).isdisjoint(dups["member_id"])
+    used = Counter()
+    for f in read_landing(tmp_path).values():
+        for rec in f.records:
+            if rec.channel == "orders" and rec.raw["member_id"]:
+                used["second" if rec.raw["member_id"] in set(dups["second_member_id"]) else "first"] += 1
+    assert 0.15 < used["second"] / (used["first"] + used["second"]) < 0.45, used
+
+
+def test_generate_store_phone_is_shared_by_walk_ins_of_one_store(retail) -> None:
+    landing, manifest, records = retail
+    identities, _ = read_truth(landing)
+    world = gen._build_world(2000, 3, START, 7, manifest.noise)  # which stores have a phone, and which
+    gen._cast_patterns(world, manifest.noise, 7)
+    slots = world.patterns.store_slot
+    store_phone = {("phone", "+86" + world.phone[int(slots[s])].as_py()): world.store_id[s].as_py()
+                   for s in map(int, (slots >= 0).nonzero()[0])}
+    assert 0 < len(store_phone) == math.ceil(manifest.noise.store_phone * len(world.store_id))
+    at_store = Counter()
+    for rec in records:
+        for i in rec.ids:
+            if i in store_phone:
+                assert rec.channel == "pos" and rec.raw["store_id"] == store_phone[i], rec
+                at_store[i] += 1
+    assert sum(at_store.values()) == manifest.patterns["store_phone_transactions"]
+    assert max(at_store.values()) >= 3  # many walk-ins' transactions carry one number
+    for i in at_store:
+        assert identities[i]["kind"] == "shared"
+        assert identities[i]["person_key"] == world.person_key[int(world.store_clerk[
+            world.store_id.to_pylist().index(store_phone[i])])].as_py()  # the store's clerk answers it
+
+
+def test_generate_junk_devices_are_the_well_known_ids_and_kind_junk(tmp_path: Path) -> None:
+    noise = NoiseRates(junk_device=0.3, junk_identifier=0, corrupt_line=0, duplicate_file=False)
+    manifest = generate(tmp_path, people=200, days=2, seed=4, start=START, noise=noise)
+    identities, _ = read_truth(tmp_path)
+    events = [r for f in read_landing(tmp_path).values() for r in f.records if r.channel == "app_events"]
+    junk = Counter((r.raw["device_id"], r.raw.get("platform")) for r in events
+                   if r.raw["device_id"] in ("9774d56d682e549c", "00000000-0000-0000-0000-000000000000"))
+    assert sum(junk.values()) == manifest.patterns["junk_device_events"] > 20
+    assert {d for d, _ in junk} == {"9774d56d682e549c", "00000000-0000-0000-0000-000000000000"}
+    assert ("9774d56d682e549c", "ios") not in junk and not any(p == "web" for _, p in junk)
+    for value in ("9774D56D682E549C", "00000000-0000-0000-0000-000000000000"):
+        assert identities[("device_id", value)]["kind"] == "junk" and ("device_id", value) in {
+            (t, v) for t, values in JUNK_IDENTIFIERS.items() for v in values}
+    assert 0.2 < sum(junk.values()) / sum(r.raw.get("platform") != "web" for r in events) < 0.4
+
+
+def test_generate_retail_junk_devices_are_listed_as_junk(retail) -> None:
+    landing, manifest, records = retail
+    identities, _ = read_truth(landing)
+    junk = {i for r in records if r.channel == "app_events" for i in r.ids if i[0] == "device_id"
+            and identities[i]["kind"] == "junk"}
+    assert junk and junk <= {("device_id", v) for v in JUNK_IDENTIFIERS["device_id"]}
+    assert manifest.patterns["junk_device_events"] > 0
+
+
+def test_generate_family_tablet_signs_in_two_household_members(retail) -> None:
+    landing, _, records = retail
+    identities, people = read_truth(landing)
+    signed_in = defaultdict(set)
+    for rec in records:
+        ids = dict(rec.ids)
+        if rec.channel == "app_events" and "login_id" in ids:
+            login = identities[("login_id", ids["login_id"])]
+            if login["kind"] == "personal":
+                signed_in[ids["device_id"]].add(login["person_key"])
+    tablets = {v: r["person_key"] for (t, v), r in identities.items() if t == "device_id" and r["kind"] == "shared"}
+    shared = [v for v in tablets if len(signed_in[v]) >= 2]
+    assert len(shared) >= 0.25 * len(tablets) > 0
+    for v in shared:  # every account signed in on a family tablet is one of its household's
+        assert {people[p]["household_key"] for p in signed_in[v]} == {people[tablets[v]]["household_key"]}
+
+
+def test_generate_retail_real_format_carries_the_same_patterns(retail, tmp_path: Path) -> None:
+    landing, manifest, _ = retail
+    real = generate(tmp_path, people=2000, days=3, seed=7, start=START, noise=RETAIL_NOISE, population="retail",
+                    format="real")
+    assert real.patterns == manifest.patterns and real.identities == manifest.identities
+    for name in ("identities.csv", "people.csv", "ownership.csv", "duplicate_members.csv"):
+        assert (tmp_path / "_truth" / name).read_bytes() == (landing / "_truth" / name).read_bytes(), name
+    crm = [row for p in sorted((tmp_path / "crm_excel").rglob("*.csv"))
+           for row in read_declared(tmp_path, p.relative_to(tmp_path).as_posix()).rows]
+    identities, _ = read_truth(landing)
+    member = {v: r["person_key"] for (t, v), r in identities.items() if t == "member_id"}
+    own = truth_csv(landing, "ownership.csv")
+    for row in own.itertuples():
+        at = utc(row.valid_to or row.valid_from)
+        # Once: a re-exported file or late duplicates repeat the record with the same text.
+        (phone,) = {canonical_phone(r["phone"]) for r in crm
+                    if r["updated_at"] == at and member[r["member_id"]] == row.person_key}
+        assert (phone == row.id_value) == bool(row.valid_from)  # B registers with X, A changes to Y
+    names = {r["name"] for r in crm if r["name"]}
+    assert any(PINYIN_NAME.fullmatch(n) for n in names)
+    sensors = "".join(p.read_text() for p in (tmp_path / "sensors_app").rglob("*.jsonl"))
+    assert sensors.count('"$device_id":"9774d56d682e549c"') + sensors.count(
+        '"$device_id":"00000000-0000-0000-0000-000000000000"') >= manifest.patterns["junk_device_events"]
+
+
+# ---------------------------------------------------------------- populations
+
+
+def test_generate_population_default_writes_the_original_bytes(tmp_path: Path) -> None:
+    generate(tmp_path / "a", people=300, days=3, seed=5, start=START, population="default")
+    generate(tmp_path / "b", people=300, days=3, seed=5, start=START, noise=NoiseRates.preset("default"))
+    assert digest(tmp_path / "a") == digest(tmp_path / "b") == GOLDEN_DEFAULT_DIGEST
+    assert {p.name for p in (tmp_path / "a" / "_truth").iterdir()} == {"identities.csv", "people.csv", "manifest.json"}
+    manifest = Manifest.model_validate_json((tmp_path / "a" / "_truth" / "manifest.json").read_text())
+    assert manifest.population == "default" and set(manifest.patterns.values()) == {0}
+
+
+def test_generate_population_rates_yield_to_rates_set_in_noise(tmp_path: Path) -> None:
+    noise = NoiseRates(recycled_phone=0.0, store_phone=0.5)
+    manifest = generate(tmp_path, people=300, days=3, seed=5, start=START, noise=noise, population="retail")
+    assert manifest.noise.recycled_phone == 0 and manifest.noise.store_phone == 0.5
+    assert manifest.noise.duplicate_membership == gen.POPULATIONS["retail"]["duplicate_membership"]
+    assert manifest.patterns["recycled_phones"] == 0 and manifest.patterns["duplicate_memberships"] > 0
+    assert NoiseRates.preset("retail").recycled_phone == gen.POPULATIONS["retail"]["recycled_phone"]
+
+
+def test_generate_retail_same_seed_gives_identical_bytes(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        generate(tmp_path / name, people=300, days=3, seed=5, start=START, population="retail")
+    assert file_hashes(tmp_path / "a") == file_hashes(tmp_path / "b")
+    assert digest(tmp_path / "a") != GOLDEN_DEFAULT_DIGEST
+
+
+def test_generate_rejects_unknown_population(tmp_path: Path) -> None:
+    with pytest.raises(GenerateError, match="population must be one of default, retail, got 'urban'"):
+        generate(tmp_path, people=10, days=1, seed=1, start=START, population="urban")
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(GenerateError, match="default, retail"):
+        NoiseRates.preset("urban")
+
+
+def test_generate_cli_population_retail_writes_ownership_truth(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from spark_jobs.cli import app
+
+    result = CliRunner().invoke(app, ["generate", "--population", "retail", "--people", "300", "--days", "2",
+                                      "--seed", "1", "--landing", str(tmp_path / "landing")])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "landing" / "_truth" / "manifest.json").read_text())
+    assert manifest["population"] == "retail" and (tmp_path / "landing" / "_truth" / "ownership.csv").exists()
+    bad = CliRunner().invoke(app, ["generate", "--population", "urban", "--landing", str(tmp_path / "other")])
+    assert bad.exit_code == 2 and "default, retail" in bad.output and not (tmp_path / "other").exists()

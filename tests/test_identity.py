@@ -183,3 +183,49 @@ def test_resolve_audits_every_rule_and_splits_an_over_limit_person(lakehouse):
     assert ("device_id", "FAMILY", "L1", "link_dropped:hub:>1_strong") in rules
     assert res.limit_cuts == 1
     lakehouse.unstage("t")
+
+
+def _canonical(id_type: str, raw: str) -> str | None:
+    from spark_jobs.normalise import canonical_device_id, canonical_email, canonical_phone
+
+    canon = {"phone": canonical_phone, "email": canonical_email, "device_id": canonical_device_id}
+    return canon[id_type](raw) if id_type in canon else raw.strip()
+
+
+def test_blocked_identifiers_default_rules_catch_well_known_junk_from_raw_forms(spark):
+    raw = [
+        ("phone", "138 0013 8000"), ("phone", "+86 138-0013-8000"), ("phone", "008613800138000"),
+        ("phone", "188 8888 8888"),
+        ("device_id", "9774d56d682e549c"), ("device_id", " lmy47d "),
+        ("device_id", "00000000-0000-0000-0000-000000000000"), ("device_id", "0000000000000000"),
+        ("device_id", "000000000000000"),  # IDFA / OAID / ANDROID_ID / IMEI all zero
+        ("email", " 1@1.COM"), ("email", "A@a.com"), ("email", "NA@na.com"), ("email", "none@none.com"),
+        ("email", "noemail@gmail.com"), ("email", "No-Email@qq.com"), ("email", "ann@example.org"),
+        ("email", "ann@shop.test"), ("email", "ann@mail.invalid"),
+        ("login_id", "anonymous"), ("login_id", "NaN"), ("member_id", "-1"), ("member_id", "0000"),
+        ("unionid", "nil"), ("openid", "{}"),
+    ]
+    rows = [(t, _canonical(t, v)) for t, v in raw]
+    assert all(v for _, v in rows), rows  # every raw form is a valid identifier: the blocklist, not parsing, drops it
+    got = {(r.id_type, r.id_value): r.rule for r in blocked_identifiers(_ids(spark, rows), load_config(env={}).identity.blocklist).collect()}
+    assert set(got) == set(rows)
+    assert got[("phone", "+8613800138000")] == "blocklist_exact:phone"
+    assert got[("phone", "+8618888888888")] == "blocklist_repeated_digits:phone"
+    assert got[("device_id", "9774D56D682E549C")] == "blocklist_exact:device_id"
+    assert got[("device_id", "0000000000000000")] == r"blocklist_regex:*:^[0\-]+$"
+    assert got[("email", "1@1.com")] == "blocklist_exact:email"
+
+
+def test_blocked_identifiers_default_rules_spare_near_miss_real_values(spark):
+    raw = [
+        ("phone", "138 0013 8001"), ("phone", "13888888888"),  # a real (sold) lucky number, not all one digit
+        ("phone", "13912345678"),
+        ("device_id", "9774d56d682e549d"), ("device_id", "LMY47D0"), ("device_id", "00000000-0000-0000-0000-000000000001"),
+        ("email", "na@163.com"), ("email", "a@a.com.cn"), ("email", "noemailer@gmail.com"), ("email", "test.er@shop.cn"),
+        ("email", "ann@testing.com"), ("email", "ann@example.com.cn"),
+        ("login_id", "anonymous1"), ("login_id", "nana"), ("member_id", "-10"), ("member_id", "100000"),
+    ]
+    rows = [(t, _canonical(t, v)) for t, v in raw]
+    assert all(v for _, v in rows), rows
+    got = blocked_identifiers(_ids(spark, rows), load_config(env={}).identity.blocklist).collect()
+    assert [(r.id_type, r.id_value, r.rule) for r in got] == []

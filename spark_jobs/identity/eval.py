@@ -14,6 +14,8 @@ KEY = ["id_type", "id_value"]
 MAPPING_COLUMNS = [*KEY, "person_id"]
 TRUTH_COLUMNS = [*KEY, "person_key", "kind"]
 HOUSEHOLD_COLUMNS = ["person_key", "household_key"]
+# Truth kinds that belong to one person: `recycled` is a re-issued value, its current owner's.
+PERSONAL_KINDS = ("personal", "recycled")
 
 
 class TruthNotFoundError(FileNotFoundError):
@@ -136,7 +138,7 @@ def evaluate(
     t_pred[at >= 0] = pred_of_row[at[at >= 0]]
     kind = truth["kind"].to_numpy()
 
-    personal = kind == "personal"
+    personal = np.isin(kind, PERSONAL_KINDS)
     person_keys = truth.loc[personal, "person_key"]
     (true_code,) = _codes(person_keys)
     pred = t_pred[personal]
@@ -198,7 +200,7 @@ def evidence_ceiling(links: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
 
     _require_columns(links, ["src_type", "src_value", "dst_type", "dst_value"], "links")
     _require_columns(truth, TRUTH_COLUMNS, "truth")
-    personal = truth[truth["kind"] == "personal"].reset_index(drop=True)
+    personal = truth[truth["kind"].isin(PERSONAL_KINDS)].reset_index(drop=True)
     index = pd.Index(list(zip(personal["id_type"], personal["id_value"], strict=True)))
     src = index.get_indexer(list(zip(links["src_type"], links["src_value"], strict=True)))
     dst = index.get_indexer(list(zip(links["dst_type"], links["dst_value"], strict=True)))
@@ -209,3 +211,38 @@ def evidence_ceiling(links: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     graph = coo_matrix((np.ones(int(same.sum())), (src[same], dst[same])), shape=(n, n))
     _, label = connected_components(graph, directed=False)
     return pd.DataFrame({"id_type": personal["id_type"], "id_value": personal["id_value"], "person_id": label.astype(str)})
+
+
+def pattern_figures(mapping: pd.DataFrame, truth: pd.DataFrame, landing: Path | str) -> dict:
+    """Figures for the real-population patterns whose truth `cdp generate --population retail` writes:
+    duplicate memberships joined (of _truth/duplicate_members.csv) and false merges across re-issued
+    values (_truth/ownership.csv: a previous and a later owner predicted as one person). Files that
+    are absent give no figure."""
+    folder = Path(landing) / "_truth"
+    out: dict = {}
+    pred = dict(zip(zip(mapping["id_type"], mapping["id_value"], strict=True), mapping["person_id"], strict=True))
+    dup_path = folder / "duplicate_members.csv"
+    if dup_path.exists():
+        dups = pd.read_csv(dup_path, dtype=str, keep_default_na=False)
+        joined = sum(1 for a, b in zip(dups["member_id"], dups["second_member_id"], strict=True)
+                     if pred.get(("member_id", a)) is not None and pred.get(("member_id", a)) == pred.get(("member_id", b)))
+        out["duplicate_memberships"] = len(dups)
+        out["duplicate_memberships_joined"] = joined
+        out["duplicate_memberships_joined_share"] = _ratio(joined, len(dups))
+    own_path = folder / "ownership.csv"
+    if own_path.exists():
+        owners = pd.read_csv(own_path, dtype=str, keep_default_na=False)
+        personal = truth[truth["kind"].isin(PERSONAL_KINDS)]
+        persons_of: dict[str, set] = {}
+        for t, v, k in zip(personal["id_type"], personal["id_value"], personal["person_key"], strict=True):
+            p = pred.get((t, v))
+            if p is not None:
+                persons_of.setdefault(k, set()).add(p)
+        merged = 0
+        for _, group in owners.groupby(["id_type", "id_value"]):
+            keys = list(group["person_key"])
+            if any(persons_of.get(a, set()) & persons_of.get(b, set()) for i, a in enumerate(keys) for b in keys[i + 1:]):
+                merged += 1
+        out["reissued_values"] = int(owners.groupby(["id_type", "id_value"]).ngroups)
+        out["reissued_false_merges"] = merged
+    return out

@@ -94,19 +94,27 @@ def removed_values(*audits: DataFrame) -> DataFrame:
 
 
 
-def _greedy_parts(limits: dict[str, int], rank: dict[str, int]):
+CONTACT_RULE = "contact_only:joins_two_verified_people"
+
+
+def _greedy_parts(limits: dict[str, int], rank: dict[str, int], evidence: bool):
     """A pandas function for applyInPandas over one component's edges: re-add links strongest first
-    (weaker end's type rank, then more records, then older) with union-find; a link whose union would
-    hold more identifiers of a type than its limit is cut. Returns (node, part, other, rule) rows:
-    part = the smallest node of the node's part; cut links as (src, NULL, dst, rule)."""
+    with union-find; a link whose union would hold more identifiers of a type than its limit is cut,
+    and (with `evidence`) so is a contact-only link (tier 1) that would join two parts that each hold
+    an anchor (a verified strong identifier). Order: learned merges (tier -1, which count their two
+    identifiers as one), verified/binding links (0), contact links (1); then the weaker end's type
+    rank, more records, older. Returns (node, part, other, rule) rows: part = the smallest node of the
+    node's part; cut links as (src, NULL, dst, rule)."""
     import pandas as pd
 
     def parts(pdf: pd.DataFrame) -> pd.DataFrame:
         pdf = pdf.assign(
             strength=[max(rank[a], rank[b]) for a, b in zip(pdf["src_type"], pdf["dst_type"], strict=True)]
-        ).sort_values(["strength", "records", "first_seen", "src", "dst"], ascending=[True, False, True, True, True])
+        ).sort_values(["tier", "strength", "records", "first_seen", "src", "dst"],
+                      ascending=[True, True, False, True, True, True])
         parent: dict[int, int] = {}
         counts: dict[int, dict[str, int]] = {}
+        anchored: dict[int, bool] = {}
 
         def find(x: int) -> int:
             while parent[x] != x:
@@ -114,23 +122,30 @@ def _greedy_parts(limits: dict[str, int], rank: dict[str, int]):
                 x = parent[x]
             return x
 
-        for node, t in [*zip(pdf["src"], pdf["src_type"], strict=True), *zip(pdf["dst"], pdf["dst_type"], strict=True)]:
-            if node not in parent:
-                parent[node], counts[node] = node, {t: 1}
+        for side in ("src", "dst"):
+            for node, t, a in zip(pdf[side], pdf[f"{side}_type"], pdf[f"{side}_anchor"], strict=True):
+                if node not in parent:
+                    parent[node], counts[node], anchored[node] = node, {t: 1}, bool(a)
         cut_src, cut_dst, cut_rule = [], [], []
-        for a, b in zip(pdf["src"], pdf["dst"], strict=True):
+        for a, b, tier, t in zip(pdf["src"], pdf["dst"], pdf["tier"], pdf["src_type"], strict=True):
             ra, rb = find(a), find(b)
             if ra == rb:
                 continue
+            if evidence and tier == 1 and anchored[ra] and anchored[rb]:
+                cut_src.append(a), cut_dst.append(b), cut_rule.append(CONTACT_RULE)
+                continue
             merged = dict(counts[ra])
-            for t, n in counts[rb].items():
-                merged[t] = merged.get(t, 0) + n
-            broken = sorted(t for t, n in merged.items() if t in limits and n > limits[t])
+            for k, n in counts[rb].items():
+                merged[k] = merged.get(k, 0) + n
+            if tier == -1:  # a learned merge: two memberships of one person count as one
+                merged[t] -= 1
+            broken = sorted(k for k, n in merged.items() if k in limits and n > limits[k])
             if broken:
                 cut_src.append(a), cut_dst.append(b), cut_rule.append(f"limit:{broken[0]}>{limits[broken[0]]}")
                 continue
             root, child = (ra, rb) if ra < rb else (rb, ra)
             parent[child], counts[root] = root, merged
+            anchored[root] = anchored[ra] or anchored[rb]
             counts.pop(child)
         nodes = list(parent)
         roots = [find(x) for x in nodes]
@@ -145,31 +160,60 @@ def _greedy_parts(limits: dict[str, int], rank: dict[str, int]):
     return parts
 
 
-def enforce_limits(members: DataFrame, edges: DataFrame, cfg: IdentityConfig) -> tuple[DataFrame, DataFrame] | None:
-    """Per-person limits. `members`: node, id_type, component; `edges`: src, dst (nodes), src_type,
-    dst_type, records, first_seen. Components holding more identifiers of a type than
-    `cfg.limits` allows are rebuilt from their links, strongest first, cutting the links that would
-    break a limit. Returns (node, component) for the nodes of rebuilt components and the cut links
-    (src, dst, rule), or None when no component breaks a limit."""
-    if not cfg.limits:
-        return None
-    over = (
-        members.groupBy("component", "id_type").agg(F.count(F.lit(1)).alias("n"))
-        .where(F.col("n") > per_type_limit(F.col("id_type"), cfg.limits))
-        .select("component").distinct()
+def conflicted_components(members: DataFrame) -> DataFrame:
+    """(component) of components holding anchors of two or more cores: people the verified and
+    binding links keep apart that contact-only links join. `members`: component, core, anchor."""
+    return (
+        members.where(F.col("anchor")).groupBy("component").agg(F.countDistinct("core").alias("cores"))
+        .where(F.col("cores") > 1).select("component")
     )
-    if over.limit(1).count() == 0:
+
+
+def enforce_limits(members: DataFrame, edges: DataFrame, cfg: IdentityConfig, conflicted: DataFrame | None = None,
+                   merges: DataFrame | None = None) -> tuple[DataFrame, DataFrame] | None:
+    """Per-person limits and the evidence rule. `members`: node, id_type, component, anchor; `edges`:
+    src, dst (nodes), src_type, dst_type, records, first_seen, rank (0 contact, 1 binding, 2 verified);
+    `conflicted`: components contact links join across anchors (conflicted_components); `merges`:
+    src, dst node pairs the learned tie-break merges. Components holding more identifiers of a type
+    than `cfg.limits` allows, or conflicted, are rebuilt from their links (_greedy_parts). Returns
+    (node, component) for the nodes of rebuilt components and the cut links (src, dst, rule), or None
+    when no component needs it."""
+    if "rank" not in edges.columns:  # callers without evidence: every link verified
+        edges = edges.withColumn("rank", F.lit(2))
+    if "anchor" not in members.columns:
+        members = members.withColumn("anchor", F.lit(False))
+    over = None
+    if cfg.limits:
+        over = (
+            members.groupBy("component", "id_type").agg(F.count(F.lit(1)).alias("n"))
+            .where(F.col("n") > per_type_limit(F.col("id_type"), cfg.limits))
+            .select("component").distinct()
+        )
+    if conflicted is not None:
+        over = conflicted if over is None else over.unionByName(conflicted).distinct()
+    if over is None or over.limit(1).count() == 0:
         return None
     comp = members.select(F.col("node").alias("src"), "component").join(over, "component")
+    anchor = members.select("node", "anchor")
     rank = {t: i for i, t in enumerate(cfg.priority)}
+    links = edges.select("src", "dst", "src_type", "dst_type", "records", "first_seen",
+                         F.when(F.col("rank") == 0, 1).otherwise(0).alias("tier"))
+    if merges is not None:
+        types = members.select(F.col("node").alias("src"), F.col("id_type").alias("src_type"))
+        links = links.unionByName(
+            merges.join(types, "src").select("src", "dst", "src_type", F.col("src_type").alias("dst_type"),
+                                              F.lit(0).cast("long").alias("records"),
+                                              F.lit(None).cast("timestamp").alias("first_seen"), F.lit(-1).alias("tier")))
     result = (
-        edges.join(comp, "src")
-        .select("component", "src", "dst", "src_type", "dst_type", "records",
-                F.unix_timestamp("first_seen").alias("first_seen"))
+        links.join(comp, "src")
+        .join(anchor.select(F.col("node").alias("src"), F.col("anchor").alias("src_anchor")), "src")
+        .join(anchor.select(F.col("node").alias("dst"), F.col("anchor").alias("dst_anchor")), "dst")
+        .select("component", "src", "dst", "src_type", "dst_type", "records", "tier", "src_anchor", "dst_anchor",
+                F.coalesce(F.unix_timestamp("first_seen"), F.lit(0)).alias("first_seen"))
         .groupBy("component")
-        .applyInPandas(_greedy_parts(dict(cfg.limits), rank), "node long, part long, other long, rule string")
+        .applyInPandas(_greedy_parts(dict(cfg.limits), rank, conflicted is not None),
+                       "node long, part long, other long, rule string")
     )
     parts = result.where(F.col("part").isNotNull()).select("node", F.col("part").alias("component"))
     cuts = result.where(F.col("rule").isNotNull()).select(F.col("node").alias("src"), F.col("other").alias("dst"), "rule")
     return parts, cuts
-

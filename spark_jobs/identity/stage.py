@@ -12,18 +12,38 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from spark_jobs.config import BlocklistConfig, IdentityConfig
+from spark_jobs.identity.evidence import (
+    anchors,
+    boundary_pairs,
+    link_rank,
+    ownership_boundaries,
+    ownership_periods,
+    period_window,
+    strong_sightings,
+    with_epochs,
+    with_strength,
+)
 from spark_jobs.identity.rules import (
     blocked_identifiers,
+    conflicted_components,
     enforce_limits,
     hub_identifiers,
     removed_values,
     usable_links,
 )
+from spark_jobs.identity.tiebreak import DECISION_COLUMNS, Matcher, boundary_decisions, learned_merges
 from spark_jobs.tables import Lakehouse
 
 
 def _no_staging(name: str, df: DataFrame) -> DataFrame:
     return df
+
+
+def _identifier_key() -> Column:
+    """`type:value`, and `#<period>` for a re-issued value's later ownership periods."""
+    key = F.concat("id_type", F.lit(":"), "id_value")
+    if_epoch = F.concat(key, F.lit("#"), F.col("epoch").cast("string"))
+    return F.when(F.col("epoch") > 0, if_epoch).otherwise(key)
 
 
 def assign_person_ids(current: DataFrame, previous: DataFrame, as_of,
@@ -35,6 +55,8 @@ def assign_person_ids(current: DataFrame, previous: DataFrame, as_of,
     component gets a new opaque id derived from its smallest identifier and the batch date.
     Returns (map: id_type, id_value, component, person_id) and (changes: change, person_id,
     other_person_id, identifiers)."""
+    if "epoch" not in current.columns:  # callers without ownership periods
+        current = current.withColumn("epoch", F.lit(0))
     overlap = (
         current.join(previous.select("id_type", "id_value", "person_id"), ["id_type", "id_value"])
         .groupBy("component", "person_id").agg(F.count(F.lit(1)).alias("n"))
@@ -45,7 +67,7 @@ def assign_person_ids(current: DataFrame, previous: DataFrame, as_of,
     ranked = (stage or _no_staging)("ranked", ranked)  # read by both outputs
     kept = ranked.where((F.col("rc") == 1) & (F.col("rp") == 1)).select("component", F.col("person_id").alias("kept_id"))
     components = current.groupBy("component").agg(
-        F.min(F.concat("id_type", F.lit(":"), "id_value")).alias("anchor"), F.count(F.lit(1)).alias("size")
+        F.min(_identifier_key()).alias("anchor"), F.count(F.lit(1)).alias("size")
     )
     new_id = F.concat(F.lit("p_"), F.substring(F.sha2(F.concat(F.lit(str(as_of)), F.lit("|"), F.col("anchor")), 256), 1, 20))
     ids = components.join(kept, "component", "left").select(
@@ -69,6 +91,29 @@ def assign_person_ids(current: DataFrame, previous: DataFrame, as_of,
     return id_map, merges.unionByName(splits).unionByName(fresh)
 
 
+def _open_or(agg, col: str) -> Column:
+    """`agg` of a window end over rows, NULL (open) when any row's is open."""
+    return F.when(F.max(F.col(col).isNull().cast("int")) == 1, F.lit(None).cast("timestamp")).otherwise(agg(col))
+
+
+def owner_windows(id_map: DataFrame) -> DataFrame:
+    """gold_id_map rows from the person of every ownership period: one row per identifier and person,
+    its window the union of that person's periods (NULL ends are open)."""
+    return id_map.groupBy("id_type", "id_value", "person_id").agg(
+        F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"),
+        _open_or(F.min, "valid_from").alias("valid_from"), _open_or(F.max, "valid_to").alias("valid_to"),
+    )
+
+
+def decisions_or_empty(lh: Lakehouse, decisions: DataFrame | None) -> DataFrame:
+    """The tie-break's decisions, or an empty frame of the contract's columns."""
+    if decisions is not None:
+        return decisions
+    from spark_jobs.identity.tiebreak import DECISION_COLUMNS
+
+    return lh.read_or_empty("gold_id_decisions").where(F.lit(False)).select(*DECISION_COLUMNS)
+
+
 def canonical_identifier(id_type: str, raw: str, phone_region: str = "CN") -> str | None:
     """The canonical form the pipeline stores for `raw` of `id_type` (for look-ups by any identifier)."""
     from spark_jobs.normalise import canonical_device_id, canonical_email, canonical_phone
@@ -86,19 +131,67 @@ class IdentityError(RuntimeError):
     """The identity stage cannot resolve the graph safely (the message says why)."""
 
 
-def _node_id(id_type: Column, id_value: Column) -> Column:
-    return F.xxhash64(id_type, id_value)
+def _node_id(id_type: Column, id_value: Column, epoch: Column | None = None) -> Column:
+    """A node's long id: the identifier's hash, and for a re-issued value's later ownership periods
+    the hash with the period."""
+    if epoch is None:
+        return F.xxhash64(id_type, id_value)
+    return F.when(epoch == 0, F.xxhash64(id_type, id_value)).otherwise(F.xxhash64(id_type, id_value, epoch))
+
+
+def _periods(links: DataFrame, cfg: IdentityConfig, stage: Callable[[str, DataFrame], DataFrame],
+             matcher: Matcher | None) -> tuple[DataFrame | None, DataFrame | None]:
+    """(periods, decisions): the ownership periods of re-issued values (evidence.ownership_periods),
+    without the boundaries the tie-break finds one person's two memberships across, and its
+    decisions on them; (None, None) when time-aware ownership is off."""
+    if not cfg.time_aware_ownership:
+        return None, None
+    sightings = stage("sightings", strong_sightings(links, cfg))
+    boundaries = stage("boundaries", ownership_boundaries(sightings))
+    decided = boundary_decisions(matcher, boundary_pairs(sightings, boundaries), stage)
+    if decided is not None:
+        same = decided.where(F.col("decision") == "merge").select(
+            F.col("value_type").alias("id_type"), F.col("value").alias("id_value"), "boundary")
+        boundaries = boundaries.join(same, ["id_type", "id_value", "boundary"], "left_anti")
+        decided = decided.select(*DECISION_COLUMNS)
+    return stage("periods", ownership_periods(boundaries)), decided
 
 
 def build_graph(identifiers: DataFrame, links: DataFrame, cfg: IdentityConfig,
-                stage: Callable[[str, DataFrame], DataFrame] = _no_staging) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(nodes, usable links, dropped audit) from all silver identifiers and links up to the batch.
-    nodes: id_type, id_value, first_seen, last_seen; dropped: the gold_id_dropped columns but as_of.
-    `stage(name, df)` materialises the distinct links and the removed values, which several outputs
-    read (Lakehouse.stage in the stage; nothing by default)."""
-    nodes = identifiers.groupBy("id_type", "id_value").agg(F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"))
-    pairs = stage("pairs", links.groupBy("src_type", "src_value", "dst_type", "dst_value").agg(
-        F.sum("records").alias("records"), F.min("first_seen").alias("first_seen")))
+                stage: Callable[[str, DataFrame], DataFrame] = _no_staging,
+                matcher: Matcher | None = None) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame | None]:
+    """(nodes, usable links, dropped audit, tie-break decisions on ownership boundaries) from all
+    silver identifiers and links up to the batch.
+    nodes: id_type, id_value, epoch, first_seen, last_seen, verified, valid_from, valid_to (one node
+    per ownership period of a re-issued value, else epoch 0 with an open window); links: the
+    gold-side pairs src_/dst_ type, value, epoch with records, first_seen and rank (the strongest
+    evidence seen: 0 contact, 1 binding, 2 verified); dropped: the gold_id_dropped columns but as_of.
+    `stage(name, df)` materialises what several outputs read (Lakehouse.stage in the stage)."""
+    identifiers, links = with_strength(identifiers), with_strength(links)
+    if "last_seen" not in links.columns:  # hand-made links: one sighting each
+        links = links.withColumn("last_seen", F.col("first_seen"))
+    periods, decisions = _periods(links, cfg, stage, matcher)
+    if periods is not None:
+        identifiers = with_epochs(identifiers, periods, "id_type", "id_value", "first_seen", "epoch")
+        links = with_epochs(links, periods, "src_type", "src_value", "first_seen", "src_epoch")
+        links = with_epochs(links, periods, "dst_type", "dst_value", "first_seen", "dst_epoch")
+    else:
+        identifiers = identifiers.withColumn("epoch", F.lit(0))
+        links = links.withColumn("src_epoch", F.lit(0)).withColumn("dst_epoch", F.lit(0))
+    nodes = identifiers.groupBy("id_type", "id_value", "epoch").agg(
+        F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"),
+        F.max((F.col("strength") == "verified").cast("int")).alias("verified"))
+    if periods is not None:
+        windowed = nodes.join(F.broadcast(periods), ["id_type", "id_value"], "left")
+        valid_from, valid_to = period_window(F.col("epoch"))
+        nodes = windowed.select(*nodes.columns, valid_from.alias("valid_from"), valid_to.alias("valid_to"))
+    else:
+        nodes = nodes.select("*", F.lit(None).cast("timestamp").alias("valid_from"),
+                             F.lit(None).cast("timestamp").alias("valid_to"))
+    nodes = nodes.withColumn("verified", F.col("verified") == 1)
+    pairs = stage("pairs", links.groupBy("src_type", "src_value", "src_epoch", "dst_type", "dst_value", "dst_epoch").agg(
+        F.sum("records").alias("records"), F.min("first_seen").alias("first_seen"),
+        F.max(link_rank(F.col("strength"))).alias("rank")))
     blocked = blocked_identifiers(nodes, cfg.blocklist)
     # Hubs are counted without blocked values: a device whose owner once sent login "unknown" is no hub.
     hubs = hub_identifiers(usable_links(pairs, blocked), cfg)
@@ -116,18 +209,19 @@ def build_graph(identifiers: DataFrame, links: DataFrame, cfg: IdentityConfig,
             .select(F.col(f"{side}_type").alias("id_type"), F.col(f"{side}_value").alias("id_value"),
                     F.col(f"{other}_type").alias("other_type"), F.col(f"{other}_value").alias("other_value"),
                     F.concat(F.lit("link_dropped:"), F.col("rule")).alias("rule"), F.lit(None).cast("string").alias("detail"))
+            .distinct()  # one row per pair, over its ownership periods
         )
     dropped = reduce(DataFrame.unionByName, [value_audit, *link_audit])
-    return kept_nodes, usable_links(pairs, removed), dropped
-
+    return kept_nodes, usable_links(pairs, removed), dropped, decisions
 
 
 @dataclass(frozen=True)
 class Resolution:
     """What the rules and the graph make of every identifier up to a batch (nothing published)."""
 
-    members: DataFrame  # id_type, id_value, component, first_seen, last_seen (staged)
+    members: DataFrame  # id_type, id_value, epoch, component, first_seen, last_seen, valid_from, valid_to (staged)
     dropped: DataFrame  # gold_id_dropped columns but as_of
+    decisions: DataFrame | None  # gold_id_decisions columns but as_of (None: no learned tie-break ran)
     rounds: int
     limit_cuts: int
 
@@ -140,22 +234,47 @@ def _components(nodes: DataFrame, edges: DataFrame, lh: Lakehouse, key: str, cfg
     return connected_components(nodes, edges, lh, key, max_rounds=cfg.max_rounds, local_edges=cfg.local_union_find_edges)
 
 
-def resolve(lh: Lakehouse, cfg: IdentityConfig, identifiers: DataFrame, links: DataFrame, key: str) -> Resolution:
-    """Apply the rules (blocklist, hubs, per-person limits) and connected components to silver
-    identifiers and links; stage the result under `key` (the caller unstages it)."""
-    nodes, edges, dropped = build_graph(identifiers, links, cfg, lambda name, df: lh.stage(f"{key}/{name}", df))
-    nodes = lh.stage(f"{key}/nodes", nodes.withColumn("node", _node_id(F.col("id_type"), F.col("id_value"))))
+def _cut_detail() -> Column:
+    return F.when(F.col("rule").startswith("contact_only"),
+                  F.lit("link cut: a contact-only link would join two people who each hold a verified identifier")
+                  ).otherwise(F.lit("link cut: the person would exceed the limit"))
+
+
+def resolve(lh: Lakehouse, cfg: IdentityConfig, identifiers: DataFrame, links: DataFrame, key: str,
+            contacts: DataFrame | None = None) -> Resolution:
+    """Apply the rules (blocklist, hubs, ownership periods, evidence, per-person limits, the learned
+    tie-break over `contacts`, silver_contacts) and connected components to silver identifiers and
+    links; stage the result under `key` (the caller unstages it)."""
+    matcher = Matcher(lh, cfg, contacts) if cfg.matching.enabled and contacts is not None else None
+    nodes, edges, dropped, decided = build_graph(identifiers, links, cfg, lambda name, df: lh.stage(f"{key}/{name}", df),
+                                                 matcher)
+    nodes = lh.stage(f"{key}/nodes", nodes.withColumn("node", _node_id(F.col("id_type"), F.col("id_value"), F.col("epoch")))
+                     .withColumn("anchor", anchors(cfg)))
     distinct = nodes.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("node").alias("d")).collect()[0]
     if distinct["n"] != distinct["d"]:
         raise IdentityError(f"{distinct['n'] - distinct['d']} node id collisions in xxhash64: cannot resolve safely")
     typed = lh.stage(f"{key}/edges", edges.select(
-        _node_id(F.col("src_type"), F.col("src_value")).alias("src"),
-        _node_id(F.col("dst_type"), F.col("dst_value")).alias("dst"), "src_type", "dst_type", "records", "first_seen",
+        _node_id(F.col("src_type"), F.col("src_value"), F.col("src_epoch")).alias("src"),
+        _node_id(F.col("dst_type"), F.col("dst_value"), F.col("dst_epoch")).alias("dst"),
+        "src_type", "dst_type", "records", "first_seen", "rank",
     ))
     cc = _components(nodes, typed.select("src", "dst"), lh, f"{key}/cc", cfg)
-    members = lh.stage(f"{key}/members", nodes.join(cc.assignment, "node")
-                       .select("node", "id_type", "id_value", "component", "first_seen", "last_seen"))
-    limited = enforce_limits(members, typed, cfg)
+    member_cols = ["node", "id_type", "id_value", "epoch", "component", "anchor", "first_seen", "last_seen",
+                   "valid_from", "valid_to"]
+    conflicted = None
+    if cfg.contact_joins_verified:
+        members = lh.stage(f"{key}/members", nodes.join(cc.assignment, "node").select(*member_cols))
+    else:
+        # Cores: the parts verified and binding links make; contact links may attach to one anchored core only.
+        cores = _components(nodes, typed.where(F.col("rank") > 0).select("src", "dst"), lh, f"{key}/cores", cfg)
+        members = lh.stage(f"{key}/members", nodes.join(cc.assignment, "node")
+                           .join(cores.assignment.withColumnRenamed("component", "core"), "node").select(*member_cols, "core"))
+        conflicted = conflicted_components(members)
+    decisions, merges = learned_merges(matcher, cfg, members, typed, f"{key}/matching")
+    if decided is not None:  # a pair decided at a boundary keeps that decision
+        decisions = decided if decisions is None else decided.unionByName(decisions).dropDuplicates(
+            ["id_type", "id_value", "other_type", "other_value"])
+    limited = enforce_limits(members, typed, cfg, conflicted, merges)
     cut_count = 0
     if limited is not None:
         parts, cuts = limited
@@ -169,14 +288,16 @@ def resolve(lh: Lakehouse, cfg: IdentityConfig, identifiers: DataFrame, links: D
             cuts.join(ends.withColumnRenamed("node", "src"), "src")
             .join(ends.select(F.col("node").alias("dst"), F.col("id_type").alias("other_type"),
                               F.col("id_value").alias("other_value")), "dst")
-            .select("id_type", "id_value", "other_type", "other_value", "rule",
-                    F.lit("link cut: the person would exceed the limit").alias("detail"))
+            .select("id_type", "id_value", "other_type", "other_value", "rule", _cut_detail().alias("detail"))
+            .dropDuplicates(["id_type", "id_value", "other_type", "other_value"])
         )
         dropped = dropped.unionByName(audit)
-    return Resolution(members.drop("node"), dropped, cc.rounds, cut_count)
+    out = members.select("id_type", "id_value", "epoch", "component", "first_seen", "last_seen", "valid_from", "valid_to")
+    return Resolution(out, dropped, decisions, cc.rounds, cut_count)
 
 
-ABLATIONS = ("all_rules", "no_blocklist", "no_hubs", "no_limits", "no_rules")
+ABLATIONS = ("all_rules", "no_blocklist", "no_hubs", "no_ownership_periods", "no_evidence", "no_limits",
+             "no_tiebreak", "no_rules")
 
 
 def without(cfg: IdentityConfig, variant: str) -> IdentityConfig:
@@ -186,7 +307,10 @@ def without(cfg: IdentityConfig, variant: str) -> IdentityConfig:
     off = {
         "blocklist": {"blocklist": BlocklistConfig(exact={}, regex={}, repeated_digits=())},
         "hubs": {"hub_max_strong": 2**31 - 1, "hub_max_strong_by_type": {}},
+        "ownership_periods": {"time_aware_ownership": False},
+        "evidence": {"contact_joins_verified": True},
         "limits": {"limits": {}},
+        "tiebreak": {"matching": cfg.matching.model_copy(update={"enabled": False})},
     }
     update: dict = {}
     for rule, changes in off.items():
@@ -201,11 +325,13 @@ def ablation(lh: Lakehouse, cfg: IdentityConfig, batch_date: dt.date, variants=A
     upto = F.col("_batch_date") <= F.lit(batch_date)
     identifiers = lh.read("silver_identifiers").where(upto)
     links = lh.read("silver_id_links").where(upto)
+    contacts = lh.read_or_empty("silver_contacts").where(upto)
     for variant in variants:
         key = f"ablation/{batch_date.isoformat()}/{variant}"
         try:
-            res = resolve(lh, without(cfg, variant), identifiers, links, key)
-            yield variant, res.members.select("id_type", "id_value", F.col("component").cast("string").alias("person_id")).toPandas()
+            res = resolve(lh, without(cfg, variant), identifiers, links, key, contacts)
+            current = res.members.where(F.col("valid_to").isNull())  # a re-issued value: its current owner
+            yield variant, current.select("id_type", "id_value", F.col("component").cast("string").alias("person_id")).toPandas()
         finally:
             lh.unstage(key)
 
@@ -216,10 +342,11 @@ def run(lh: Lakehouse, cfg: IdentityConfig, batch_date: dt.date) -> dict:
     upto = F.col("_batch_date") <= F.lit(batch_date)
     identifiers = lh.read_or_empty("silver_identifiers").where(upto)
     links = lh.read_or_empty("silver_id_links").where(upto)
+    contacts = lh.read_or_empty("silver_contacts").where(upto)
     key = f"identity/{batch_date.isoformat()}"
     part = {"as_of": batch_date}
     try:
-        res = resolve(lh, cfg, identifiers, links, key)
+        res = resolve(lh, cfg, identifiers, links, key, contacts)
         current = res.members
         previous_as_of = None
         if lh.exists("gold_id_map"):
@@ -229,9 +356,10 @@ def run(lh: Lakehouse, cfg: IdentityConfig, batch_date: dt.date) -> dict:
                     else lh.read_or_empty("gold_id_map").where(F.lit(False)))
         id_map, changes = assign_person_ids(current, previous, batch_date, lambda name, df: lh.stage(f"{key}/{name}", df))
         id_map = lh.stage(f"{key}/map", id_map)
-        lh.write_partition("gold_id_map", id_map.select("id_type", "id_value", "person_id", "first_seen", "last_seen",
-                                                       F.lit(batch_date).alias("as_of")), part)
+        lh.write_partition("gold_id_map", owner_windows(id_map).withColumn("as_of", F.lit(batch_date)), part)
         lh.write_partition("gold_id_dropped", res.dropped.withColumn("as_of", F.lit(batch_date)), part)
+        lh.write_partition("gold_id_decisions", decisions_or_empty(lh, res.decisions).withColumn("as_of", F.lit(batch_date)),
+                           part)
         lh.write_partition("gold_id_changes", changes.select(F.lit(batch_date).alias("as_of"), "*"), part)
     finally:
         lh.unstage(key)

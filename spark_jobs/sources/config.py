@@ -89,7 +89,7 @@ class CsvOptions(_Strict):
 
 class IdentifierDecl(_Strict):
     type: str
-    strength: Literal["verified", "contact"]
+    strength: Literal["verified", "binding", "contact"]
 
     @field_validator("type")
     @classmethod
