@@ -372,9 +372,9 @@ def test_name_syllables_count_a_wrong_hanzi_as_one_edit():
 
 
 def test_comparisons_fuzzy_name_takes_one_wrong_syllable_of_three_not_of_two():
-    from spark_jobs.identity.matching import _prepared, comparisons  # noqa: F401
-
     import duckdb
+
+    from spark_jobs.identity.matching import _prepared, comparisons  # noqa: F401
 
     recs = _prepared(pd.DataFrame({
         "member_id": ["a", "b", "c", "d"], "name": ["崔畅霞", "崔畅利", "张伟", "张敏"],
