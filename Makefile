@@ -10,6 +10,7 @@ SEED   ?= 42
 START  ?= 2026-11-01
 # cdp generate --format: real (the channels as real systems export them, conf/sources.yaml) | default
 FORMAT ?= real
+POPULATION ?= retail
 
 export AIRFLOW_HOME := $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
@@ -41,7 +42,7 @@ $(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed
 DEMO_FOLDERS = landing lakehouse exports
 demo: install $(AIRFLOW_HOME)/airflow.db
 	@echo "demo: starting from empty $(DEMO_FOLDERS) (the demo's own folders)"; rm -rf $(DEMO_FOLDERS)
-	$(BIN)/cdp generate --people $(PEOPLE) --days $(DAYS) --seed $(SEED) --start $(START) --format $(FORMAT)
+	$(BIN)/cdp generate --people $(PEOPLE) --days $(DAYS) --seed $(SEED) --start $(START) --format $(FORMAT) --population $(POPULATION)
 	@set -e; for d in $$($(BIN)/python -m spark_jobs.dates $(START) $(DAYS) --logical); do \
 	  echo "== airflow dags test cdp_daily $$d"; \
 	  $(BIN)/airflow dags test cdp_daily $$d > $(AIRFLOW_HOME)/dags-test-$$d.log 2>&1 \

@@ -5,6 +5,7 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pytest
 from pyspark.sql import functions as F
 
 from spark_jobs.config import IdentityConfig
@@ -52,19 +53,19 @@ RECYCLED = [
 ]
 
 
-def test_ownership_boundaries_find_the_new_owner_of_a_reissued_phone(lakehouse):
-    _, links = _graph(lakehouse.spark, RECYCLED)
+def test_ownership_boundaries_find_the_new_owner_of_a_reissued_phone(spark):
+    _, links = _graph(spark, RECYCLED)
     got = ownership_boundaries(strong_sightings(links, IdentityConfig())).collect()
     assert [(r.id_type, r.id_value, r.boundary) for r in got] == [("phone", A_PHONE, D[3])]
 
 
-def test_ownership_boundaries_ignore_a_number_someone_kept_across_two_memberships(lakehouse):
+def test_ownership_boundaries_ignore_a_number_someone_kept_across_two_memberships(spark):
     kept = [
         (("member_id", "M1"), ("phone", A_PHONE), D[0], D[0], "verified"),
         (("member_id", "M2"), ("phone", A_PHONE), D[3], D[3], "verified"),
         (("login_id", "L"), ("phone", A_PHONE), D[0], D[5], "verified"),  # one app account throughout
     ]
-    _, links = _graph(lakehouse.spark, kept)
+    _, links = _graph(spark, kept)
     assert ownership_boundaries(strong_sightings(links, IdentityConfig())).count() == 0
 
 
@@ -182,3 +183,65 @@ def test_resolve_contact_sightings_never_split_a_value_in_time(lakehouse):
     m = _members(resolve(lakehouse, IdentityConfig(), ids, links, "t/contact-time"))
     assert len(m[m.id_value == B_PHONE]) == 1 and m.valid_to.isna().all()
     lakehouse.unstage("t")
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_identity_on_a_retail_population_meets_its_targets(tmp_path):
+    """The real-population patterns (`cdp generate --population retail`: re-issued phones, partners'
+    phones on orders, duplicate memberships, store phones, junk devices) through ingest, standardise
+    and identity: precision >= 0.999, recall >= 0.99 of the evidence ceiling, >= 90% of duplicate
+    memberships joined, no re-issued number merging its owners, no person larger than a household."""
+    from spark_jobs import ingest, standardise
+    from spark_jobs.config import CdpConfig, EngineConfig, PathsConfig
+    from spark_jobs.generate import generate
+    from spark_jobs.identity import stage as identity
+    from spark_jobs.identity.eval import (
+        evaluate,
+        evidence_ceiling,
+        pattern_figures,
+        read_households,
+        read_truth,
+    )
+    from spark_jobs.tables import Lakehouse, read_pandas
+    from tests.conftest import _session
+
+    start, days = dt.date(2026, 11, 1), 3
+    landing = tmp_path / "landing"
+    generate(landing, people=3000, days=days, seed=5, start=start, format="real", population="retail")
+    cfg = CdpConfig(engine=EngineConfig(kind="local"), paths=PathsConfig(landing=str(landing), lakehouse=str(tmp_path / "lh")))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPARK_CONNECT_MODE_ENABLED", "1")
+        spark = _session("sail")
+        lh = Lakehouse(spark, cfg.paths.lakehouse_uri())
+        for k in range(days):
+            day = start + dt.timedelta(days=k)
+            for s in cfg.ingest_sources():
+                ingest.run(spark, lh, landing, cfg.sources.get(s), day, dt.datetime(2026, 12, 1), sources=cfg.sources)
+            standardise.run(lh, cfg.standardise, day, standardise.declared_id_columns(cfg.sources),
+                            standardise.declared_strengths(cfg.sources))
+            identity.run(lh, cfg.identity, day)
+    last = {"as_of": start + dt.timedelta(days=days - 1)}
+    mapping = read_pandas(lh.root, "gold_id_map", ["id_type", "id_value", "person_id", "valid_to"], last)
+    assert mapping["valid_to"].notna().sum() > 0  # some number changed hands, and has a closed window
+    mapping = mapping[mapping["valid_to"].isna()].drop(columns="valid_to")
+    truth, households = read_truth(landing), read_households(landing)
+    acc = evaluate(mapping, truth, households)
+    ceiling = evaluate(evidence_ceiling(read_pandas(lh.root, "silver_id_links"), truth), truth)
+    patterns = pattern_figures(mapping, truth, landing)
+    assert acc.pairwise_precision >= 0.999, acc
+    assert acc.pairwise_recall >= 0.99 * ceiling.pairwise_recall, (acc, ceiling)
+    assert patterns["duplicate_memberships"] > 20 and patterns["duplicate_memberships_joined_share"] >= 0.9, patterns
+    assert patterns["reissued_values"] > 5 and patterns["reissued_false_merges"] == 0, patterns
+    assert acc.largest_component <= acc.largest_true_household and acc.junk_linked == 0
+    decisions = read_pandas(lh.root, "gold_id_decisions", None, last)
+    assert set(decisions["decision"]) == {"merge", "keep_apart"}
+
+
+def test_one_per_pair_keeps_one_decision_per_unordered_pair(sail):
+    from spark_jobs.identity.tiebreak import DECISION_COLUMNS, one_per_pair
+
+    row = ("member_id", "M1", "member_id", "M2", 9.0, 0.99, "merge", "{}", "why")
+    rows = [row, row, ("member_id", "M2", "member_id", "M1", *row[4:]), ("member_id", "M1", "member_id", "M3", *row[4:])]
+    got = one_per_pair(sail.createDataFrame(rows, list(DECISION_COLUMNS))).collect()
+    assert sorted((r.id_value, r.other_value) for r in got) == [("M1", "M2"), ("M1", "M3")]

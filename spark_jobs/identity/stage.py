@@ -31,7 +31,7 @@ from spark_jobs.identity.rules import (
     removed_values,
     usable_links,
 )
-from spark_jobs.identity.tiebreak import DECISION_COLUMNS, Matcher, boundary_decisions, learned_merges
+from spark_jobs.identity.tiebreak import Matcher, boundary_decisions, learned_merges, one_per_pair
 from spark_jobs.tables import Lakehouse
 
 
@@ -153,7 +153,7 @@ def _periods(links: DataFrame, cfg: IdentityConfig, stage: Callable[[str, DataFr
         same = decided.where(F.col("decision") == "merge").select(
             F.col("value_type").alias("id_type"), F.col("value").alias("id_value"), "boundary")
         boundaries = boundaries.join(same, ["id_type", "id_value", "boundary"], "left_anti")
-        decided = decided.select(*DECISION_COLUMNS)
+        decided = one_per_pair(decided)
     return stage("periods", ownership_periods(boundaries)), decided
 
 
@@ -271,9 +271,8 @@ def resolve(lh: Lakehouse, cfg: IdentityConfig, identifiers: DataFrame, links: D
                            .join(cores.assignment.withColumnRenamed("component", "core"), "node").select(*member_cols, "core"))
         conflicted = conflicted_components(members)
     decisions, merges = learned_merges(matcher, cfg, members, typed, f"{key}/matching")
-    if decided is not None:  # a pair decided at a boundary keeps that decision
-        decisions = decided if decisions is None else decided.unionByName(decisions).dropDuplicates(
-            ["id_type", "id_value", "other_type", "other_value"])
+    if decided is not None or decisions is not None:
+        decisions = one_per_pair(reduce(DataFrame.unionByName, [d for d in (decided, decisions) if d is not None]))
     limited = enforce_limits(members, typed, cfg, conflicted, merges)
     cut_count = 0
     if limited is not None:

@@ -49,6 +49,17 @@ def _latest_members(contacts: DataFrame) -> DataFrame:
     return crm.join(newest, ["member_id", "updated_at"]).dropDuplicates(["member_id"]).select(*RECORD_COLUMNS)
 
 
+def one_per_pair(decisions: DataFrame) -> DataFrame:
+    """One decision per unordered pair of identifiers (the smaller value first): a pair can be a
+    candidate at several boundaries, or both at a boundary and over the limit."""
+    lo = F.least("id_value", "other_value")
+    hi = F.greatest("id_value", "other_value")
+    return (decisions.withColumn("__lo", lo).withColumn("__hi", hi)
+            .dropDuplicates(["id_type", "other_type", "__lo", "__hi"])
+            .withColumn("id_value", F.col("__lo")).withColumn("other_value", F.col("__hi"))
+            .select(*DECISION_COLUMNS))
+
+
 class Matcher:
     """The Fellegi-Sunter matcher over the CRM members of one resolution, trained on first use (a
     sample of cfg.matching.train_sample members plus every member it is asked about)."""
@@ -84,6 +95,7 @@ class Matcher:
 
         from spark_jobs.identity import matching
 
+        named = named.drop_duplicates()
         wanted = sorted(set(named["member_id_l"]) | set(named["member_id_r"]))
         if self.model is None and self.failed is None:
             self._train(wanted)
