@@ -158,7 +158,7 @@ class MatchingConfig(_Strict):
     # Merge above this match probability (null: the model's default threshold).
     threshold: float | None = Field(None, gt=0.0, lt=1.0)
     # Train only on this many CRM members at most (a random sample; EM needs thousands, not millions).
-    train_sample: int = Field(50_000, ge=100)
+    train_sample: int = Field(10_000, ge=100)
 
 
 class IdentityConfig(_Strict):

@@ -160,6 +160,26 @@ def _greedy_parts(limits: dict[str, int], rank: dict[str, int], evidence: bool):
     return parts
 
 
+def _greedy_partitions(limits: dict[str, int], rank: dict[str, int], evidence: bool):
+    """mapInArrow: _greedy_parts over every edge of a partition at once. Components are disjoint and
+    the order is per edge, so one union-find over all of them in that order rebuilds each component as
+    it would alone, without a pandas call per component (thousands of small groups were most of the
+    stage's time)."""
+    parts = _greedy_parts(limits, rank, evidence)
+
+    def run(batches):
+        import pyarrow as pa
+
+        batches = [b for b in batches if b.num_rows]
+        if not batches:
+            return
+        out = parts(pa.Table.from_batches(batches).to_pandas())
+        schema = pa.schema([("node", pa.int64()), ("part", pa.int64()), ("other", pa.int64()), ("rule", pa.string())])
+        yield from pa.Table.from_pandas(out, schema=schema, preserve_index=False).to_batches()
+
+    return run
+
+
 def conflicted_components(members: DataFrame) -> DataFrame:
     """(component) of components holding anchors of two or more cores: people the verified and
     binding links keep apart that contact-only links join. `members`: component, core, anchor."""
@@ -170,14 +190,14 @@ def conflicted_components(members: DataFrame) -> DataFrame:
 
 
 def enforce_limits(members: DataFrame, edges: DataFrame, cfg: IdentityConfig, conflicted: DataFrame | None = None,
-                   merges: DataFrame | None = None) -> tuple[DataFrame, DataFrame] | None:
+                   merges: DataFrame | None = None, stage=None) -> tuple[DataFrame, DataFrame] | None:
     """Per-person limits and the evidence rule. `members`: node, id_type, component, anchor; `edges`:
     src, dst (nodes), src_type, dst_type, records, first_seen, rank (0 contact, 1 binding, 2 verified);
     `conflicted`: components contact links join across anchors (conflicted_components); `merges`:
     src, dst node pairs the learned tie-break merges. Components holding more identifiers of a type
     than `cfg.limits` allows, or conflicted, are rebuilt from their links (_greedy_parts). Returns
     (node, component) for the nodes of rebuilt components and the cut links (src, dst, rule), or None
-    when no component needs it."""
+    when no component needs it. `stage(name, df)` materialises the rebuilt parts, which both outputs read."""
     if "rank" not in edges.columns:  # callers without evidence: every link verified
         edges = edges.withColumn("rank", F.lit(2))
     if "anchor" not in members.columns:
@@ -210,10 +230,12 @@ def enforce_limits(members: DataFrame, edges: DataFrame, cfg: IdentityConfig, co
         .join(anchor.select(F.col("node").alias("dst"), F.col("anchor").alias("dst_anchor")), "dst")
         .select("component", "src", "dst", "src_type", "dst_type", "records", "tier", "src_anchor", "dst_anchor",
                 F.coalesce(F.unix_timestamp("first_seen"), F.lit(0)).alias("first_seen"))
-        .groupBy("component")
-        .applyInPandas(_greedy_parts(dict(cfg.limits), rank, conflicted is not None),
-                       "node long, part long, other long, rule string")
+        .repartition(2, "component")  # a component's edges in one partition
+        .mapInArrow(_greedy_partitions(dict(cfg.limits), rank, conflicted is not None),
+                    "node long, part long, other long, rule string")
     )
+    if stage is not None:
+        result = stage("rebuilt", result)
     parts = result.where(F.col("part").isNotNull()).select("node", F.col("part").alias("component"))
     cuts = result.where(F.col("rule").isNotNull()).select(F.col("node").alias("src"), F.col("other").alias("dst"), "rule")
     return parts, cuts

@@ -273,7 +273,7 @@ def resolve(lh: Lakehouse, cfg: IdentityConfig, identifiers: DataFrame, links: D
     decisions, merges = learned_merges(matcher, cfg, members, typed, f"{key}/matching")
     if decided is not None or decisions is not None:
         decisions = one_per_pair(reduce(DataFrame.unionByName, [d for d in (decided, decisions) if d is not None]))
-    limited = enforce_limits(members, typed, cfg, conflicted, merges)
+    limited = enforce_limits(members, typed, cfg, conflicted, merges, lambda name, df: lh.stage(f"{key}/{name}", df))
     cut_count = 0
     if limited is not None:
         parts, cuts = limited
