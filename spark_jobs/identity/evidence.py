@@ -9,7 +9,6 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from spark_jobs.config import IdentityConfig
-from spark_jobs.standardise import strength_rank
 
 # Ownership periods an identifier may be split into (boundaries kept per value); a value re-issued more
 # often than this keeps its later owners in the last period (and the hub rule usually removes it first).
@@ -117,11 +116,6 @@ def with_epochs(frame: DataFrame, periods: DataFrame, type_col: str, value_col: 
                        *[F.col(f"b{k}").alias(f"__b{k}") for k in range(1, MAX_BOUNDARIES + 1)])
     joined = frame.join(F.broadcast(p), (F.col(type_col) == F.col("__t")) & (F.col(value_col) == F.col("__v")), "left")
     return joined.withColumn(epoch_col, epoch_of(F.col(ts_col), "__")).drop("__t", "__v", *[f"__b{k}" for k in range(1, MAX_BOUNDARIES + 1)])
-
-
-def link_rank(strength: Column) -> Column:
-    """A link's strength as a rank (0 contact, 1 binding, 2 verified)."""
-    return strength_rank(strength)
 
 
 def anchors(cfg: IdentityConfig) -> Column:

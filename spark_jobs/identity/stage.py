@@ -15,7 +15,6 @@ from spark_jobs.config import BlocklistConfig, IdentityConfig
 from spark_jobs.identity.evidence import (
     anchors,
     boundary_pairs,
-    link_rank,
     ownership_boundaries,
     ownership_periods,
     period_window,
@@ -32,6 +31,7 @@ from spark_jobs.identity.rules import (
     usable_links,
 )
 from spark_jobs.identity.tiebreak import Matcher, boundary_decisions, learned_merges, one_per_pair
+from spark_jobs.standardise import strength_rank
 from spark_jobs.tables import Lakehouse
 
 
@@ -191,7 +191,7 @@ def build_graph(identifiers: DataFrame, links: DataFrame, cfg: IdentityConfig,
     nodes = nodes.withColumn("verified", F.col("verified") == 1)
     pairs = stage("pairs", links.groupBy("src_type", "src_value", "src_epoch", "dst_type", "dst_value", "dst_epoch").agg(
         F.sum("records").alias("records"), F.min("first_seen").alias("first_seen"),
-        F.max(link_rank(F.col("strength"))).alias("rank")))
+        F.max(strength_rank(F.col("strength"))).alias("rank")))
     blocked = blocked_identifiers(nodes, cfg.blocklist)
     # Hubs are counted without blocked values: a device whose owner once sent login "unknown" is no hub.
     hubs = hub_identifiers(usable_links(pairs, blocked), cfg)
