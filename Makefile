@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine (Python 3.11; Java 17 for the JVM engine tests):
 #   make demo   - venv, install, sample data, the daily pipeline through Airflow, a summary
-#   make test   - venv, install, Java 17 and Chromium if missing, the whole test suite (what CI runs)
+#   make test   - venv, install, Java 17, Maven and Chromium if missing, the pinned JVM JARs, the whole test suite (what CI runs)
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -18,7 +18,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := True
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install system-deps demo ml-demo mlflow-ui test test-fast lint bench-ingest bench-identity bench-tags bench-ml clean
+.PHONY: install jars system-deps demo ml-demo mlflow-ui test test-fast lint bench-ingest bench-identity bench-tags bench-ml clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
@@ -28,6 +28,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
+
+# The JVM JARs pinned in conf/jars.txt (delta-spark for engine `classic` and the JVM Connect server),
+# fetched with Maven into .jars/ and checked against their pinned SHA-1.
+.jars/.fetched: conf/jars.txt scripts/fetch-jars.sh
+	bash scripts/fetch-jars.sh conf/jars.txt .jars
+	@touch $@
+
+jars: .jars/.fetched
 
 install: $(VENV)/.installed
 
@@ -78,7 +86,7 @@ mlflow-ui: install
 system-deps:
 	bash scripts/system-deps.sh
 
-test: install system-deps
+test: install system-deps jars
 	$(BIN)/python -m pytest -m "" -n 2 --dist loadgroup
 
 test-fast: install

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # System packages the test suite needs, installed when missing (Debian/Ubuntu, as root or with sudo):
 #   Java 17  - the engine-matrix tests run the same transforms on JVM Spark
+#   maven    - fetches the pinned JVM JARs (conf/jars.txt, scripts/fetch-jars.sh)
 #   chromium - the Data Docs test opens the generated GX site in headless Chromium
 #   libgomp1 - OpenMP runtime the LightGBM wheel links against (ml/train.py)
 #   docker-compose - resolves docker/compose.yaml offline for tests/test_docker.py (no Docker engine needed)
 set -euo pipefail
 need=()
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 ldconfig -p 2>/dev/null | grep -q 'libgomp\.so\.1' || need+=(libgomp1)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -18,6 +19,48 @@ log = logging.getLogger(__name__)
 
 class EngineError(RuntimeError):
     """The Spark engine could not be started or reached; the message says what to check."""
+
+
+JARS_FILE = Path(__file__).resolve().parent.parent / "conf" / "jars.txt"
+
+
+def jars_dir() -> Path:
+    """Where scripts/fetch-jars.sh put the pinned JARs: $CDP_JARS, else the project's .jars/."""
+    return Path(os.environ.get("CDP_JARS") or JARS_FILE.parent.parent / ".jars")
+
+
+def pinned_jars(jar_set: str | None = None) -> list[tuple[str, str, str]]:
+    """conf/jars.txt's (coordinate, sha1, set) rows, optionally of one set."""
+    rows = []
+    for line in JARS_FILE.read_text().splitlines():
+        parts = line.split("#", 1)[0].split()
+        if parts:
+            coord, sha1, *rest = parts
+            row = (coord, sha1, rest[0] if rest else "")
+            if jar_set is None or row[2] == jar_set:
+                rows.append(row)
+    return rows
+
+
+def local_jars(jar_set: str) -> list[str]:
+    """The local files of a pinned JAR set; never downloads. Missing files are an EngineError that says
+    how to fetch them."""
+    paths = []
+    for coord, _sha1, _set in pinned_jars(jar_set):
+        _group, artifact, version = coord.split(":")
+        path = jars_dir() / f"{artifact}-{version}.jar"
+        if not path.is_file():
+            raise EngineError(
+                f"{path} is missing: the pinned JVM JARs ({coord}, conf/jars.txt) are fetched by "
+                "`make jars` (scripts/fetch-jars.sh), never at Spark start"
+            )
+        paths.append(str(path))
+    return paths
+
+
+def delta_jars() -> list[str]:
+    """delta-spark and delta-storage, as local files."""
+    return local_jars("delta")
 
 
 def _sail_env(cfg: EngineConfig) -> dict[str, str]:
@@ -87,15 +130,12 @@ def _classic(cfg: EngineConfig) -> Iterator[SparkSession]:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(os.cpu_count() or 2))
     )
-    if cfg.classic_jars:
-        builder = builder.config("spark.jars", ",".join(cfg.classic_jars))
+    jars = [*delta_jars(), *cfg.classic_jars] if cfg.classic_delta else list(cfg.classic_jars)
+    if jars:
+        builder = builder.config("spark.jars", ",".join(jars))
     if cfg.classic_delta:
-        from delta import configure_spark_with_delta_pip
-
-        builder = configure_spark_with_delta_pip(
-            builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension").config(
-                "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
-            )
+        builder = builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension").config(
+            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
         )
     for attempt in range(3):
         try:
@@ -110,7 +150,7 @@ def _classic(cfg: EngineConfig) -> Iterator[SparkSession]:
                 continue
             raise EngineError(
                 f"could not start JVM Spark ({cfg.classic_master}): {e}. Java 17 must be on PATH; "
-                "with classic_delta the delta-spark JARs must be downloadable or on the classpath."
+                "with classic_delta the pinned delta-spark JARs must be in .jars/ (make jars)."
             ) from e
     try:
         yield spark

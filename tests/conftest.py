@@ -22,7 +22,7 @@ def _session(kind: str):
         # CDP_TEST_SPARK_JARS: extra JARs for the JVM session (the GraphFrames JAR runs its comparison test).
         jars = tuple(p for p in os.environ.get("CDP_TEST_SPARK_JARS", "").split(",") if p)
         cfg = EngineConfig(kind="local") if kind == "sail" else EngineConfig(
-            kind="classic", classic_master="local[2]", classic_delta=False, classic_jars=jars
+            kind="classic", classic_master="local[2]", classic_delta=True, classic_jars=jars
         )
         _SESSIONS[kind] = _STACK.enter_context(spark_session(cfg))
     return _SESSIONS[kind]
@@ -60,7 +60,7 @@ def sail(monkeypatch):
 
 @pytest.fixture(params=["sail", pytest.param("jvm", marks=pytest.mark.engine_matrix)])
 def spark(request, monkeypatch):
-    """The same test on Sail and on JVM Spark (classic, no Delta): transforms must be engine-portable."""
+    """The same test on Sail and on JVM Spark (classic, with delta-spark): transforms must be engine-portable."""
     return _use(request.param, monkeypatch)
 
 

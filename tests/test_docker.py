@@ -157,6 +157,13 @@ def test_spark_jars_match_the_python_packages():
     deps = {d.get("name"): d.get("rev") for d in ET.parse(DOCKER / "spark-connect" / "ivy.xml").iter("dependency")}
     # delta-spark 4.x publishes one artifact per Spark line (what configure_spark_with_delta_pip names).
     assert deps.get(f"delta-spark_{spark_line}_2.13") == pins["delta-spark"], deps
+    # The image loads exactly the Delta JARs that conf/jars.txt pins (and make jars fetched and checked).
+    from spark_jobs.session import pinned_jars
+
+    pinned = {c.split(":")[1]: c.split(":")[2] for c, _, _ in pinned_jars("delta")}
+    image = {n: r for n, r in deps.items() if n.startswith("delta-")}
+    assert image == {n: v for n, v in pinned.items() if n.startswith("delta-spark")}, (image, pinned)
+    assert pinned["delta-storage"] == pinned[f"delta-spark_{spark_line}_2.13"]  # ivy pulls delta-storage of the same version
     assert deps.get("graphframes-spark4_2.13") == pins["graphframes-py"], deps
     assert deps.get("graphframes-connect-spark4_2.13") == pins["graphframes-py"], deps
 

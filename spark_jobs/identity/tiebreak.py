@@ -52,11 +52,14 @@ def _latest_members(contacts: DataFrame) -> DataFrame:
 
 def one_per_pair(decisions: DataFrame) -> DataFrame:
     """One decision per unordered pair of identifiers (the smaller value first): a pair can be a
-    candidate at several boundaries, or both at a boundary and over the limit."""
+    candidate at several boundaries, or both at a boundary and over the limit. Which row is kept is
+    fixed (by reason, then decision and weight), so every engine keeps the same one."""
     lo = F.least("id_value", "other_value")
     hi = F.greatest("id_value", "other_value")
+    pair = Window.partitionBy("id_type", "other_type", "__lo", "__hi").orderBy(
+        "reason", "decision", F.col("match_weight").desc_nulls_last(), "comparisons")
     return (decisions.withColumn("__lo", lo).withColumn("__hi", hi)
-            .dropDuplicates(["id_type", "other_type", "__lo", "__hi"])
+            .withColumn("__rn", F.row_number().over(pair)).where("__rn = 1")
             .withColumn("id_value", F.col("__lo")).withColumn("other_value", F.col("__hi"))
             .select(*DECISION_COLUMNS))
 
