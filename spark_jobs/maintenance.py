@@ -231,13 +231,21 @@ def _log_files(table_uri: str) -> set[str]:
     return {i.path for i in listing if i.type == fs.FileType.File}
 
 
+_LOG_ENTRY = re.compile(r"^(\d{20})\.(json|crc)$")
+
+
 def _drop_stale_checksums(table_uri: str) -> None:
-    """Sail writes a <version>.crc beside each commit; delta-rs's log cleanup leaves those of the commits
-    it deleted. Drop the ones older than the oldest commit left."""
+    """Sail and delta-spark write a <version>.crc beside each commit; delta-rs's log cleanup leaves
+    those of the commits it deleted. Drop the ones older than the oldest commit left, and the Hadoop
+    checksum files (.<name>.crc, written by JVM Spark on a local file system) whose file is gone."""
     filesystem, _ = _store(table_uri)
     files = _log_files(table_uri)
-    commits = [int(f.rsplit("/", 1)[-1].split(".")[0]) for f in files if f.endswith(".json")]
-    stale = [f for f in files if f.endswith(".crc") and commits and int(f.rsplit("/", 1)[-1].split(".")[0]) < min(commits)]
+    names = {f.rsplit("/", 1)[-1]: f for f in files}
+    entries = [(m[1], m[2], f) for n, f in names.items() if (m := _LOG_ENTRY.match(n))]
+    commits = [int(v) for v, kind, _ in entries if kind == "json"]
+    stale = [f for v, kind, f in entries if kind == "crc" and commits and int(v) < min(commits)]
+    stale += [f for n, f in names.items() if n.startswith(".") and n.endswith(".crc") and n[1:-4] not in names
+              or n.startswith(".") and n.endswith(".crc") and names.get(n[1:-4]) in stale]
     for f in stale:
         filesystem.delete_file(f)
 

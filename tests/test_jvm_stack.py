@@ -141,3 +141,34 @@ def test_a_table_written_by_one_engine_is_appended_to_by_the_other_and_delta_rs_
     table = DeltaTable(f"{root}/gold/gold_tags")
     assert sorted((r["person_id"], r["tag"], str(r["as_of"])) for r in table.to_pyarrow_table().to_pylist()) == want
     assert table.version() >= 4
+
+
+def test_delta_rs_maintenance_works_on_tables_delta_spark_wrote(tmp_path, monkeypatch):
+    """cdp maintain (delta-rs) compacts, checkpoints, lists and restores a table JVM Spark wrote, and JVM
+    Spark reads and appends to it afterwards. delta-spark on a local file system also writes Hadoop
+    checksum files (.<name>.crc) into _delta_log; the checkpoint's log cleanup used to crash on them."""
+    from spark_jobs import maintenance
+    from spark_jobs.tables import Lakehouse
+    from tests.conftest import _use, contract_frame
+
+    jvm = _use("jvm", monkeypatch)
+    root = str(tmp_path / "lh")
+    lh = Lakehouse(jvm, root)
+
+    def write(day: dt.date, n: int) -> None:
+        rows = [{"person_id": f"p{i}", "tag": "t", "value": str(i), "value_type": "long", "as_of": day} for i in range(n)]
+        lh.write_partition("gold_tags", contract_frame(jvm, "gold_tags", rows).repartition(3), {"as_of": day})
+
+    for d in range(3):
+        write(START + dt.timedelta(days=d), 50)
+    log = tmp_path / "lh" / "gold" / "gold_tags" / "_delta_log"
+    assert any(p.name.startswith(".") and p.name.endswith(".crc") for p in log.iterdir())
+    compacted = maintenance.compact(root, "gold_tags")
+    assert (compacted["files_before"], compacted["files_after"]) == (9, 3)
+    assert maintenance.checkpoint(root, "gold_tags")["version"] == compacted["version_after"]
+    assert [h["operation"] for h in maintenance.history(root, "gold_tags")][:3] == ["OPTIMIZE"] * 3
+    restored = maintenance.restore(root, "gold_tags", version=2)  # 0 created it empty; 1-3 wrote the days
+    assert restored["restored_version"] == 2 and lh.read("gold_tags").count() == 100
+    write(START + dt.timedelta(days=9), 1)
+    assert lh.read("gold_tags").count() == 101
+    assert DeltaTable(f"{root}/gold/gold_tags").to_pyarrow_table().num_rows == 101
