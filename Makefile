@@ -18,7 +18,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := True
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install jars system-deps demo ml-demo mlflow-ui test test-fast lint bench-ingest bench-identity bench-tags bench-ml clean
+.PHONY: install jars spark-connect spark-cluster spark-down system-deps demo ml-demo mlflow-ui test test-fast lint bench-ingest bench-identity bench-tags bench-ml clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
@@ -82,6 +82,17 @@ ml-demo: install
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db} --port 5000
+
+# A JVM Spark Connect server with delta-spark (sc://127.0.0.1:15002), on local[2] or on a standalone
+# master with two workers; README: Engines. Stop either with `make spark-down`.
+spark-connect: install system-deps jars
+	bash scripts/spark-stack.sh start
+
+spark-cluster: install system-deps jars
+	bash scripts/spark-stack.sh start --cluster --workers 2
+
+spark-down:
+	bash scripts/spark-stack.sh stop
 
 system-deps:
 	bash scripts/system-deps.sh
