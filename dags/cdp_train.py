@@ -76,7 +76,7 @@ def cdp_train():
         last = dt.date.fromisoformat(str(newest)) - dt.timedelta(days=cfg.ml.horizon_days)
         # The tables as of the last complete cdp_daily run (ops_runs), never a half-published day.
         pinned = runs.pinned_versions(cfg, writes=PUBLISHES["features"])
-        with spark_session(cfg.engine) as spark:
+        with spark_session(cfg.engine, cfg.paths.on_object_store()) as spark:
             lh = Lakehouse(spark, cfg.paths.lakehouse_uri(), pinned=pinned)
             print(feats.run(lh, cfg, feats.default_cutoffs(lh, cfg, last)))
 

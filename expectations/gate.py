@@ -40,14 +40,14 @@ class _Failure:
 
 
 def docs_root(cfg: CdpConfig) -> Path:
-    """Where GX result files and the Data Docs site live (default <lakehouse>/_dq)."""
+    """Where GX result files and the Data Docs site live: quality.docs, else <lakehouse>/_dq; with the
+    lakehouse on an object store, the project's local lakehouse/_dq, beside the run figures
+    (paths.runs): GX's file data context and its Data Docs site write a local folder."""
     if cfg.quality.docs:
         path = Path(cfg.quality.docs).expanduser()
         return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
     root = cfg.paths.lakehouse_uri()
-    if "://" in root:
-        raise ValueError("quality.docs must be set to a local folder when the lakehouse is an object store")
-    return Path(root) / "_dq"
+    return (PROJECT_ROOT / "lakehouse" if "://" in root else Path(root)) / "_dq"
 
 
 def _run_folder(run_id: str) -> str:

@@ -3,12 +3,15 @@
 # no Spark tarball): a Spark Connect server with delta-spark (the JARs of conf/jars.txt in .jars/),
 # either on local[N] or on a standalone cluster of one master and N workers started here.
 #
-#   scripts/spark-stack.sh start [--cluster] [--workers N] [--dir DIR]
+#   scripts/spark-stack.sh start [--cluster] [--workers N] [--s3] [--dir DIR]
 #   scripts/spark-stack.sh stop  [--dir DIR]
 #   scripts/spark-stack.sh status [--dir DIR]
 #
 # Ports (environment, defaults): CDP_CONNECT_PORT 15002, CDP_SPARK_UI_PORT 4040,
 # CDP_MASTER_PORT 7077, CDP_MASTER_UI_PORT 8080; workers' UIs take ports after CDP_MASTER_UI_PORT.
+# --s3: the lakehouse or landing zone is on an S3-compatible store: the S3A JARs (conf/jars.txt, set
+# s3) are loaded and s3:// is read through S3A, configured from the AWS_* variables of this shell
+# (spark_jobs/storage.py: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION).
 # DIR (default .spark-stack/) holds the logs, pid files and the workers' scratch space.
 # Then: CDP_ENGINE=connect CDP_SPARK_REMOTE=sc://127.0.0.1:$CDP_CONNECT_PORT cdp run --date ...
 # (Airflow: AIRFLOW_CONN_CDP_SPARK='spark-connect://127.0.0.1:$CDP_CONNECT_PORT', see README: Deploy).
@@ -16,10 +19,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 cmd="${1:-}"; shift || true
-cluster=0; workers=2; dir="$root/.spark-stack"
+cluster=0; workers=2; s3=0; dir="$root/.spark-stack"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --cluster) cluster=1 ;;
+    --s3) s3=1 ;;
     --workers) workers="$2"; shift ;;
     --dir) dir="$(realpath -m "$2")"; shift ;;
     *) echo "spark-stack: unknown option $1" >&2; exit 2 ;;
@@ -71,6 +75,14 @@ case "$cmd" in
   start)
     jars="$(ls "$root"/.jars/delta-spark_*.jar "$root"/.jars/delta-storage-*.jar 2>/dev/null | paste -sd, -)"
     [[ -n "$jars" ]] || { echo "spark-stack: no delta-spark JARs in .jars/: run make jars" >&2; exit 1; }
+    s3conf=()
+    if [[ "$s3" == 1 ]]; then
+      s3jars="$(ls "$root"/.jars/hadoop-aws-*.jar "$root"/.jars/bundle-*.jar "$root"/.jars/analyticsaccelerator-s3-*.jar 2>/dev/null | paste -sd, -)"
+      [[ "$(tr ',' '\n' <<<"$s3jars" | grep -c .)" == 3 ]] || { echo "spark-stack: the S3A JARs are not in .jars/: run make jars" >&2; exit 1; }
+      jars="$jars,$s3jars"
+      while IFS= read -r kv; do s3conf+=(--conf "$kv"); done < <("$python" -c \
+        'from spark_jobs.storage import hadoop_s3_conf; print("\n".join(f"{k}={v}" for k, v in hadoop_s3_conf().items()))')
+    fi
     mkdir -p "$dir"
     stop
     master="local[2]"
@@ -96,6 +108,9 @@ case "$cmd" in
       --conf spark.executor.memory=2g \
       --conf spark.sql.session.timeZone=UTC \
       --conf spark.sql.shuffle.partitions=2 \
+      --conf spark.databricks.delta.snapshotPartitions=2 \
+      --conf spark.databricks.delta.replaceWhere.constraintCheck.enabled=false \
+      ${s3conf[@]+"${s3conf[@]}"} \
       --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
       --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
       --conf spark.pyspark.python="$python" --conf spark.pyspark.driver.python="$python" \

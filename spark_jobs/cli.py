@@ -39,10 +39,13 @@ def generate(
                                    "and junk device ids (docs/channels.md, Identity patterns)"),
 ) -> None:
     """Write realistic raw channel dumps with ground truth to landing/."""
+    import tempfile
+
     from rich.console import Console
 
     from spark_jobs.generate import GenerateError
     from spark_jobs.generate import generate as run_generate
+    from spark_jobs.storage import LandingPath, upload_tree
 
     cfg = _config()
     g = cfg.generate
@@ -52,13 +55,19 @@ def generate(
         _fail(f"--start must be a date like 2026-11-01, got {start!r}")
     console = Console(stderr=True)
     out = landing or cfg.paths.landing_path()
-    try:
-        manifest = run_generate(
-            out, people=people or g.people, days=days or g.days, seed=g.seed if seed is None else seed,
-            start=start_date, progress=lambda msg: console.log(msg), format=format, population=population,
-        )
-    except GenerateError as e:
-        _fail(str(e))
+    with tempfile.TemporaryDirectory(prefix="cdp-generate-") as scratch:
+        # An object-store landing zone: the files are written locally, then uploaded.
+        local = Path(scratch) if isinstance(out, LandingPath) else out
+        try:
+            manifest = run_generate(
+                local, people=people or g.people, days=days or g.days, seed=g.seed if seed is None else seed,
+                start=start_date, progress=lambda msg: console.log(msg), format=format, population=population,
+            )
+        except GenerateError as e:
+            _fail(str(e))
+        if local != out:
+            console.log(f"uploading to {out}")
+            upload_tree(local, str(out))
     console.log(f"wrote {manifest.total_lines:,} lines to {out} (ground truth in {out / '_truth'})")
 
 
@@ -322,7 +331,7 @@ def _ablation(cfg, root: str, snapshot: str, truth, households, landing: Path) -
     results = {}
     table = Table("rules", "precision", "recall", "F1", "false merges", "largest", "junk linked", "shared linked",
                   "duplicate members joined", "re-issued merged")
-    with spark_session(cfg.engine) as spark:
+    with spark_session(cfg.engine, cfg.paths.on_object_store()) as spark:
         lh = Lakehouse(spark, root)
         for variant, mapping in ablation(lh, cfg.identity, dt.date.fromisoformat(snapshot)):
             a = evaluate(mapping, truth, households)
@@ -365,7 +374,7 @@ def segment_preview(
     except ValueError:
         _fail(f"--as-of must be a date like 2026-11-01, got {as_of!r}")
     try:
-        with spark_session(cfg.engine) as spark:
+        with spark_session(cfg.engine, cfg.paths.on_object_store()) as spark:
             result = preview(Lakehouse(spark, cfg.paths.lakehouse_uri()), cfg, rule, day, sample)
     except (SegmentError, TableNotFoundError) as e:
         _fail(str(e))
@@ -411,7 +420,7 @@ def ml_features(
         from spark_jobs.runs import pinned_versions
 
         # The tables as of the last complete run (ops_runs): a run in progress is never half read.
-        with spark_session(cfg.engine) as spark:
+        with spark_session(cfg.engine, cfg.paths.on_object_store()) as spark:
             lh = Lakehouse(spark, cfg.paths.lakehouse_uri(), pinned=pinned_versions(cfg, writes=("gold_features",)))
             _print_json(run(lh, cfg, default_cutoffs(lh, cfg, last)))
     except (FeatureError, TableNotFoundError) as e:

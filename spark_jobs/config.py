@@ -67,6 +67,8 @@ class EngineConfig(_Strict):
     classic_delta: bool = True
     classic_driver_memory: str = "4g"
     classic_jars: tuple[str, ...] = ()  # extra JARs for classic, e.g. GraphFrames for identity.algorithm: graphframes
+    # Extra Spark settings for classic (applied last): executor memory, a YARN queue, spark.sql.* tuning.
+    classic_conf: dict[str, str] = Field(default_factory=dict)
     sail: SailConfig = SailConfig()
 
     @field_validator("remote")
@@ -96,8 +98,16 @@ class PathsConfig(_Strict):
     def exports_uri(self) -> str:
         return self.exports.rstrip("/") if "://" in self.exports else str(_resolve(self.exports))
 
-    def landing_path(self) -> Path:
-        return _resolve(self.landing)
+    def landing_path(self):
+        """The landing zone: a local Path, or a LandingPath (spark_jobs/storage.py) when it is an
+        object-store URI such as s3://bucket/landing."""
+        from spark_jobs.storage import landing_root
+
+        return landing_root(self.landing.rstrip("/")) if "://" in self.landing else _resolve(self.landing)
+
+    def on_object_store(self) -> bool:
+        """The lakehouse or the landing zone is an object-store URI (the engine then needs S3 access)."""
+        return "://" in self.lakehouse or "://" in self.landing
 
     def lakehouse_uri(self) -> str:
         """The table root: object-store URIs are kept as they are, local paths made absolute."""

@@ -41,7 +41,7 @@ class LandedFile:
     """One landing file, measured on the driver from its bytes (independently of the engine's reader),
     or an entry of a landing folder that is not read (`status` skipped or refused, with the `note`)."""
 
-    path: Path
+    path: Path  # or a storage.LandingPath: a file of a landing zone on an object store
     rel: str  # path relative to the landing root, as stored in _source_file
     checksum: str | None
     bytes: int
@@ -60,7 +60,8 @@ def scan_file(path: Path, landing: Path, source: SourceConfig) -> LandedFile:
 
         import pyarrow.parquet as pq
 
-        rows = pq.ParquetFile(path).metadata.num_rows
+        with path.open("rb") as fh:
+            rows = pq.ParquetFile(fh).metadata.num_rows
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
         return LandedFile(path, str(path.relative_to(landing)), sha, path.stat().st_size, rows)
     lines, sha = count_lines(path, source.encoding)

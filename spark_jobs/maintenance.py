@@ -159,11 +159,9 @@ def _table_retention_hours(t) -> int | None:
 
 def _store(uri: str):
     """The pyarrow filesystem and path of a local path or object-store URI."""
-    from pathlib import Path
+    from spark_jobs.storage import filesystem
 
-    from pyarrow import fs
-
-    return fs.FileSystem.from_uri(uri if "://" in uri else Path(uri).resolve().as_uri())
+    return filesystem(uri)
 
 
 def _sizes(table_uri: str, files: list[str]) -> dict[str, int]:

@@ -54,7 +54,7 @@ def run_stage(
 def _run_stage(stage, batch_date, run_id, channel, cfg, started_at, days, accept_changed_files) -> dict:
     started_at = (started_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(tzinfo=None)
     t0 = time.perf_counter()
-    with spark_session(cfg.engine) as spark:
+    with spark_session(cfg.engine, cfg.paths.on_object_store()) as spark:
         lh = Lakehouse(spark, cfg.paths.lakehouse_uri(), run_id=run_id)
         if cfg.quality.enabled:  # write-audit-publish: every table write is validated first
             from expectations.gate import QualityGate

@@ -131,25 +131,20 @@ def release(cfg: CdpConfig, run_id: str) -> bool:
 def clear_staging(cfg: CdpConfig, run_id: str) -> None:
     """Remove a run's staging folder (what its stages staged and unstaged leaves: empty folders, or
     everything when a stage failed)."""
-    import shutil
+    from spark_jobs.storage import remove_tree
 
-    if "://" in cfg.paths.lakehouse:
-        return
-    shutil.rmtree(Path(cfg.paths.lakehouse_uri()) / "_staging" / file_safe(run_id), ignore_errors=True)
+    remove_tree(f"{cfg.paths.lakehouse_uri()}/_staging/{file_safe(run_id)}")
 
 
 def _clear_old_staging(cfg: CdpConfig, run_id: str) -> None:
     """Staged intermediates of runs that ended without cleaning up (killed): with the claim held, no
     other run is using them, and they may hold personal data."""
-    import shutil
+    from spark_jobs.storage import children, remove_tree
 
-    if "://" in cfg.paths.lakehouse:
-        return
-    root = Path(cfg.paths.lakehouse_uri()) / "_staging"
-    if root.is_dir():
-        for child in root.iterdir():
-            if child.name != file_safe(run_id) and not child.name.startswith("adhoc-"):
-                shutil.rmtree(child, ignore_errors=True)
+    root = f"{cfg.paths.lakehouse_uri()}/_staging"
+    for name in children(root):
+        if name != file_safe(run_id) and not name.startswith("adhoc-"):
+            remove_tree(f"{root}/{name}")
 
 
 # --- the manifest ---------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import re
 import uuid
-from pathlib import Path
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -17,6 +16,7 @@ from sqlglot import exp
 from spark_jobs import rules
 from spark_jobs.activity import Activity, read_activity
 from spark_jobs.config import CdpConfig
+from spark_jobs.storage import write_text
 from spark_jobs.tables import Lakehouse
 from spark_jobs.tag_config import SegmentSpec, check_rule
 from spark_jobs.tags import in_window, read_tag_columns
@@ -159,8 +159,7 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
                 lh.write_export(rows, f"{folder}/{fmt}", fmt)
             manifest = {"segment": s.name, "as_of": as_of.isoformat(), "rule": s.rule, "members": figures[s.name]["members"],
                         "identifiers": list(s.export.identifiers), "formats": list(s.export.formats)}
-            if "://" not in folder:
-                Path(folder, "_manifest.json").write_text(json.dumps(manifest, indent=2))
+            write_text(f"{folder}/_manifest.json", json.dumps(manifest, indent=2))
             exports[s.name] = folder
     finally:
         lh.unstage(key)

@@ -8,7 +8,6 @@ import random
 import time
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 
 from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame, SparkSession
@@ -16,6 +15,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.config import file_safe
 from spark_jobs.contracts import TableContract, contract
+from spark_jobs.storage import children, filesystem, remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -291,18 +291,20 @@ class Lakehouse:
             writer.option("header", "true").csv(uri)
         else:
             writer.parquet(uri)
-        if "://" not in uri and not any(p.suffix in (".csv", ".parquet") for p in Path(uri).glob("*")):
+        if not any(n.endswith((".csv", ".parquet")) for n in children(uri)):
             # An empty result writes no file here; consumers still get one file with the columns.
             import pyarrow as pa
             import pyarrow.csv as pcsv
             import pyarrow.parquet as pq
 
-            Path(uri).mkdir(parents=True, exist_ok=True)
+            filesystem_, folder = filesystem(uri)
+            filesystem_.create_dir(folder, recursive=True)
             empty = pa.table({f.name: pa.array([], pa.string()) for f in df.schema.fields})
-            if fmt == "csv":
-                pcsv.write_csv(empty, f"{uri}/part-00000.csv")
-            else:
-                pq.write_table(empty, f"{uri}/part-00000.parquet")
+            with filesystem_.open_output_stream(f"{folder}/part-00000.{fmt}") as fh:
+                if fmt == "csv":
+                    pcsv.write_csv(empty, fh)
+                else:
+                    pq.write_table(empty, fh)
 
     def _publish(self, name: str, c, guarded: DataFrame, partition: Mapping[str, object]) -> None:
         self.create(name)
@@ -324,14 +326,7 @@ class Lakehouse:
 
     def unstage(self, key: str) -> None:
         """Delete a staged intermediate (local path or object store)."""
-        from pyarrow import fs
-
-        target = f"{self.staging}/{key}"
-        filesystem, path = fs.FileSystem.from_uri(target if "://" in self.root else Path(target).resolve().as_uri())
-        try:
-            filesystem.delete_dir(path)
-        except FileNotFoundError:
-            pass
+        remove_tree(f"{self.staging}/{key}")
 
     def _commit(self, name: str, action) -> None:
         for attempt in range(self.retries + 1):

@@ -6,36 +6,21 @@ conf/jars.txt (make jars). Marked e2e and slow."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
 
-from spark_jobs.contracts import CONTRACTS
 from spark_jobs.generate import NoiseRates, generate
 from spark_jobs.session import delta_jars, pinned_jars
+from tests.lakehouse_compare import assert_same_tables, cdp, table
 
-ROOT = Path(__file__).resolve().parent.parent
 START = dt.date(2026, 11, 1)
 # One day of a small world: JVM Spark spends most of a small day on fixed per-query costs (ingest and
 # standardise of 800 people x 2 days took 464 + 211 s on day 1 against Sail's 40 s for the whole day),
 # so more data adds CI minutes, not coverage; the two-batch paths are covered on Sail (test_pipeline).
 DAYS = 1
-# Columns that record when or by which run a row was written, or how long a step took: they differ
-# between any two runs, on any engine. Everything else must be equal.
-RUN_COLUMNS = {"ingested_at", "run_id", "_run_id", "written_at", "started_at", "finished_at", "seconds",
-               "computed_at", "recorded_at", "checked_at", "created_at", "updated_at", "_ingested_at",
-               "duration_s", "validated_at", "loaded_at", "claimed_at",
-               "check_key"}  # ops_dq_results: a hash of the run id and the scope
-
-
-def _cdp(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    cdp = Path(sys.executable).parent / "cdp"
-    return subprocess.run([str(cdp), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=1800)
 
 
 @pytest.fixture(scope="module")
@@ -50,24 +35,10 @@ def two_engines(tmp_path_factory):
         env.pop("SPARK_CONNECT_MODE_ENABLED", None)
         for i in range(DAYS):
             day = (START + dt.timedelta(days=i)).isoformat()
-            done = _cdp(env, "run", "--date", day)
+            done = cdp(env, "run", "--date", day)
             assert done.returncode == 0, f"cdp run --date {day} on {kind}:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
         roots[kind] = base / kind / "lakehouse"
     return roots
-
-
-def _table(root: Path, name: str) -> DeltaTable | None:
-    path = root / CONTRACTS[name].layer / name
-    return DeltaTable(str(path)) if DeltaTable.is_deltatable(str(path)) else None
-
-
-def _comparable(table: DeltaTable) -> list[tuple]:
-    rows = []
-    for r in table.to_pyarrow_table().to_pylist():
-        if isinstance(r.get("props"), str):
-            r["props"] = json.dumps(json.loads(r["props"]), sort_keys=True)
-        rows.append(tuple(sorted((k, repr(v)) for k, v in r.items() if k not in RUN_COLUMNS)))
-    return sorted(rows)
 
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -84,27 +55,14 @@ def test_the_pinned_jars_are_local_files_with_the_pinned_checksums():
 
 def test_jvm_spark_with_delta_runs_the_daily_pipeline_and_writes_sails_tables_row_for_row(two_engines):
     sail, jvm = two_engines["local"], two_engines["classic"]
-    compared = []
-    for name in sorted(CONTRACTS):
-        a, b = _table(sail, name), _table(jvm, name)
-        assert (a is None) == (b is None), f"{name}: written by one engine only"
-        if a is None:
-            continue
-        assert b.history()[-1]["operation"] != "", name
-        got, want = _comparable(b), _comparable(a)
-        missing = [r for r in want if r not in got][:2]
-        extra = [r for r in got if r not in want][:2]
-        assert len(got) == len(want) and not missing and not extra, (name, len(got), len(want), missing, extra)
-        compared.append(name)
-    for must in ("bronze_app_events", "silver_events", "silver_identifiers", "gold_id_map", "gold_profiles",
-                 "gold_tags", "gold_segment_members", "ops_ingest_files", "ops_runs"):
-        assert must in compared, (must, compared)
+    assert_same_tables(sail, jvm)
+    assert table(jvm, "gold_profiles").history()[-1]["operation"] != ""
 
 
 def test_the_jvm_engine_writes_through_delta_spark(two_engines):
     """The JVM's tables are Delta tables committed by delta-spark (its engineInfo), not by Sail or delta-rs."""
-    table = _table(two_engines["classic"], "gold_profiles")
-    info = [h.get("engineInfo", "") for h in table.history()]
+    profiles = table(two_engines["classic"], "gold_profiles")
+    info = [h.get("engineInfo", "") for h in profiles.history()]
     assert any("Delta-Lake" in i or "Apache-Spark" in i for i in info), info
 
 
@@ -138,9 +96,9 @@ def test_a_table_written_by_one_engine_is_appended_to_by_the_other_and_delta_rs_
 
     assert seen("sail") == want
     assert seen("jvm") == want
-    table = DeltaTable(f"{root}/gold/gold_tags")
-    assert sorted((r["person_id"], r["tag"], str(r["as_of"])) for r in table.to_pyarrow_table().to_pylist()) == want
-    assert table.version() >= 4
+    tags = DeltaTable(f"{root}/gold/gold_tags")
+    assert sorted((r["person_id"], r["tag"], str(r["as_of"])) for r in tags.to_pyarrow_table().to_pylist()) == want
+    assert tags.version() >= 4
 
 
 def test_delta_rs_maintenance_works_on_tables_delta_spark_wrote(tmp_path, monkeypatch):

@@ -389,3 +389,17 @@ def test_comparisons_fuzzy_name_takes_one_wrong_syllable_of_three_not_of_two():
     con.close()
     hits = {p for p, hit in got if hit}
     assert "ab" in hits and "cd" not in hits
+
+
+def test_train_refuses_a_model_whose_prior_em_left_undefined():
+    """180 members of a real run (the 300-people retail world, seed 11, tests/data): EM ends with the
+    prior at NaN, which Splink writes into its scoring SQL as `nan` and DuckDB fails on. Training says
+    so, and the tie-break then leaves its pairs to the rules (logged) instead of failing the run."""
+    from pathlib import Path
+
+    records = pd.read_csv(Path(__file__).parent / "data" / "matching-nan-prior.csv", dtype=str, keep_default_na=False)
+    records = records.replace("", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MatchingWarning)
+        with pytest.raises(MatchingError, match=r"prior .* at nan on 180 records"):
+            train(records, max_pairs=2e5)

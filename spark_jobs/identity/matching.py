@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import re
 import unicodedata
 import warnings
@@ -177,6 +178,14 @@ def train(records: pd.DataFrame, *, seed: int = 42, max_pairs: float = 1e6) -> M
                     stacklevel=2,
                 )
         trained = linker.misc.save_model_to_json()
+    prior = trained.get("probability_two_random_records_match")
+    if not isinstance(prior, (int, float)) or not math.isfinite(prior) or not 0 < prior < 1:
+        # EM on very few or all-alike pairs can leave the prior at NaN; Splink then writes `nan` into
+        # its scoring SQL, which fails. Not a model to score with.
+        raise MatchingError(
+            f"EM left the prior (probability that two random records match) at {prior!r} on {n} records: "
+            "train on more records"
+        )
     m_u = _m_u(trained)
     untrained = [
         f"{c}.{level}:{p}" for c, lv in m_u.items() for level, mu in lv.items() for p in ("m", "u") if mu[p] is None

@@ -20,6 +20,7 @@ from pathlib import Path
 from spark_jobs.contracts import CHANNEL_FIELDS
 from spark_jobs.sources.config import SourceConfig
 from spark_jobs.sources.expressions import expression_columns
+from spark_jobs.storage import read_bytes
 
 BATCH_RECORDS = 50_000
 UNMAPPED_SEP = "\u0001"  # joins the names of fields whose value is outside their `values` map
@@ -422,7 +423,7 @@ def read_file(plan: ReadPlan, path: str, rel: str, names: tuple[str, ...] | None
     if plan.format == "parquet":
         yield from _parquet(plan, out, path)
     else:
-        lines, bad = file_lines(Path(path).read_bytes(), plan.encoding, file_reason)
+        lines, bad = file_lines(read_bytes(path), plan.encoding, file_reason)
         if plan.format == "csv":
             yield from _csv(plan, out, lines, bad, names or (), skip)
         else:
