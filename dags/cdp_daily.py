@@ -25,6 +25,8 @@ For the run's batch date (the **data interval start**, never `now()`):
    succeeded: the snapshot consistent readers pin) and releases the lakehouse; rows per table, rows
    quarantined, identity, profile, tag, segment and quality figures, seconds per stage, days needing a
    re-run, into `lakehouse/_runs/latest.json`; rebuilds the Great Expectations Data Docs.
+9. `publish` (only after a complete run): the newest profiles, tags, scores, audience members and
+   identifier map (at the versions ops_runs recorded) into the online store that `cdp serve` reads (`serving/`), in one atomic swap.
 
 Quality gates: every table write is validated by its Great Expectations suite before it is published.
 A critical failure fails the task without retries (the data would not change; the log names the
@@ -144,6 +146,16 @@ def cdp_daily():
         print(render_summary(summarise(run_id)))
         fail_if_upstream_failed(ti, "cdp_daily", run_id, "the run summary")
 
+    @task
+    def publish() -> None:
+        """Publish the newest gold marts at the versions of the last complete run (ops_runs, just recorded by
+        the summary) to the online store `cdp serve` reads: one atomic swap, so API readers never see a mix
+        of two days (a backfilled past day republishes the newest one). Runs only when the run completed."""
+        from serving.publish import publish_config
+        from spark_jobs.config import load_config
+
+        print(publish_config(load_config()))
+
     (
         ingest.expand(channel=sources())
         >> step("standardise", "Bronze to silver: one event model, orders, contacts, canonical identifiers and links.")
@@ -153,6 +165,7 @@ def cdp_daily():
         >> step("tags", "Every tag of conf/tags.yaml as of the batch date (gold_tags, gold_profile_tags).")
         >> step("segments", "Segment membership (gold_segment_members) and exports for conf/segments.yaml.")
         >> summary()
+        >> publish()
     )
 
 

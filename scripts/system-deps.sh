@@ -5,6 +5,7 @@
 #   chromium - the Data Docs test opens the generated GX site in headless Chromium
 #   libgomp1 - OpenMP runtime the LightGBM wheel links against (ml/train.py)
 #   docker-compose - resolves docker/compose.yaml offline for tests/test_docker.py (no Docker engine needed)
+#   redis-server - the production online store; tests/test_serving.py starts one on a free loopback port
 set -euo pipefail
 need=()
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
@@ -12,6 +13,7 @@ command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 ldconfig -p 2>/dev/null | grep -q 'libgomp\.so\.1' || need+=(libgomp1)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${need[*]}"
 SUDO=""

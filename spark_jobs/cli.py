@@ -567,3 +567,83 @@ def runs_release(run_id: str = typer.Argument(..., help="the run whose claim to 
         held = runs.current_claim(cfg)
         _fail(f"run {run_id!r} holds no claim; the claim is {held.describe() if held else 'free'}")
     typer.echo(f"released the claim of {run_id}")
+
+
+@app.command()
+def publish(
+    as_of: str = typer.Option(None, help="as-of date to publish (default: the newest of the last complete run)"),
+    store: str = typer.Option(None, help="online store URL: sqlite:///path or redis://host:port/0 "
+                              "(default: CDP_ONLINE_STORE, else <lakehouse>/_serving/online.sqlite)"),
+) -> None:
+    """Publish the newest profiles, tags, scores, audiences and identifier map to the online store (one atomic swap)."""
+    from serving.publish import PublishError, publish_config
+    from serving.store import StoreError
+    from spark_jobs.tables import TableNotFoundError
+
+    if as_of:
+        _date(as_of, "--as-of")
+    try:
+        meta = publish_config(_config(), store, as_of)
+    except (PublishError, StoreError, TableNotFoundError) as e:
+        _fail(str(e))
+    typer.echo(f"published {meta['people']:,} people, {meta['identifiers']:,} identifiers as of {meta['as_of']} "
+               f"(generation {meta['generation']}, {sum(meta['seconds'].values()):.1f} s)")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8000, help="port to listen on"),
+    store: str = typer.Option(None, help="online store URL (default: CDP_ONLINE_STORE, else the embedded one)"),
+) -> None:
+    """Serve the data-services HTTP API (OpenAPI at /v1/openapi.json, docs at /v1/docs)."""
+    from serving.api import serve as run_server
+    from serving.store import StoreError
+
+    try:
+        run_server(_config(), host, port, store)
+    except StoreError as e:
+        _fail(str(e))
+
+
+api_key_app = typer.Typer(help="API keys of `cdp serve` (stored hashed under <lakehouse>/_serving/).", no_args_is_help=True)
+app.add_typer(api_key_app, name="api-key")
+
+
+@api_key_app.command("add")
+def api_key_add(
+    name: str = typer.Argument(..., help="who uses the key (written to the access log)"),
+    scope: list[str] = typer.Option(..., "--scope", help="profiles:read | audiences:read | pii:read (repeat)"),
+) -> None:
+    """Create (or replace) a key and print it once."""
+    from serving.access import KeyFileError, add_key
+    from serving.store import serving_dir
+
+    try:
+        key = add_key(serving_dir(_config().paths.lakehouse_uri()) / "api_keys.json", name, scope)
+    except KeyFileError as e:
+        _fail(str(e))
+    typer.echo(key)
+
+
+export_app = typer.Typer(help="Bulk pulls of gold tables to files.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("tags")
+def export_tags_cmd(
+    out: Path = typer.Argument(..., help="file to write"),
+    as_of: str = typer.Option(None, help="as-of date (default: the newest of the last complete run)"),
+    format: str = typer.Option("parquet", "--format", help="parquet | arrow (Arrow IPC stream)"),
+    shape: str = typer.Option("wide", help="wide: a column per tag (newest date only) | long: one row per tag value"),
+) -> None:
+    """Write the whole tag table of an as-of date as Parquet or Arrow IPC (as GET /v1/tags/export streams it)."""
+    from serving.export import ExportError, export_tags
+    from spark_jobs.tables import TableNotFoundError
+
+    day = _date(as_of, "--as-of") if as_of else None
+    try:
+        written, size = export_tags(_config(), out, day, format, shape)
+    except (ExportError, TableNotFoundError) as e:
+        _fail(str(e))
+    typer.echo(f"wrote the {shape} tags as of {written} to {out} ({size:,} bytes)")

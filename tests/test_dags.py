@@ -48,7 +48,8 @@ def test_cdp_daily_has_owner_retries_tags_docs_and_one_active_run(dagbag):
     for t in dag.tasks:
         assert t.owner == "cdp-data-platform" and t.retries >= 1, t.task_id
     assert {t.task_id for t in dag.tasks} == {"sources", "ingest", "standardise", "identity", "profiles", "score", "tags",
-                                              "segments", "summary"}
+                                              "segments", "summary", "publish"}
+    assert dag.get_task("publish").upstream_task_ids == {"summary"}  # the online store gets complete runs only
     assert dag.get_task("ingest").upstream_task_ids == {"sources"}  # mapped over the run's sources
     assert dag.get_task("segments").upstream_task_ids == {"tags"} and dag.get_task("tags").upstream_task_ids == {"score"}
 
