@@ -3,12 +3,13 @@
 
 1. `features`: point-in-time training rows for `ml.cutoffs` cutoffs, `ml.cutoff_step_days` apart, the
    newest `ml.horizon_days` before the newest One-ID snapshot of the data interval (features from data up to each cutoff,
-   labels from the `horizon_days` after it) into `gold_features`.
+   labels from the `horizon_days` after it) into `gold_features`; no training cutoff's labels overlap the
+   holdout's (an embargo of max(step, horizon) days, `ml/features.cutoff_layout`).
 2. `train[target]`: LightGBM and a logistic-regression baseline per target (churn, purchase), trained on
    the older cutoffs and evaluated on the newest; everything goes to MLflow; the better model becomes a
    new version of `cdp_churn` / `cdp_propensity` with alias `challenger`.
 3. `promote[target]`: the challenger becomes `champion` only if it beats the champion's ROC-AUC on the
-   same holdout; `cdp_daily`'s `score` task then uses it.
+   same holdout, and the best BTYD baseline's (BG/NBD, Pareto/NBD); `cdp_daily`'s `score` task then uses it.
 
 **Params** (validated by their schema): `targets` to train, `promote` (false: register challengers only).
 The engine is chosen as in `cdp_daily` (Airflow connection `cdp_spark`, else conf). Assets: `features`

@@ -10,9 +10,10 @@ import logging
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from ml.splits import LeakError, check_layout
 from spark_jobs import tags as tag_engine
 from spark_jobs.activity import read_activity
-from spark_jobs.config import CdpConfig
+from spark_jobs.config import CdpConfig, MlConfig
 from spark_jobs.contracts import features_contract
 from spark_jobs.tables import Lakehouse, latest_partition
 from spark_jobs.tag_config import TagsConfig, check_tags
@@ -82,15 +83,27 @@ def with_labels(features: DataFrame, labels: DataFrame, cfg: CdpConfig, cutoff: 
     )
 
 
+def cutoff_layout(last: dt.date, ml: MlConfig) -> list[dt.date]:
+    """`ml.cutoffs` cutoffs ending at `last`, oldest first, with no training label window overlapping a
+    holdout's: the newest `ml.holdouts` (the rolling origins) are max(step, horizon) apart, and the
+    training cutoffs `ml.cutoff_step_days` apart end that gap before the oldest holdout (an embargo)."""
+    gap = max(ml.cutoff_step_days, ml.horizon_days)
+    holdouts = min(ml.holdouts, ml.cutoffs - 1)
+    origins = [last - dt.timedelta(days=gap * k) for k in range(holdouts)]
+    first_train = origins[-1] - dt.timedelta(days=gap)
+    train = [first_train - dt.timedelta(days=ml.cutoff_step_days * k) for k in range(ml.cutoffs - holdouts)]
+    return sorted(train + origins)
+
+
 def default_cutoffs(lh: Lakehouse, cfg: CdpConfig, last: dt.date | None = None) -> list[dt.date]:
-    """`ml.cutoffs` cutoffs `ml.cutoff_step_days` apart, the newest `horizon_days` before the newest
+    """The cutoff layout (`cutoff_layout`) whose newest cutoff is `horizon_days` before the newest
     One-ID snapshot (or `last`), oldest first."""
     if last is None:
         newest = latest_partition(lh.root, "gold_id_map", "as_of", version=lh.pinned.get("gold_id_map"))
         if newest is None:
             raise FeatureError("no One-ID snapshot yet: run cdp_daily first")
         last = dt.date.fromisoformat(str(newest)) - dt.timedelta(days=cfg.ml.horizon_days)
-    return [last - dt.timedelta(days=cfg.ml.cutoff_step_days * k) for k in reversed(range(cfg.ml.cutoffs))]
+    return cutoff_layout(last, cfg.ml)
 
 
 def run(lh: Lakehouse, cfg: CdpConfig, cutoffs: list[dt.date]) -> dict:
@@ -101,6 +114,10 @@ def run(lh: Lakehouse, cfg: CdpConfig, cutoffs: list[dt.date]) -> dict:
             if not lh.has_partition("gold_id_map", {"as_of": day}):
                 raise FeatureError(f"cutoff {c}: no One-ID snapshot for {day} ({why}); run cdp_daily for it "
                                    f"or choose other cutoffs (cdp ml features --last-cutoff)")
+    try:
+        check_layout(cutoffs, cfg.ml.horizon_days)
+    except LeakError as e:
+        log.warning("%s; training will purge them", e)
     parts = []
     key = f"features/{cutoffs[-1].isoformat()}"
     try:

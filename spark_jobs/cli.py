@@ -454,6 +454,37 @@ def ml_telco() -> None:
     _print_json(run(_config().ml))
 
 
+@ml_app.command("cdnow")
+def ml_cdnow(
+    base: str = typer.Option("cdnow", help="folder for the landing files, lakehouse and (without $MLFLOW_TRACKING_URI) mlflow.db"),
+    log_file: str = typer.Option(None, "--log", help="a CDNOW-format transaction log (default: lifetimes' CDNOW_sample.txt)"),
+    last_cutoff: str = typer.Option("1998-03-31", help="newest cutoff (the newest holdout), yyyy-mm-dd"),
+    horizon: int = typer.Option(90, help="label horizon in days"),
+    cutoffs: int = typer.Option(6, help="cutoffs in the layout, holdouts included"),
+    step: int = typer.Option(30, help="days between training cutoffs"),
+    holdouts: int = typer.Option(3, help="rolling origins"),
+) -> None:
+    """A real transaction log (CDNOW) through landing, history loads, features, training, BTYD baselines
+    and promotion (MLflow experiment `cdnow`)."""
+    import os
+    from pathlib import Path
+
+    from ml.cdnow import CdnowError, run
+
+    try:
+        last = dt.date.fromisoformat(last_cutoff)
+    except ValueError:
+        _fail(f"--last-cutoff must be a date like 1998-03-31, got {last_cutoff!r}")
+    root = Path(base).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        _print_json(run(_config(), root, last, log_file, horizon, cutoffs, step, holdouts, progress=typer.echo))
+    except CdnowError as e:
+        _fail(str(e))
+
+
 table_app = typer.Typer(help="Delta table upkeep: history, restore, compaction and vacuum (delta-rs, no Spark).",
                         no_args_is_help=True)
 app.add_typer(table_app, name="table")

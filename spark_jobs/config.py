@@ -305,12 +305,17 @@ class MlConfig(_Strict):
     horizon_days: int = Field(14, ge=1, description="labels look this many days past the cutoff")
     cutoffs: int = Field(3, ge=2, description="cutoffs stacked per training set; the newest is the holdout")
     cutoff_step_days: int = Field(7, ge=1, description="days between cutoffs")
+    holdouts: int = Field(1, ge=1, description="rolling origins: the newest cutoffs each evaluated as a holdout "
+                                               "(spread reported); the newest decides registration and promotion")
+    bootstrap: int = Field(200, ge=0, description="paired bootstrap resamples of the holdout for the margin CIs")
+    calibration: Literal["sigmoid", "isotonic", "none"] = "sigmoid"  # fitted on a validation fold (ml/train.py)
     active_days: int = Field(30, ge=1, description="churn is defined for people active this many days before the cutoff")
     features: tuple[str, ...] = (
         "tenure_days", "events_7d", "events_30d", "active_days_30d", "add_cart_7d", "view_item_30d", "orders_30d",
         "orders_90d", "spend_30d", "spend_90d", "avg_order_value_90d", "categories_90d", "stores_90d",
         "wechat_events_30d", "pos_orders_90d", "days_since_last_active", "days_since_last_order",
         "days_since_first_order", "rfm_recency", "rfm_frequency", "rfm_monetary",
+        "orders_180d", "orders_365d", "orders_all", "order_days_all", "spend_all",  # lifetime counts (issue 17)
     )
     categorical: tuple[str, ...] = ("lifecycle_stage", "preferred_channel", "member_tier", "city_tier")
     models: dict[str, str] = {"churn": "cdp_churn", "purchase": "cdp_propensity"}  # target -> registered name
