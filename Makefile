@@ -18,7 +18,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := True
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install jars spark-connect spark-cluster spark-down system-deps demo ml-demo mlflow-ui test test-fast lint bench-ingest bench-identity bench-tags bench-ml clean
+.PHONY: install jars spark-connect spark-cluster spark-down system-deps demo ml-demo mlflow-ui test test-fast lint bench-ingest bench-identity bench-tags bench-ml bench-serve clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
@@ -117,6 +117,9 @@ bench-identity: install system-deps
 
 bench-tags: install system-deps
 	$(BIN)/python bench/tags.py --scales 100000 1000000 --days 30 --repeat 3 --repeat-big 1 --driver-memory 12g --timeout 1800
+
+bench-serve: install system-deps
+	$(BIN)/python bench/serve.py --people 1000000
 
 clean:
 	rm -rf landing lakehouse $(AIRFLOW_HOME) .pytest_cache

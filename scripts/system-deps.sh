@@ -6,6 +6,7 @@
 #   libgomp1 - OpenMP runtime the LightGBM wheel links against (ml/train.py)
 #   docker-compose - resolves docker/compose.yaml offline for tests/test_docker.py (no Docker engine needed)
 #   redis-server - the production online store; tests/test_serving.py starts one on a free loopback port
+#   wrk      - the closed-loop HTTP load generator of bench/serve.py (maximum throughput of the API)
 set -euo pipefail
 need=()
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
@@ -14,6 +15,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 ldconfig -p 2>/dev/null | grep -q 'libgomp\.so\.1' || need+=(libgomp1)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${need[*]}"
 SUDO=""
