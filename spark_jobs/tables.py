@@ -86,7 +86,10 @@ def check_contract(df: DataFrame, c: TableContract, partition: Mapping[str, obje
         violation = F.when(cond, text) if violation is None else violation.when(cond, text)
     first = c.column_names[0]
     guarded = F.when(violation.isNotNull(), F.raise_error(violation)).otherwise(F.col(first))
-    return out.withColumn(first, guarded.cast(c.columns[0].spark_type()))
+    # Cast by type name, not by DataType: over Spark Connect to JVM Spark a StringType object arrives
+    # as an explicitly collated string, which delta-spark writes into a new table's schema as
+    # "string collate UTF8_BINARY", a type delta-rs cannot read (found on gold_profile_tags).
+    return out.withColumn(first, guarded.cast(c.columns[0].spark_type().simpleString()))
 
 
 def table_path(root: str, name: str) -> str:

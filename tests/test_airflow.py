@@ -53,9 +53,9 @@ def airflow(env: dict, *args: str, timeout: int = 600) -> subprocess.CompletedPr
     return subprocess.run([str(BIN / "airflow"), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def run_day(env: dict, batch: dt.date) -> tuple[str, str]:
+def run_day(env: dict, batch: dt.date, timeout: int = 600) -> tuple[str, str]:
     """`airflow dags test` of the run whose data interval starts at `batch`; (final state, log)."""
-    out = airflow(env, "dags", "test", "cdp_daily", (batch + dt.timedelta(days=1)).isoformat())
+    out = airflow(env, "dags", "test", "cdp_daily", (batch + dt.timedelta(days=1)).isoformat(), timeout=timeout)
     log = out.stdout + out.stderr
     return final_state(log), log
 
@@ -221,6 +221,46 @@ def test_the_engine_comes_from_the_airflow_connection(reference, tmp_path):
     assert (summary["engine"], summary["engine_remote"]) == ("connect", f"sc://127.0.0.1:{port}")
     assert f"Spark Connect sc://127.0.0.1:{port} from Airflow connection 'cdp_spark'" in log
     assert_same_tables(snapshot(tmp_path / "lh"), after[BATCHES[0]])
+
+
+def _executors(ui_port: int) -> list[dict]:
+    import urllib.request
+
+    def get(path: str):
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/api/v1/{path}", timeout=10) as r:
+            return json.loads(r.read())
+
+    app = get("applications")[0]["id"]
+    return get(f"applications/{app}/allexecutors")
+
+
+def test_cdp_daily_runs_on_a_jvm_cluster_through_the_airflow_connection(reference, tmp_path):
+    """The production path: a JVM Spark Connect server with delta-spark on a standalone master and two
+    workers (scripts/spark-stack.sh), reached by the real cdp_daily through AIRFLOW_CONN_CDP_SPARK. The
+    day's tables equal the embedded engine's, and the Spark UI's REST API shows tasks on both workers."""
+    ports = {k: free_port() for k in ("CDP_CONNECT_PORT", "CDP_SPARK_UI_PORT", "CDP_MASTER_PORT", "CDP_MASTER_UI_PORT")}
+    stack = {**os.environ, **{k: str(v) for k, v in ports.items()}}
+    stack.pop("SPARK_CONNECT_MODE_ENABLED", None)
+    script = [str(ROOT / "scripts" / "spark-stack.sh")]
+    where = ["--dir", str(tmp_path / "stack")]
+    started = subprocess.run([*script, "start", "--cluster", "--workers", "2", *where], env=stack,
+                             capture_output=True, text=True, timeout=300)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        url = f"spark-connect://127.0.0.1:{ports['CDP_CONNECT_PORT']}"
+        env = airflow_env(tmp_path, reference.landing, AIRFLOW_CONN_CDP_SPARK=url)
+        assert airflow(env, "db", "migrate").returncode == 0
+        # JVM Spark spends about 11 minutes on this small day (its per-query cost, README: Engines).
+        state, log = run_day(env, BATCHES[0], timeout=2400)
+        assert state == "success", log[-4000:]
+        executors = [e for e in _executors(ports["CDP_SPARK_UI_PORT"]) if e["id"] != "driver"]
+    finally:
+        subprocess.run([*script, "stop", *where], env=stack, capture_output=True, timeout=120)
+    summary = json.loads((tmp_path / "lh" / "_runs" / "latest.json").read_text())
+    assert (summary["engine"], summary["engine_remote"]) == ("connect", f"sc://127.0.0.1:{ports['CDP_CONNECT_PORT']}")
+    assert_same_tables(snapshot(tmp_path / "lh"), reference.after[BATCHES[0]])
+    worked = {e["hostPort"] for e in executors if e["totalTasks"] > 0}
+    assert len(worked) == 2, executors  # one executor per worker, both ran tasks
 
 
 ARTIFACTS = Path(__file__).resolve().parent / "_artifacts"
