@@ -353,8 +353,9 @@ def test_train_rejects_an_em_block_without_pairs():
 def test_train_warns_on_weak_estimates():
     members = _distinct_members(50)
     records = pd.DataFrame(members + [{**m, "member_id": f"D{i}"} for i, m in enumerate(members[:10])])
-    # 10 exact duplicates: EM sees 10 pairs per block, and never a name typo among matches
-    with pytest.warns(MatchingWarning) as caught:
+    # 10 exact duplicates: EM sees 10 pairs per block, and never a name typo among matches. The warnings
+    # come first; then the model is refused, because EM leaves its prior undefined on so few pairs.
+    with pytest.warns(MatchingWarning) as caught, pytest.raises(MatchingError, match="prior"):
         train(records, max_pairs=1e4)
     messages = " | ".join(str(w.message) for w in caught)
     assert "EM blocked on birthday sees only 10 record pairs" in messages

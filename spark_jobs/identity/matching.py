@@ -178,14 +178,6 @@ def train(records: pd.DataFrame, *, seed: int = 42, max_pairs: float = 1e6) -> M
                     stacklevel=2,
                 )
         trained = linker.misc.save_model_to_json()
-    prior = trained.get("probability_two_random_records_match")
-    if not isinstance(prior, (int, float)) or not math.isfinite(prior) or not 0 < prior < 1:
-        # EM on very few or all-alike pairs can leave the prior at NaN; Splink then writes `nan` into
-        # its scoring SQL, which fails. Not a model to score with.
-        raise MatchingError(
-            f"EM left the prior (probability that two random records match) at {prior!r} on {n} records: "
-            "train on more records"
-        )
     m_u = _m_u(trained)
     untrained = [
         f"{c}.{level}:{p}" for c, lv in m_u.items() for level, mu in lv.items() for p in ("m", "u") if mu[p] is None
@@ -196,6 +188,14 @@ def train(records: pd.DataFrame, *, seed: int = 42, max_pairs: float = 1e6) -> M
             "train on more records",
             MatchingWarning,
             stacklevel=2,
+        )
+    prior = trained.get("probability_two_random_records_match")
+    if not isinstance(prior, (int, float)) or not math.isfinite(prior) or not 0 < prior < 1:
+        # EM on very few or all-alike pairs can leave the prior at NaN; Splink then writes `nan` into
+        # its scoring SQL, which fails. Not a model to score with.
+        raise MatchingError(
+            f"EM left the prior (probability that two random records match) at {prior!r} on {n} records: "
+            "train on more records"
         )
     return MatchModel(
         settings=trained,
