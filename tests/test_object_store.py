@@ -7,23 +7,17 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from spark_jobs.generate import NoiseRates, generate
+from tests.airflow_standalone import free_port
 from tests.lakehouse_compare import ROOT, assert_same_tables, cdp, table
 
 pytestmark = [pytest.mark.xdist_group("object_store")]
 START = dt.date(2026, 11, 1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +25,7 @@ def s3(tmp_path_factory):
     """A running object store with a bucket `cdp`; the AWS variables that reach it, set in this process
     (delta-rs and pyarrow read them) and returned for child processes."""
     state = tmp_path_factory.mktemp("object-store")
-    env = {**os.environ, "CDP_S3_PORT": str(_free_port()), "CDP_S3_DIR": str(state)}
+    env = {**os.environ, "CDP_S3_PORT": str(free_port()), "CDP_S3_DIR": str(state)}
     script = str(ROOT / "scripts" / "object-store.sh")
     started = subprocess.run([script, "start", "--bucket", "cdp"], env=env, capture_output=True, text=True, timeout=120)
     assert started.returncode == 0, started.stderr
