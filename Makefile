@@ -41,6 +41,7 @@ install: $(VENV)/.installed
 
 $(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed
 	@mkdir -p $(AIRFLOW_HOME)
+	@chmod 700 $(AIRFLOW_HOME)  # airflow standalone writes the admin password in here, readable by all otherwise
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
 
 # Each batch date D runs as `airflow dags test cdp_daily D+1`: a run's logical date is the end of its

@@ -20,12 +20,19 @@ For the run's batch date (the **data interval start**, never `now()`):
 6. `tags`: every tag of `conf/tags.yaml` as of the batch date (`gold_tags` long, `gold_profile_tags` wide).
 7. `segments`: the audiences of `conf/segments.yaml` (`gold_segment_members`: entered / stayed / left)
    and their export files under `exports/<segment>/<date>/`.
-8. `summary` (runs even when a stage failed, and then fails too so that the run is marked failed):
+8. `analytics`: the analyses of `conf/analytics.yaml` as of the batch date: metrics by dimension
+   (`gold_metrics_daily`), funnels (`gold_funnels`), retention cohorts (`gold_retention`), lifecycle and
+   segment transitions from the previous date (`gold_transitions`), and anomaly alerts: each metric series
+   forecast from its history, a point outside the interval a row of `ops_alerts` with its drill-down;
+   the alerts are POSTed as JSON to the Airflow connection `cdp_alerts_webhook` (type http/https) when it exists.
+9. `summary` (runs even when a stage failed, and then fails too so that the run is marked failed):
    records the run in `ops_runs` (complete, with the Delta version of every table, only when every task
    succeeded: the snapshot consistent readers pin) and releases the lakehouse; rows per table, rows
    quarantined, identity, profile, tag, segment and quality figures, seconds per stage, days needing a
-   re-run, into `lakehouse/_runs/latest.json`; rebuilds the Great Expectations Data Docs.
-9. `publish` (only after a complete run): the newest profiles, tags, scores, audience members and
+   re-run, into `lakehouse/_runs/latest.json`; rebuilds the Great Expectations Data Docs; writes the run
+   report `lakehouse/_runs/<run>/report.html` (self-contained: charts of the tables, quality, metrics with
+   forecast bands and alerts, funnels, retention, transitions).
+10. `publish` (only after a complete run): the newest profiles, tags, scores, audience members and
    identifier map (at the versions ops_runs recorded) into the online store that `cdp serve` reads (`serving/`), in one atomic swap.
 
 Quality gates: every table write is validated by its Great Expectations suite before it is published.
@@ -57,6 +64,7 @@ import datetime as dt
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from spark_jobs.analytics.notify import AlertWebhookNotifier
 from spark_jobs.orchestration import PUBLISHES, SPARK_CONN_ID, declared_sources, table_assets
 
 default_args = {
@@ -164,6 +172,10 @@ def cdp_daily():
         >> step("score", "Champion models score every person (gold_scores); predicted tags read them.")
         >> step("tags", "Every tag of conf/tags.yaml as of the batch date (gold_tags, gold_profile_tags).")
         >> step("segments", "Segment membership (gold_segment_members) and exports for conf/segments.yaml.")
+        >> stage.override(task_id="analytics", outlets=tables("analytics"), on_success_callback=AlertWebhookNotifier(),
+                          doc_md="Metrics, funnels, retention and transitions of conf/analytics.yaml (gold_metrics_daily, "
+                                 "gold_funnels, gold_retention, gold_transitions) and anomaly alerts (ops_alerts), POSTed to "
+                                 "the Airflow connection `cdp_alerts_webhook` when it exists.")("analytics")
         >> summary()
         >> publish()
     )

@@ -144,6 +144,7 @@ class QualityGate:
             config = r.expectation_config
             level = str(getattr(config.severity, "value", config.severity))
             res = r.result or {}
+            _withhold_personal(res, table, config.kwargs)  # before the row, the message and result.json take them
             examples = (res.get("partial_unexpected_list") or [])[:10]
             row = {
                 "run_id": self.run_id, "batch_date": self.batch_date, "table_name": table, "scope": scope,
@@ -185,6 +186,44 @@ class QualityGate:
             "table": table, "run_id": self.run_id, "run_time": self.checked_at.isoformat(),
             "batch_date": self.batch_date.isoformat(), "suite": suite_json,
         }, default=str))
+
+
+def _personal_columns(table: str, kwargs) -> list[str]:
+    """The columns an expectation checks that hold personal data (by their PII class)."""
+    from spark_jobs.privacy.classes import UnclassifiedColumnError, column_class
+
+    names = [kwargs.get("column"), *(kwargs.get("column_list") or ())]
+    out = []
+    for c in names:
+        if not c:
+            continue
+        try:
+            if column_class(table, c) != "none":
+                out.append(c)
+        except UnclassifiedColumnError:
+            out.append(c)  # undeclared (a derived check column): withheld to be safe
+    return out
+
+
+def _withhold_personal(res: dict, table: str, kwargs) -> None:
+    """Replace the example values of a personal-data column by keyed tokens (`tok:` + 16 hex of
+    HMAC-SHA-256 under the project key; the same value gives the same token, so repeated offenders are
+    still visible), or by a count when no key is configured: ops_dq_results, the gate's error message,
+    the result files and the Data Docs built from them never show the values themselves."""
+    if not res.get("partial_unexpected_list") or not _personal_columns(table, kwargs):
+        return
+    from spark_jobs.privacy.suppression import token_key
+    from spark_jobs.privacy.tokens import TokenKeyError, token
+
+    try:
+        key = token_key()
+        hide = lambda v: None if v is None else "tok:" + token(str(v), key)[:16]  # noqa: E731
+    except TokenKeyError:
+        hide = lambda v: None if v is None else "[personal value withheld]"  # noqa: E731
+    res["partial_unexpected_list"] = [hide(v) for v in res["partial_unexpected_list"]]
+    if res.get("partial_unexpected_counts"):
+        res["partial_unexpected_counts"] = [{**c, "value": hide(c.get("value"))} for c in res["partial_unexpected_counts"]]
+    res.pop("partial_unexpected_index_list", None)
 
 
 def build_docs(cfg: CdpConfig, run_id: str | None = None) -> Path:

@@ -24,6 +24,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from spark_jobs.config import ATTRIBUTE_SOURCES, CHANNELS, ID_TYPES, IdentityConfig, QualityConfig  # noqa: E402
 from spark_jobs.contracts import (  # noqa: E402
+    ALERT_SEVERITIES,
     EVENT_NAMES,
     FILE_STATUSES,
     PROFILE_ATTRIBUTES,
@@ -35,6 +36,7 @@ from spark_jobs.contracts import (  # noqa: E402
     contract,
 )
 from spark_jobs.identity.rules import per_type_limit  # noqa: E402
+from spark_jobs.privacy.consent import CONSENT_CHANNELS, CONSENT_SOURCES, CONSENT_STATUSES  # noqa: E402
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 E164 = r"^\+[1-9][0-9]{6,14}$"
@@ -271,6 +273,11 @@ def _marts(s: Suite, table: str, ctx: SuiteContext) -> None:
         s.add(gxe.ExpectColumnValuesToBeBetween(column="tenure_days", min_value=0), CRITICAL)
         s.add(gxe.ExpectColumnValuesToBeBetween(column="identifiers", min_value=1), CRITICAL)
         _flag(s, "seen_order", F.col("first_seen") <= F.col("last_seen"), CRITICAL, "first_seen_before_last_seen")
+    elif table == "gold_consent":
+        _in_set(s, "channel", CONSENT_CHANNELS, CRITICAL)
+        _in_set(s, "status", CONSENT_STATUSES, CRITICAL)
+        _in_set(s, "source", ("crm", "wechat"), CRITICAL)
+        _in_set(s, "consent_source", CONSENT_SOURCES, CRITICAL)
     elif table == "gold_tags":
         types = ctx.tag_types
         _in_set(s, "tag", sorted(types), CRITICAL)
@@ -300,8 +307,8 @@ def _ops(s: Suite, table: str, ctx: SuiteContext) -> None:
         _in_set(s, "channel", ctx.sources, CRITICAL)
         s.add(gxe.ExpectColumnValuesToMatchRegex(column="checksum", regex=r"^[0-9a-f]{64}$"), CRITICAL)
         _in_set(s, "status", FILE_STATUSES, CRITICAL)
-        balanced = F.col("records") == F.col("loaded") + F.col("quarantined") + F.col("duplicates")
-        _flag(s, "balanced", balanced, CRITICAL, "records_equal_loaded_plus_quarantined_plus_duplicates")
+        balanced = F.col("records") == F.col("loaded") + F.col("quarantined") + F.col("duplicates") + F.col("suppressed")
+        _flag(s, "balanced", balanced, CRITICAL, "records_equal_loaded_plus_quarantined_plus_duplicates_plus_suppressed")
         _flag(s, "read_or_not", (F.col("status") == "loaded") | (F.col("records") == 0), CRITICAL,
               "only_loaded_files_have_records")
         _flag(s, "checksummed", F.col("checksum").isNotNull() | F.col("status").isin("refused", "deleted", "skipped"),
@@ -311,10 +318,43 @@ def _ops(s: Suite, table: str, ctx: SuiteContext) -> None:
         _in_set(s, "channel", ctx.sources, CRITICAL)
 
 
+def _analysis(s: Suite, table: str, ctx: SuiteContext) -> None:
+    """The analysis marts and ops_alerts (spark_jobs/analytics/)."""
+    between = lambda col, lo, hi=None, level=CRITICAL: s.add(  # noqa: E731
+        gxe.ExpectColumnValuesToBeBetween(column=col, min_value=lo, max_value=hi), level)
+    if table == "gold_metrics_daily":
+        _in_set(s, "kind", ("people", "count", "sum", "ratio"), CRITICAL)
+        between("value", 0)
+        _flag(s, "ratio", (F.col("kind") != "ratio") | F.col("denominator").isNotNull(), CRITICAL, "ratios_have_a_denominator")
+    elif table == "gold_funnels":
+        between("step", 1)
+        between("people", 0)
+        between("conversion", 0, 1)
+        between("step_conversion", 0, 1)
+        _flag(s, "cohort", F.col("cohort_date") <= F.col("as_of"), CRITICAL, "cohort_date_not_after_as_of")
+    elif table == "gold_retention":
+        _in_set(s, "period", ("day", "week"), CRITICAL)
+        between("period_n", 0)
+        between("rate", 0, 1)
+        _flag(s, "returned", F.col("returned") <= F.col("cohort_people"), CRITICAL, "returned_not_more_than_the_cohort")
+    elif table == "gold_transitions":
+        between("people", 1)
+        between("share", 0, 1)
+        _flag(s, "from", F.col("from_date") < F.col("as_of"), CRITICAL, "from_date_before_as_of")
+    elif table == "ops_alerts":
+        _in_set(s, "severity", ALERT_SEVERITIES, CRITICAL)
+        _in_set(s, "direction", ("drop", "spike"), CRITICAL)
+        _flag(s, "outside", (F.col("observed") < F.col("lower")) | (F.col("observed") > F.col("upper")), CRITICAL,
+              "observed_outside_the_interval")
+        _flag(s, "interval", F.col("lower") <= F.col("upper"), CRITICAL, "lower_not_above_upper")
+
+
+ANALYSIS_TABLES = ("gold_metrics_daily", "gold_funnels", "gold_retention", "gold_transitions", "ops_alerts")
 GATED = tuple(t for t in (
     *(bronze_name(ch) for ch in CHANNELS), "bronze_quarantine", "ops_ingest_files", "silver_events", "silver_orders",
     "silver_contacts", "silver_identifiers", "silver_id_links", "gold_id_map", "gold_id_dropped", "gold_id_decisions",
-    "gold_id_changes", "gold_profiles", "gold_tags", "gold_profile_tags", "gold_segment_members", "gold_scores",
+    "gold_id_changes", "gold_profiles", "gold_consent", "gold_tags", "gold_profile_tags", "gold_segment_members",
+    "gold_scores", *ANALYSIS_TABLES,
 ))
 
 
@@ -334,6 +374,7 @@ def suite_for(table: str, ctx: SuiteContext) -> Suite:
     elif table.startswith("gold_"):
         _marts(s, table, ctx)
     _ops(s, table, ctx)
+    _analysis(s, table, ctx)
     return s
 
 

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-SCOPES = ("profiles:read", "audiences:read", "pii:read")
+SCOPES = ("profiles:read", "audiences:read", "pii:read", "sql:read")  # sql:read: the BI SQL endpoint (serving/sql/)
 PII_ATTRIBUTES = ("name", "phone", "email", "birthday")  # profile attributes masked without pii:read
 PII_ID_TYPES = ("phone", "email")  # identifier types whose values are masked without pii:read
 KEY_PREFIX = "cdp_"

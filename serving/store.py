@@ -83,6 +83,9 @@ class OnlineStore(ABC):
     def close(self) -> None:  # noqa: B027 - optional
         pass
 
+    def reclaim(self) -> None:  # noqa: B027 - optional
+        """Return the space of deleted generations, so that their rows leave the store's files (erasure)."""
+
 
 def open_store(url: str) -> OnlineStore:
     """A store from its URL: `sqlite:///abs/path.sqlite` (or a plain path) or `redis://host:port/db`."""
@@ -223,6 +226,15 @@ class SqliteStore(OnlineStore):
             return [Member(p, e) for p, e in rows]
 
         return self._read(fetch)
+
+    def reclaim(self) -> None:
+        """VACUUM: rewrite the file without the free pages that still hold deleted rows, and truncate the
+        WAL (a deleted generation's rows otherwise stay readable in both)."""
+        con = self._con()
+        with self._lock:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            con.execute("VACUUM")
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._lock:

@@ -87,7 +87,7 @@ def read_activity(lh: Lakehouse, as_of: dt.date, timezone: str, stage_key: str,
     wx = with_person_id(events.where(F.col("channel") == "wechat"), set_persons, wx_ids)
     events = app.unionByName(wx).where(F.col("person_id").isNotNull()).select(
         "person_id", "event_id", "event_name", "channel", "platform", "appid",
-        F.col("event_time").alias("ts"), F.col("event_date").alias("date"),
+        F.col("event_time").alias("ts"), F.col("event_date").alias("date"), "wechat_consent",
     )
     orders = lh.read_or_empty("silver_orders").where(up_to)
     orders = orders.withColumn("date", _local_date(F.col("paid_time"), timezone)).where(F.col("date") <= F.lit(as_of))

@@ -37,13 +37,19 @@ def generate(
     population: str = typer.Option("default", "--population", help="default: the original mix; retail: also "
                                    "re-issued phone numbers, partners' phones, duplicate memberships, store phones "
                                    "and junk device ids (docs/channels.md, Identity patterns)"),
+    consent: bool = typer.Option(True, "--consent/--no-consent", help="marketing consent in the CRM and WeChat "
+                                 "records, with ground truth in _truth/consent.csv (--no-consent: the files as "
+                                 "they were before consent existed)"),
+    consent_rates: str = typer.Option("", "--consent-rates", help="override ConsentRates, e.g. "
+                                      "'asked=0.9,sms=0.6,wechat=0.5,email=0.4,ads=0.3,change=0.05,wechat_prompt=0.3'"),
 ) -> None:
     """Write realistic raw channel dumps with ground truth to landing/."""
     import tempfile
 
+    from pydantic import ValidationError
     from rich.console import Console
 
-    from spark_jobs.generate import GenerateError
+    from spark_jobs.generate import ConsentRates, GenerateError
     from spark_jobs.generate import generate as run_generate
     from spark_jobs.storage import LandingPath, upload_tree
 
@@ -53,6 +59,14 @@ def generate(
         start_date = dt.date.fromisoformat(start) if start else g.start
     except ValueError:
         _fail(f"--start must be a date like 2026-11-01, got {start!r}")
+    rates = None
+    if consent:
+        try:
+            pairs = [kv.split("=", 1) for kv in consent_rates.split(",") if kv.strip()]
+            rates = ConsentRates(**{k.strip(): float(v) for k, v in pairs})
+        except (ValueError, ValidationError) as e:
+            _fail(f"--consent-rates must be name=rate pairs with rates in [0, 1] and names from "
+                  f"{', '.join(ConsentRates.model_fields)}, got {consent_rates!r} ({str(e).splitlines()[0]})")
     console = Console(stderr=True)
     out = landing or cfg.paths.landing_path()
     with tempfile.TemporaryDirectory(prefix="cdp-generate-") as scratch:
@@ -62,6 +76,7 @@ def generate(
             manifest = run_generate(
                 local, people=people or g.people, days=days or g.days, seed=g.seed if seed is None else seed,
                 start=start_date, progress=lambda msg: console.log(msg), format=format, population=population,
+                consent=rates,
             )
         except GenerateError as e:
             _fail(str(e))
@@ -499,6 +514,36 @@ def _table_errors():
     return UnknownTableError, TableNotFoundError, MaintenanceError
 
 
+@table_app.command("describe")
+def table_describe(
+    table: str = typer.Argument(..., help="table name, e.g. gold_profiles"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Show a table's contract: columns, types, keys and each column's personal-data (PII) class."""
+    from spark_jobs.contracts import UnknownTableError, contract
+    from spark_jobs.privacy.classes import CLASSES, UnclassifiedColumnError, table_classes
+
+    try:
+        c = contract(table)
+        classes = table_classes(c)
+    except (UnknownTableError, UnclassifiedColumnError) as e:
+        _fail(str(e))
+    cols = [{"name": col.name, "type": col.type, "nullable": col.nullable, "pii": classes[col.name], "doc": col.doc}
+            for col in c.columns]
+    if as_json:
+        _print_json({"table": c.name, "doc": c.doc, "partition_by": list(c.partition_by), "keys": list(c.keys),
+                     "columns": cols})
+        return
+    typer.echo(f"{c.name}: {c.doc}")
+    typer.echo(f"partitioned by {', '.join(c.partition_by) or '-'}; keys {', '.join(c.keys) or '-'}")
+    width = max(len(col["name"]) for col in cols)
+    for col in cols:
+        typer.echo(f"  {col['name']:<{width}}  {col['type']:<14} {'' if col['nullable'] else 'NOT NULL':<8}  "
+                   f"{col['pii']:<12} {col['doc']}")
+    held = sorted({col["pii"] for col in cols} - {"none"})
+    typer.echo("personal data: " + ("; ".join(f"{k}: {CLASSES[k]}" for k in held) if held else "none"))
+
+
 @table_app.command("history")
 def table_history(
     table: str = typer.Argument(..., help="table name, e.g. silver_events"),
@@ -644,7 +689,7 @@ app.add_typer(api_key_app, name="api-key")
 @api_key_app.command("add")
 def api_key_add(
     name: str = typer.Argument(..., help="who uses the key (written to the access log)"),
-    scope: list[str] = typer.Option(..., "--scope", help="profiles:read | audiences:read | pii:read (repeat)"),
+    scope: list[str] = typer.Option(..., "--scope", help="profiles:read | audiences:read | pii:read | sql:read (repeat)"),
 ) -> None:
     """Create (or replace) a key and print it once."""
     from serving.access import KeyFileError, add_key
@@ -655,6 +700,27 @@ def api_key_add(
     except KeyFileError as e:
         _fail(str(e))
     typer.echo(key)
+
+
+sql_app = typer.Typer(help="The BI SQL endpoint: Arrow Flight SQL over the gold and ops tables, read-only.",
+                      no_args_is_help=True)
+app.add_typer(sql_app, name="sql")
+
+
+@sql_app.command("serve")
+def sql_serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(32010, help="port to listen on (grpc://HOST:PORT)"),
+    refresh: float = typer.Option(10.0, help="seconds between checks for a newer complete run"),
+) -> None:
+    """Serve Flight SQL (ADBC, JDBC) over the lakehouse; needs keys with the sql:read scope (`cdp api-key add`)."""
+    from serving.sql.server import SqlEndpointError
+    from serving.sql.server import serve as run_sql_server
+
+    try:
+        run_sql_server(_config(), host, port, refresh)
+    except SqlEndpointError as e:
+        _fail(str(e))
 
 
 export_app = typer.Typer(help="Bulk pulls of gold tables to files.", no_args_is_help=True)
@@ -678,3 +744,68 @@ def export_tags_cmd(
     except (ExportError, TableNotFoundError) as e:
         _fail(str(e))
     typer.echo(f"wrote the {shape} tags as of {written} to {out} ({size:,} bytes)")
+
+
+def _erasure_summary(report: dict) -> None:
+    deleted = sum(t.get("rows_deleted", 0) for t in report["tables"])
+    redacted = sum(t.get("rows_redacted", 0) for t in report["tables"])
+    typer.echo(f"{report['request_id']}: {report['person_ids']} person id(s), "
+               f"{sum(report['identifiers'].values())} identifier(s); {deleted:,} row(s) deleted and {redacted:,} redacted "
+               f"in {len(report['tables'])} table(s), {sum(e['rows_deleted'] for e in report['exports'])} export row(s), "
+               f"{len(report['files_redacted'])} file(s) redacted, {report['suppressions']} suppression(s) recorded"
+               + (f", history purged in {len(report['purged'])} table(s)" if report["purged"] else "")
+               + f" ({report['seconds']} s)")
+    for t in report["tables"]:
+        typer.echo(f"  {t['table']}: " + ", ".join(f"{k.removeprefix('rows_')} {v:,}" for k, v in t.items() if k.startswith("rows_")))
+    if report["shared"]:
+        typer.echo(f"  kept, shared with other people: {report['shared']} (erase those people to remove them)")
+
+
+@app.command()
+def erase(
+    id_type: str = typer.Argument(None, help="identifier type: phone, email, member_id, device_id, login_id, openid, unionid"),
+    value: str = typer.Argument(None, help="the identifier, in any form the sources write it (normalised as the pipeline does)"),
+    person: str = typer.Option(None, "--person", help="erase this person id instead of looking one up"),
+    purge_history: bool = typer.Option(False, "--purge-history", help="vacuum at zero retention and prune the Delta log of "
+                                       "every touched table: old versions stop holding the data now (time travel before it ends)"),
+    queue: bool = typer.Option(False, "--queue", help="queue the request for the cdp_privacy DAG instead of erasing now"),
+    store: str = typer.Option(None, help="online store URL to republish (default: CDP_ONLINE_STORE, else the embedded one)"),
+    wait: float = typer.Option(0.0, help="seconds to wait for a running pipeline's claim on the lakehouse"),
+) -> None:
+    """Erase a person (right to be forgotten) from every table, export, run record and the online store, and
+    suppress their identifiers so that later deliveries do not load them again."""
+    from spark_jobs.privacy.erase import ErasureError, enqueue
+    from spark_jobs.privacy.erase import erase as run_erase
+    from spark_jobs.privacy.tokens import TokenKeyError
+    from spark_jobs.runs import RunConflictError
+
+    if person is None and (id_type is None or value is None):
+        _fail("name the person: `cdp erase <id_type> <value>` or `cdp erase --person <person_id>`")
+    cfg = _config()
+    try:
+        if queue:
+            typer.echo(f"queued {enqueue(cfg, id_type, value, person, purge_history)} for the cdp_privacy DAG")
+            return
+        report = run_erase(cfg, id_type, value, person, purge_history, store, wait=wait)
+    except (ErasureError, TokenKeyError, RunConflictError) as e:
+        _fail(str(e))
+    _erasure_summary(report)
+
+
+@app.command("erase-queued")
+def erase_queued(
+    store: str = typer.Option(None, help="online store URL to republish"),
+    wait: float = typer.Option(0.0, help="seconds to wait for a running pipeline's claim on the lakehouse"),
+) -> None:
+    """Carry out the queued erasure requests (`cdp erase --queue`); what the cdp_privacy DAG runs."""
+    from spark_jobs.privacy.erase import ErasureError, process_queue
+    from spark_jobs.privacy.tokens import TokenKeyError
+    from spark_jobs.runs import RunConflictError
+
+    try:
+        reports = process_queue(_config(), store, wait)
+    except (ErasureError, TokenKeyError, RunConflictError) as e:
+        _fail(str(e))
+    for r in reports:
+        _erasure_summary(r)
+    typer.echo(f"{len(reports)} erasure request(s) done")

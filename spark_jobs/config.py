@@ -90,6 +90,7 @@ class PathsConfig(_Strict):
     sources: str = "conf/sources.yaml"    # landing sources: formats, field mappings, identity semantics
     tags: str = "conf/tags.yaml"          # tag definitions (TagsConfig)
     segments: str = "conf/segments.yaml"  # segment definitions (SegmentsConfig)
+    analytics: str = "conf/analytics.yaml"  # metrics, funnels, retention, transitions, alerts (AnalyticsConfig)
     exports: str = "exports"              # segment exports: <exports>/<segment>/<date>/
 
     def file(self, which: str) -> Path:
@@ -352,6 +353,7 @@ class CdpConfig(_Strict):
     sources: Any = None
     tags: Any = None
     segments: Any = None
+    analytics: Any = None  # loaded from paths.analytics unless given
 
     def ingest_sources(self) -> tuple[str, ...]:
         """The sources a run ingests: ingest.sources, or every declared source with a landing folder."""
@@ -376,6 +378,11 @@ class CdpConfig(_Strict):
             object.__setattr__(self, "tags", load_tags(self.paths.file("tags")))
         if self.segments is None:
             object.__setattr__(self, "segments", load_segments(self.paths.file("segments"), self.tags))
+        if self.analytics is None:
+            from spark_jobs.analytics.config import load_analytics
+
+            object.__setattr__(self, "analytics", load_analytics(self.paths.file("analytics"), self.tags.types,
+                                                                 {s.name for s in self.segments.segments}))
         kinds = {out: t.kind for t in self.tags.tags for out in t.outputs()}
         for name in (*self.ml.features, *self.ml.categorical):
             if name not in self.tags.types:
@@ -409,8 +416,9 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     for var, dotted in ENV_OVERRIDES.items():
         if env.get(var):
             _set_dotted(data, dotted, env[var])
-    if "tags" in data or "segments" in data or "sources" in data:
-        raise ConfigError(f"{conf_path}: sources, tags and segments live in their own files (paths.sources, paths.tags, paths.segments)")
+    if "tags" in data or "segments" in data or "sources" in data or "analytics" in data:
+        raise ConfigError(f"{conf_path}: sources, tags, segments and analytics live in their own files "
+                          "(paths.sources, paths.tags, paths.segments, paths.analytics)")
     try:
         return CdpConfig.model_validate(data)
     except ValidationError as e:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import types as T
 
+from spark_jobs.privacy.consent import CONSENT_SOURCES, CONSENT_STATUSES, CRM_CONSENT_FIELDS
+
 
 @dataclass(frozen=True)
 class Column:
@@ -118,6 +120,7 @@ CHANNEL_FIELDS: dict[str, tuple[Column, ...]] = {
         _c("event_id", nullable=False), _c("appid", nullable=False), _c("openid", nullable=False),
         _c("unionid"), _c("phone"), _c("event_name", nullable=False),
         _c("event_time", "timestamp", nullable=False), _c("props", doc="JSON object string"),
+        _c("wechat_consent", doc="mp_subscribe: the answer to the subscribe-message prompt, opt_in | opt_out"),
     ),
     "crm": (
         _c("member_id", nullable=False), _c("name"), _c("phone"), _c("email"),
@@ -125,6 +128,9 @@ CHANNEL_FIELDS: dict[str, tuple[Column, ...]] = {
         _c("unionid", doc="the WeChat unionid bound to the membership"), _c("gender"),
         _c("birthday", "date"), _c("city"), _c("tier"), _c("registered_at", "timestamp"),
         _c("updated_at", "timestamp", nullable=False),
+        *(_c(f, doc=f"marketing consent for {ch}: opt_in | opt_out (empty: never asked)") for ch, f in CRM_CONSENT_FIELDS.items()),
+        _c("consent_time", "timestamp", doc="when the consent statement was given (empty: the record's updated_at)"),
+        _c("consent_source", doc=f"where it was given: one of {CONSENT_SOURCES}"),
     ),
     "orders": (
         _c("order_id", nullable=False), _c("member_id"), _c("phone"), _c("items"),
@@ -144,7 +150,7 @@ CHANNEL_FIELDS: dict[str, tuple[Column, ...]] = {
 EVENT_NAMES: dict[str, tuple[str, ...]] = {
     "app_events": ("app_start", "page_view", "search", "view_item", "add_cart", "pay_order", "login",
                    "register", "share"),
-    "wechat": ("mp_open", "mp_view_item", "mp_add_cart", "mp_pay", "oa_follow", "oa_click", "phone_auth"),
+    "wechat": ("mp_open", "mp_view_item", "mp_add_cart", "mp_pay", "oa_follow", "oa_click", "phone_auth", "mp_subscribe"),
 }
 CHANNEL_FORMAT = {
     "app_events": "jsonl", "wechat": "jsonl", "crm": "csv", "orders": "csv", "pos": "csv",
@@ -182,10 +188,14 @@ class RecordRule:
 # Rules per model: what the silver tables require of every row, checked where the record still is one.
 RECORD_RULES: dict[str, tuple[RecordRule, ...]] = {
     "app_events": (RecordRule("event_name", in_set=EVENT_NAMES["app_events"]),),
-    "wechat": (RecordRule("event_name", in_set=EVENT_NAMES["wechat"]),),
+    "wechat": (RecordRule("event_name", in_set=EVENT_NAMES["wechat"]),
+               RecordRule("wechat_consent", in_set=CONSENT_STATUSES, ignore_case=True)),
     "orders": (RecordRule("amount", min_value=0),),
     "pos": (RecordRule("amount", min_value=0),),
-    "crm": (RecordRule("gender", in_set=("M", "F"), ignore_case=True), RecordRule("tier", in_set=TIERS, ignore_case=True)),
+    "crm": (RecordRule("gender", in_set=("M", "F"), ignore_case=True), RecordRule("tier", in_set=TIERS, ignore_case=True),
+            # An unreadable consent is quarantined: read as "no answer" it would silently change a person's choice.
+            *(RecordRule(f, in_set=CONSENT_STATUSES, ignore_case=True) for f in CRM_CONSENT_FIELDS.values()),
+            RecordRule("consent_source", in_set=CONSENT_SOURCES, ignore_case=True)),
     "ad_leads": (),
 }
 
@@ -237,6 +247,8 @@ _TABLES += [
             _c("loaded", "long", nullable=False), _c("quarantined", "long", nullable=False),
             _c("duplicates", "long", nullable=False,
                doc="records an earlier batch (or an earlier file of this one) loaded already: same key, same content"),
+            _c("suppressed", "long", nullable=False,
+               doc="records of an erased person (ops_suppressions): counted, kept in neither bronze nor quarantine"),
             _c("status", nullable=False, doc=f"one of {FILE_STATUSES}"),
             _c("duplicate_of", doc="the file with the same checksum that was loaded instead"),
             _c("previous_checksum", doc="a changed or deleted file: the checksum an earlier run of the batch ingested"),
@@ -244,7 +256,7 @@ _TABLES += [
             _c("ingested_at", "timestamp", nullable=False),
         ),
         partition_by=("batch_date", "channel"), keys=("file",),
-        doc="per-file accounting: records = loaded + quarantined + duplicates, covering every line; duplicate, "
+        doc="per-file accounting: records = loaded + quarantined + duplicates + suppressed, covering every line; duplicate, "
             "skipped, refused and deleted files load nothing",
     ),
     TableContract(
@@ -268,7 +280,8 @@ _TABLES += [
             _c("event_id", nullable=False), _c("channel", nullable=False), _c("event_name", nullable=False),
             _c("event_time", "timestamp", nullable=False), _c("event_date", "date", nullable=False),
             _c("device_id"), _c("login_id"), _c("openid"), _c("unionid"), _c("appid"), _c("phone"),
-            _c("platform"), _c("props"), _c("_source", doc="the source (conf/sources.yaml) of the bronze record (NULL: the built-in channel's)"),
+            _c("platform"), _c("props"), _c("wechat_consent", doc="mp_subscribe: opt_in | opt_out"),
+            _c("_source", doc="the source (conf/sources.yaml) of the bronze record (NULL: the built-in channel's)"),
             _c("_batch_date", "date", nullable=False),
         ),
         partition_by=("_batch_date",), keys=("channel", "event_id"),
@@ -291,7 +304,10 @@ _TABLES += [
             _c("contact_id", nullable=False), _c("source", nullable=False), _c("member_id"), _c("name"),
             _c("phone"), _c("email"), _c("login_id"), _c("unionid"), _c("gender"), _c("birthday", "date"),
             _c("city"), _c("tier"), _c("campaign"), _c("ad_platform"), _c("registered_at", "timestamp"),
-            _c("updated_at", "timestamp", nullable=False), _c("_source", doc="the source (conf/sources.yaml) of the bronze record (NULL: the built-in channel's)"),
+            _c("updated_at", "timestamp", nullable=False),
+            *(_c(f, doc="opt_in | opt_out, lower case") for f in CRM_CONSENT_FIELDS.values()),
+            _c("consent_time", "timestamp"), _c("consent_source"),
+            _c("_source", doc="the source (conf/sources.yaml) of the bronze record (NULL: the built-in channel's)"),
             _c("_batch_date", "date", nullable=False),
         ),
         partition_by=("_batch_date",), keys=("source", "contact_id", "updated_at"),
@@ -402,6 +418,19 @@ _TABLES += [
         doc="the golden record: one row per person per as-of date, each attribute with the source that won",
     ),
     TableContract(
+        "gold_consent",
+        (
+            _c("person_id", nullable=False), _c("channel", nullable=False, doc="sms | wechat | email | ads"),
+            _c("status", nullable=False, doc="opt_in | opt_out: the latest statement up to the as-of date"),
+            _c("consent_time", "timestamp", nullable=False), _c("source", nullable=False, doc="crm | wechat: the record kind"),
+            _c("consent_source", doc=f"where it was given: {CONSENT_SOURCES}"),
+            _c("record_ref", nullable=False, doc="the record that made the statement: crm:<member_id> | wechat:<event_id>"),
+            _c("as_of", "date", nullable=False),
+        ),
+        partition_by=("as_of",), keys=("person_id", "channel"),
+        doc="marketing consent per person and channel as of a date (spark_jobs/privacy/consent.py); no row is no consent",
+    ),
+    TableContract(
         "gold_tags",
         (
             _c("person_id", nullable=False), _c("tag", nullable=False), _c("value", nullable=False, doc="as text"),
@@ -455,6 +484,15 @@ _TABLES += [
 
 _TABLES += [
     TableContract(
+        "ops_suppressions",
+        (
+            _c("id_type", nullable=False), _c("token", nullable=False, doc="HMAC-SHA-256 of the canonical value under the project key"),
+            _c("request_id", nullable=False, doc="the erasure that recorded it"), _c("erased_at", "timestamp", nullable=False),
+        ),
+        keys=("id_type", "token"),
+        doc="identifiers of erased people, as keyed tokens: ingest counts their records as suppressed and loads none",
+    ),
+    TableContract(
         "ops_dq_results",
         (
             _c("run_id", nullable=False), _c("batch_date", "date", nullable=False),
@@ -468,6 +506,86 @@ _TABLES += [
         ),
         partition_by=("batch_date", "table_name", "check_key"), keys=("check_key", "expectation"),
         doc="every Great Expectations result of every gated write, failures included, for BI and the run summary",
+    ),
+]
+
+# --- analytics marts (spark_jobs/analytics/, conf/analytics.yaml) and alerts --------------------------
+ALERT_SEVERITIES = ("warning", "critical")
+_DIMENSION = (
+    _c("dimension", nullable=False, doc="what the row is grouped by (a source column or a tag); total: not grouped"),
+    _c("dimension_value", nullable=False, doc="the group's value (unknown: none); total on the total row"),
+)
+
+_TABLES += [
+    TableContract(
+        "gold_metrics_daily",
+        (
+            _c("as_of", "date", nullable=False, doc="the local day measured (the batch date)"),
+            _c("metric", nullable=False), _c("kind", nullable=False, doc="people | count | sum | ratio"),
+            *_DIMENSION,
+            _c("value", "double", doc="the metric's value (a ratio with a zero denominator: NULL)"),
+            _c("numerator", "double", doc="ratio: the numerator metric's value"),
+            _c("denominator", "double", doc="ratio: the denominator metric's value"),
+        ),
+        partition_by=("as_of",), keys=("metric", "dimension", "dimension_value"),
+        doc="each declared metric of the batch date, overall and per dimension value",
+    ),
+    TableContract(
+        "gold_funnels",
+        (
+            _c("as_of", "date", nullable=False), _c("funnel", nullable=False),
+            _c("cohort_date", "date", nullable=False, doc="the local day of the entries (the first step)"),
+            _c("complete", "boolean", nullable=False, doc="the cohort's conversion window has closed by the as-of date"),
+            *_DIMENSION,
+            _c("step", "long", nullable=False, doc="1-based position in the funnel"), _c("step_name", nullable=False),
+            _c("people", "long", nullable=False, doc="people who reached this step within the window"),
+            _c("conversion", "double", doc="people / people of step 1"),
+            _c("step_conversion", "double", doc="people / people of the previous step"),
+        ),
+        partition_by=("as_of",), keys=("funnel", "cohort_date", "dimension", "dimension_value", "step"),
+        doc="funnel conversion per person by entry day, recomputed each day until the cohort is complete",
+    ),
+    TableContract(
+        "gold_retention",
+        (
+            _c("as_of", "date", nullable=False), _c("retention", nullable=False),
+            _c("period", nullable=False, doc="day | week"),
+            _c("cohort", "date", nullable=False, doc="first day of the cohort period (weeks start on Monday)"),
+            _c("cohort_people", "long", nullable=False, doc="people first seen in the cohort period"),
+            _c("period_n", "long", nullable=False, doc="periods after the cohort's (0: the cohort period)"),
+            _c("returned", "long", nullable=False, doc="cohort people with a return action in period N"),
+            _c("rate", "double", nullable=False, doc="returned / cohort_people"),
+            _c("complete", "boolean", nullable=False, doc="period N had ended by the as-of date"),
+        ),
+        partition_by=("as_of",), keys=("retention", "cohort", "period_n"),
+        doc="cohort retention as of a date: the cohorts of the last `periods` periods",
+    ),
+    TableContract(
+        "gold_transitions",
+        (
+            _c("as_of", "date", nullable=False), _c("transition", nullable=False),
+            _c("from_date", "date", nullable=False, doc="the previous as-of date compared with"),
+            _c("from_state", nullable=False, doc="the state then ((absent): not a person then)"),
+            _c("to_state", nullable=False, doc="the state on the as-of date ((absent): no longer a person)"),
+            _c("people", "long", nullable=False), _c("share", "double", nullable=False, doc="people / people of from_state"),
+        ),
+        partition_by=("as_of",), keys=("transition", "from_state", "to_state"),
+        doc="how many people moved between states (lifecycle stage, segment) from the previous as-of date",
+    ),
+    TableContract(
+        "ops_alerts",
+        (
+            _c("as_of", "date", nullable=False), _c("metric", nullable=False), *_DIMENSION,
+            _c("observed", "double", nullable=False), _c("expected", "double", nullable=False, doc="the forecast"),
+            _c("lower", "double", nullable=False), _c("upper", "double", nullable=False, doc="the forecast interval"),
+            _c("level", "double", nullable=False, doc="the interval's level (%)"),
+            _c("severity", nullable=False, doc=f"one of {ALERT_SEVERITIES}"), _c("direction", nullable=False, doc="drop | spike"),
+            _c("drill_down", nullable=False, doc="JSON list: the dimension values explaining most of the deviation"),
+            _c("method", nullable=False, doc="the forecasting model"), _c("history_days", "long", nullable=False),
+            _c("run_id", nullable=False),
+        ),
+        partition_by=("as_of",), keys=("metric", "dimension", "dimension_value"),
+        doc="metric observations outside their forecast interval, with the drill-down",
     ),
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import functools
 import io
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from spark_jobs.config import CHANNELS
 from spark_jobs.contracts import CHANNEL_FIELDS, CHANNEL_FORMAT, EVENT_NAMES
+from spark_jobs.privacy.consent import CONSENT_CHANNELS, CONSENT_SOURCES, CRM_CONSENT_FIELDS
 
 __all__ = [
     "CHANNELS",
@@ -32,7 +34,9 @@ __all__ = [
     "FORMATS",
     "JUNK_IDENTIFIERS",
     "MAX_LINES_PER_FILE",
+    "CONSENT_COLUMNS",
     "ChannelStats",
+    "ConsentRates",
     "DuplicateFile",
     "FileStats",
     "GenerateError",
@@ -49,8 +53,13 @@ __all__ = [
 
 # The landing format is the ingest contract's (docs/channels.md): one definition for both sides.
 EXTENSIONS: dict[str, str] = dict(CHANNEL_FORMAT)
+# Marketing consent fields: written only when `generate` is given ConsentRates (CSV: after the others).
+CONSENT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "crm": (*CRM_CONSENT_FIELDS.values(), "consent_time", "consent_source"), "wechat": ("wechat_consent",),
+}
 CSV_HEADERS: dict[str, tuple[str, ...]] = {
-    ch: tuple(c.name for c in fields) for ch, fields in CHANNEL_FIELDS.items() if CHANNEL_FORMAT[ch] == "csv"
+    ch: tuple(c.name for c in fields if c.name not in CONSENT_COLUMNS.get(ch, ()))
+    for ch, fields in CHANNEL_FIELDS.items() if CHANNEL_FORMAT[ch] == "csv"
 }
 OutputFormat = Literal["default", "real"]  # docs/channels.md, or the sources' own exports
 FORMATS: tuple[str, ...] = get_args(OutputFormat)
@@ -241,6 +250,30 @@ class NoiseRates(BaseModel):
         return cls(**POPULATIONS[population])
 
 
+class ConsentRates(BaseModel):
+    """How generated people answer marketing consent (README, "Personal data"); every rate is in [0, 1].
+
+    CRM members are asked at registration: a share `asked` answers for all four channels, each opt-in at
+    its rate (else opt-out), at the registration time and one of the consent sources; the others' four
+    fields stay empty (never asked: no consent). A CRM change record (not a registration) changes one
+    channel's answer at rate `change`, dated by the change. Mini-program users answer a subscribe-message
+    prompt (an `mp_subscribe` event carrying wechat_consent) at rate `wechat_prompt`, opting in at `wechat`.
+    Ground truth: landing/_truth/consent.csv, the latest readable statement per person and channel."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    asked: Rate = 0.85
+    sms: Rate = 0.6
+    wechat: Rate = 0.5
+    email: Rate = 0.4
+    ads: Rate = 0.3
+    change: Rate = 0.05
+    wechat_prompt: Rate = 0.3
+
+    def opt_in(self) -> np.ndarray:
+        return np.array([getattr(self, ch) for ch in CONSENT_CHANNELS])
+
+
 class FileStats(BaseModel):
     """One written file: path relative to the landing root, data lines, records, corrupt ones by kind.
 
@@ -313,6 +346,7 @@ class Manifest(BaseModel):
     identities: dict[str, int]  # identities.csv rows by kind
     population: Population = "default"
     patterns: dict[str, int] = Field(default_factory=dict)  # what each identity pattern injected (_PATTERN_COUNTS)
+    consent: ConsentRates | None = None  # the consent rates, when consent was generated (_truth/consent.csv)
 
 
 # ---------------------------------------------------------------- string building (pyarrow)
@@ -492,6 +526,24 @@ class _Patterns:
 
 
 @dataclass
+class _Consent:
+    """Each person's marketing consent as the CRM and the mini-program record it, and what the files show.
+    Statuses per channel (CONSENT_CHANNELS): -1 never asked, 0 opt_out, 1 opt_in. Times are local wall-clock
+    milliseconds since 1970 (China time), -1 when none."""
+
+    rates: ConsentRates
+    seed: int
+    status: np.ndarray  # (n, 4) int8: the CRM's current answers
+    source: np.ndarray  # (n,) int8: index into CONSENT_SOURCES of the current CRM statement
+    ms: np.ndarray  # (n,) int64: when the current CRM statement was given (-1 before the member's first row)
+    registered_ms: np.ndarray  # (n,) int64: a member's statement at registration, for members from before the window
+    readable: np.ndarray  # (n,) bool: a readable CRM row showed the current statement
+    prompt_day: np.ndarray  # (n,) int32: day of the mp_subscribe answer (_NEVER: none)
+    prompt_in: np.ndarray  # (n,) bool: that answer is opt_in
+    prompt_ms: np.ndarray  # (n,) int64: when, if its event was written readable (else -1)
+
+
+@dataclass
 class _World:
     """Everything fixed over the window: people, their identifiers, stores, catalogue."""
 
@@ -543,6 +595,7 @@ class _World:
     sku_cents: np.ndarray
     sku_p: np.ndarray
     patterns: _Patterns = field(default_factory=_Patterns)
+    consent: _Consent | None = None  # marketing consent (generate's ConsentRates), None: not generated
 
     def intensity(self, d: int, start_weekday: int) -> np.ndarray:
         """Expected-activity multiplier per person on day d (0 when not alive)."""
@@ -761,6 +814,63 @@ def _build_world(people: int, days: int, start: dt.date, seed: int,
         sku_category=sku_category, sku_cents=sku_cents, sku_p=sku_p / sku_p.sum())
 
 
+def _cast_consent(w: _World, rates: ConsentRates, seed: int) -> _Consent:
+    """Draw everyone's consent from streams of their own: the other channels' records do not change."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 400, 0]))
+    n = w.n
+    asked = rng.random(n) < rates.asked
+    status = np.where(asked[:, None], (rng.random((n, len(CONSENT_CHANNELS))) < rates.opt_in()).astype(np.int8),
+                      np.int8(-1)).astype(np.int8)
+    epoch = (w.start - dt.date(1970, 1, 1)).days
+    registered_ms = (epoch + w.signup_day.astype(np.int64)) * 86_400_000 + _ms_of_day(rng, n, _HOURS_OFFICE)
+    first_day = np.maximum(w.signup_day, 0)
+    last_day = np.minimum(w.churn_day, w.days - 1)
+    day = first_day + (rng.random(n) * (last_day - first_day + 1)).astype(np.int32)
+    prompted = w.wechat_app[:, 0] & (rng.random(n) < rates.wechat_prompt) & (first_day <= last_day)
+    return _Consent(
+        rates=rates, seed=seed, status=status, source=rng.integers(0, len(CONSENT_SOURCES), n).astype(np.int8),
+        ms=np.full(n, -1, np.int64), registered_ms=registered_ms, readable=np.zeros(n, bool),
+        prompt_day=np.where(prompted, day, _NEVER).astype(np.int32), prompt_in=rng.random(n) < rates.wechat,
+        prompt_ms=np.full(n, -1, np.int64))
+
+
+def _local_timestamps(local_ms: np.ndarray) -> pa.Array:
+    """`yyyy-MM-ddTHH:mm:ss.SSS+08:00` of local wall-clock ms since 1970; null where negative."""
+    ok = np.maximum(local_ms, 0)
+    return _null_where(local_ms < 0, _timestamps(_dates(ok // 86_400_000), ok % 86_400_000))
+
+
+def _crm_consent(w: _World, d: int, person: np.ndarray, second: np.ndarray, created_today: np.ndarray,
+                 ms: np.ndarray, corrupt: np.ndarray) -> list[pa.Array]:
+    """The consent fields of a CRM day's rows (time-ordered), advancing each member's statement: set at
+    registration, changed by some change records. A second membership's form asks nothing."""
+    c = w.consent
+    rng = np.random.default_rng(np.random.SeedSequence([c.seed, 401, d]))
+    m = person.size
+    updated_ms = ((w.start - dt.date(1970, 1, 1)).days + d) * 86_400_000 + ms
+    change = ~created_today & ~second & (corrupt < 0) & (rng.random(m) < c.rates.change)
+    channel = rng.integers(0, len(CONSENT_CHANNELS), m)
+    source = rng.integers(0, len(CONSENT_SOURCES), m)
+    status = np.full((m, len(CONSENT_CHANNELS)), -1, np.int8)
+    when = np.full(m, -1, np.int64)
+    where = np.zeros(m, np.int8)
+    for i in np.flatnonzero(~second):
+        p = person[i]
+        if c.ms[p] < 0:
+            c.ms[p] = updated_ms[i] if created_today[i] else c.registered_ms[p]
+        if change[i] and c.status[p, channel[i]] >= 0:  # only an answer given can change
+            c.status[p, channel[i]] ^= 1
+            c.ms[p], c.source[p] = updated_ms[i], source[i]
+        status[i], when[i], where[i] = c.status[p], c.ms[p], c.source[p]
+        c.readable[p] |= corrupt[i] < 0
+    asked = (status >= 0).any(axis=1)
+    answers = _strings(("opt_out", "opt_in"))
+    return [*(_null_where(status[:, k] < 0, answers.take(np.maximum(status[:, k], 0)))
+              for k in range(len(CONSENT_CHANNELS))),
+            _local_timestamps(np.where(asked, when, -1)),
+            _null_where(~asked, _strings(CONSENT_SOURCES).take(where))]
+
+
 def _fresh_phones(rng: np.random.Generator, taken: np.ndarray, count: int) -> np.ndarray:
     """`count` distinct valid mobile numbers, none of them `taken`."""
     taken = np.sort(taken)
@@ -899,6 +1009,7 @@ class _Batch:
     is_json: bool
     corrupt: np.ndarray  # per record: index into _KIND_NAMES, or -1
     aux: np.ndarray  # (records, 2) uniforms that shape line-level corruption
+    extra_columns: tuple[str, ...] = ()  # CSV: columns after CSV_HEADERS' (the consent fields)
 
     def __len__(self) -> int:
         return self.corrupt.size
@@ -1094,6 +1205,11 @@ def _build_wechat(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.dat
     person = np.r_[person, authorising]
     app = np.r_[app, np.zeros(authorising.size, np.int64)]
     name = np.r_[name, np.full(authorising.size, 6)]
+    if w.consent is not None:  # answers to the mini-program's subscribe-message prompt
+        answering = np.flatnonzero(w.consent.prompt_day == d)
+        person = np.r_[person, answering]
+        app = np.r_[app, np.zeros(answering.size, np.int64)]
+        name = np.r_[name, np.full(answering.size, 7)]
     ms = w.patterns.not_before_registration(d, person, _ms_of_day(rng, person.size, _HOURS_ONLINE))
     ms, person, app, name = _sort_by_time(ms, person, app, name)
     m = person.size
@@ -1134,6 +1250,12 @@ def _build_wechat(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.dat
               _json_str("openid", w.openid.take(openid_idx)), unionid, phone,
               _json_str("event_name", _strings(_WECHAT_EVENT_NAMES).take(name)),
               _json_str("event_time", ts), props]
+    if w.consent is not None:
+        answer = name == 7
+        answer_in = w.consent.prompt_in[person]
+        good = answer & (corrupt < 0)
+        w.consent.prompt_ms[person[good]] = ((w.start - dt.date(1970, 1, 1)).days + d) * 86_400_000 + ms[good]
+        fields.append(_where(answer, _json_str("wechat_consent", _where(answer_in, "opt_in", "opt_out")), ""))
     return _Batch(fields, True, corrupt, rng.random((m, 2)))
 
 
@@ -1250,7 +1372,11 @@ def _build_crm(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
         registered,
         _spoil_timestamps(rng, updated, corrupt, day),
     ]
-    return _Batch(fields, False, corrupt, rng.random((m, 2)))
+    aux = rng.random((m, 2))
+    if w.consent is None:
+        return _Batch(fields, False, corrupt, aux)
+    fields += _crm_consent(w, d, person, second, created_today, ms, corrupt)
+    return _Batch(fields, False, corrupt, aux, CONSENT_COLUMNS["crm"])
 
 
 def _build_orders(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.date,
@@ -1460,7 +1586,7 @@ def _write_batch(landing: Path, channel: str, day: dt.date, batch: _Batch) -> li
     folder = landing / channel / day.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     ext = EXTENSIONS[channel]
-    header = ",".join(CSV_HEADERS[channel]) + "\n" if channel in CSV_HEADERS else None
+    header = ",".join((*CSV_HEADERS[channel], *batch.extra_columns)) + "\n" if channel in CSV_HEADERS else None
     limit = MAX_LINES_PER_FILE
     stats = []
     for part in range(max(1, math.ceil(len(batch) / limit))):
@@ -1564,7 +1690,43 @@ def _write_truth(landing: Path, w: _World, seen: _Seen, noise: NoiseRates) -> di
         duplicates = _cat(w.person_key.take(pat.dup_person), ",", w.member_id.take(pat.dup_person), ",",
                           pat.dup_member_id, "\n")
         _write_lines(folder / "duplicate_members.csv", "person_key,member_id,second_member_id\n", duplicates)
+    if w.consent is not None:
+        _write_consent_truth(folder, w)
     return counts
+
+
+def _write_consent_truth(folder: Path, w: _World) -> None:
+    """consent.csv: per person and channel, the latest statement a readable record made (the CRM's, or for
+    wechat the mini-program's answer when later; on a tie the opt-out), as gold_consent should hold it."""
+    c = w.consent
+    parts = []
+    crm_person = np.flatnonzero(c.readable)
+    for k, channel in enumerate(CONSENT_CHANNELS):
+        status = c.status[crm_person, k].astype(np.int8)
+        when = np.where(status >= 0, c.ms[crm_person], -1)
+        source = np.zeros(crm_person.size, np.int8)  # 0 crm, 1 wechat
+        where = c.source[crm_person].astype(np.int64)
+        person = crm_person
+        if channel == "wechat":
+            by_person = np.full((w.n, 4), -1, np.int64)  # status, ms, source, consent source
+            by_person[person, 0], by_person[person, 1], by_person[person, 3] = status, when, where
+            by_person[person, 2] = 0
+            wx = np.flatnonzero(c.prompt_ms >= 0)
+            wx_status = c.prompt_in[wx].astype(np.int64)
+            later = (c.prompt_ms[wx] > by_person[wx, 1]) | ((c.prompt_ms[wx] == by_person[wx, 1]) & (wx_status == 0))
+            wx = wx[later]
+            by_person[wx, 0], by_person[wx, 1] = c.prompt_in[wx].astype(np.int64), c.prompt_ms[wx]
+            by_person[wx, 2], by_person[wx, 3] = 1, CONSENT_SOURCES.index("mini_program")
+            person = np.flatnonzero(by_person[:, 1] >= 0)
+            status, when = by_person[person, 0].astype(np.int8), by_person[person, 1]
+            source, where = by_person[person, 2].astype(np.int8), by_person[person, 3]
+        keep = status >= 0
+        person, status, when, source, where = person[keep], status[keep], when[keep], source[keep], where[keep]
+        parts.append(_cat(w.person_key.take(person), f",{channel},", _strings(("opt_out", "opt_in")).take(status), ",",
+                          _local_timestamps(when), ",", _strings(("crm", "wechat")).take(source), ",",
+                          _strings(CONSENT_SOURCES).take(where), "\n"))
+    lines = pa.concat_arrays([x.cast(pa.large_string()) for x in parts])
+    _write_lines(folder / "consent.csv", "person_key,channel,status,consent_time,source,consent_source\n", lines)
 
 
 def _write_ownership(folder: Path, w: _World) -> None:
@@ -1600,6 +1762,8 @@ _APP_VERSION = "3.2.1"
 _WECHAT_SCENES = (1001, 1007, 1011, 1035, 1089)  # search, shared card, QR code, OA menu, recent list
 _CRM_GENDER = {"M": "男", "F": "女", "": ""}
 _CRM_TIER = {"normal": "普通", "silver": "银卡", "gold": "金卡", "platinum": "白金"}
+_CRM_CONSENT = {"opt_in": "同意", "opt_out": "拒绝", "": ""}
+_CRM_CONSENT_SOURCE = {"store": "门店", "app": "APP", "mini_program": "小程序", "web": "官网", "call_center": "客服", "": ""}
 _CRM_REMARKS = ('VIP客户, 喜欢"新品"\n电话回访', "老客户，偏好门店自提", "投诉过物流, 已补偿优惠券",
                 '会员日"满减"活动参与者', "生日当月赠礼", "勿电话打扰\n只接受短信")
 _SHOP_NAMES = ("官方旗舰店", "天猫旗舰店", "京东自营店", "抖音小店")
@@ -1683,8 +1847,9 @@ def _wechat_export(rec: dict, kind: int, draw: np.ndarray, noise: NoiseRates) ->
     time = rec["event_time"] if kind == _BAD_TIMESTAMP else _local_naive(rec["event_time"])
     out = {"event_time": time, "appid": rec["appid"], "openid": rec["openid"]}
     out |= {k: rec[k] for k in ("unionid", "phone") if k in rec}
-    return out | {"event_name": rec["event_name"], "event_id": rec["event_id"], "sdk_ver": "2.31.0",
-                  "scene": _WECHAT_SCENES[int(draw[0] * len(_WECHAT_SCENES))], "props": rec["props"]}
+    out |= {"event_name": rec["event_name"], "event_id": rec["event_id"], "sdk_ver": "2.31.0",
+            "scene": _WECHAT_SCENES[int(draw[0] * len(_WECHAT_SCENES))], "props": rec["props"]}
+    return out | ({"wechat_consent": rec["wechat_consent"]} if "wechat_consent" in rec else {})
 
 
 def _crm_excel(row: dict, kind: int, draw: np.ndarray, noise: NoiseRates) -> list[str]:
@@ -1695,9 +1860,14 @@ def _crm_excel(row: dict, kind: int, draw: np.ndarray, noise: NoiseRates) -> lis
         email = email.replace("@", "＠")
     remark = _CRM_REMARKS[int(draw[3] * len(_CRM_REMARKS))] if draw[2] < noise.crm_remark else ""
     updated = row["updated_at"] if kind == _BAD_TIMESTAMP else _local_naive(row["updated_at"])
+    consent = []
+    if "consent_source" in row:
+        consent = [_CRM_CONSENT[row[f]] for f in CRM_CONSENT_FIELDS.values()]
+        consent += [_local_naive(row["consent_time"]) if row["consent_time"] else "",
+                    _CRM_CONSENT_SOURCE[row["consent_source"]]]
     return [row["member_id"], row["name"], _CRM_GENDER[row["gender"]], row["birthday"].replace("-", "/"),
             phone, email, row["city"], _CRM_TIER[row["tier"]], row["login_id"], row["unionid"],
-            _local_naive(row["registered_at"]) if row["registered_at"] else "", updated, remark]
+            _local_naive(row["registered_at"]) if row["registered_at"] else "", updated, *consent, remark]
 
 
 def _shop_orders(row: dict, kind: int, draw: np.ndarray, noise: NoiseRates) -> list[str]:
@@ -1736,6 +1906,7 @@ class _Export:
     quoting: int = csv.QUOTE_MINIMAL
     header: tuple[str, ...] = ()
     id_columns: frozenset[int] = frozenset()  # CSV: fields a wrong-column-count row never loses
+    consent_header: tuple[str, ...] = ()  # CSV: the consent columns' names, before the header's last column
 
     @property
     def is_json(self) -> bool:
@@ -1750,7 +1921,8 @@ _EXPORTS: dict[str, _Export] = {
         _crm_excel, lambda cols: (cols[0], cols[11]), encoding="gb18030", newline="\r\n",
         header=("会员编号", "姓名", "性别", "生日", "手机号", "邮箱", "城市", "会员等级", "APP账号",
                 "微信UnionID", "注册时间", "更新时间", "备注"),
-        id_columns=frozenset({0, 4, 5, 8, 9})),
+        id_columns=frozenset({0, 4, 5, 8, 9}),
+        consent_header=("短信营销", "微信营销", "邮件营销", "广告营销", "授权时间", "授权渠道")),
     "shop_orders": _Export(
         _shop_orders, lambda cols: (cols[0],), bom="\ufeff", newline="\r\n", quoting=csv.QUOTE_ALL,
         header=("order_id", "pay_time", "member_id", "phone", "order_amount", "items", "category",
@@ -1786,9 +1958,12 @@ _Row = tuple[dict | list[str], int, np.ndarray]  # a converted record, its corru
 
 
 def _write_export(landing: Path, source: str, day: dt.date, part: int, rows: list[_Row],
-                  duplicates: int = 0) -> FileStats:
-    """Write one part of a source; its first `duplicates` rows are late duplicates."""
+                  duplicates: int = 0, consent: bool = False) -> FileStats:
+    """Write one part of a source; its first `duplicates` rows are late duplicates. `consent`: the rows
+    carry the consent fields (a CSV's header has their columns before its last)."""
     spec, channel = _EXPORTS[source], SOURCES[source]
+    if consent and spec.consent_header:
+        spec = dataclasses.replace(spec, header=(*spec.header[:-1], *spec.consent_header, spec.header[-1]))
     path = landing / source / day.isoformat() / f"part-{part:05d}.{EXTENSIONS[channel]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     split = 0
@@ -1847,7 +2022,7 @@ def _write_real_batch(landing: Path, channel: str, day: dt.date, batch: _Batch, 
     source's stats, and each source's tail for the next day; a default part `NNNNN` becomes part
     `NNNNN` of every source of the channel. Part 00000 starts with the `late` rows of the day before.
     """
-    header = CSV_HEADERS.get(channel)
+    header = (*CSV_HEADERS[channel], *batch.extra_columns) if channel in CSV_HEADERS else None
     sources = [s for s, ch in SOURCES.items() if ch == channel]
     draws = rng.random((len(batch), 4))
     default_stats: list[FileStats] = []
@@ -1869,7 +2044,8 @@ def _write_real_batch(landing: Path, channel: str, day: dt.date, batch: _Batch, 
             rows[source].append((_EXPORTS[source].convert(rec, kind, draw, noise), kind, uv))
         for source in sources:
             first = late[source].rows if part == 0 and source in late else []
-            real[source].append(_write_export(landing, source, day, part, first + rows[source], len(first)))
+            real[source].append(_write_export(landing, source, day, part, first + rows[source], len(first),
+                                              consent=bool(batch.extra_columns)))
     tails = {s: _tail(real[s][-1].path, rows[s], sum(f.records - f.duplicates for f in real[s]),
                       noise.late_duplicate) for s in sources}
     return default_stats, real, tails
@@ -1966,7 +2142,8 @@ def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
              noise: NoiseRates = NoiseRates(),
              progress: Callable[[str], None] | None = None,
              format: OutputFormat = "default",
-             population: Population = "default") -> Manifest:
+             population: Population = "default",
+             consent: ConsentRates | None = None) -> Manifest:
     """Write `days` days of raw dumps of every channel for `people` people, plus ground truth.
 
     `format="default"` writes landing/<channel>/ as docs/channels.md describes; `format="real"`
@@ -1981,9 +2158,15 @@ def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
     partners' phones, duplicate memberships, store phones and junk device ids. A pattern rate set in
     `noise` itself wins over the population's. Re-issued numbers need two days or more (the new
     owner registers on a day >= 1, after the first owner's change); with `days=1` there are none.
+
+    `consent` adds marketing consent (ConsentRates): the CRM's consent fields, the mini-program's
+    mp_subscribe answers and landing/_truth/consent.csv. None (the default) writes neither, so the
+    files are what they were before consent existed.
     """
     landing = Path(landing)
     _check_arguments(landing, people, days, seed, start, noise, format, population)
+    if consent is not None and not isinstance(consent, ConsentRates):
+        raise GenerateError(f"consent must be a ConsentRates or None, got {type(consent).__name__}")
     noise = _with_population(noise, population)
     report = progress or (lambda message: None)
     for folder in (*CHANNELS, *SOURCES, "_truth"):
@@ -1992,6 +2175,8 @@ def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
 
     world = _build_world(people, days, start, seed, noise)
     _cast_patterns(world, noise, seed)
+    if consent is not None:
+        world.consent = _cast_consent(world, consent, seed)
     seen = _Seen.empty(world)
     by_channel: dict[str, list[FileStats]] = {ch: [] for ch in CHANNELS}
     channels = {name: ChannelStats() for name in (SOURCES if format == "real" else CHANNELS)}
@@ -2046,7 +2231,7 @@ def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
     manifest = Manifest(seed=seed, people=people, days=days, start=start,
                         end=start + dt.timedelta(days=days - 1), format=format, noise=noise,
                         total_lines=sum(c.lines for c in channels.values()), channels=channels,
-                        identities=identities, population=population, patterns=patterns)
+                        identities=identities, population=population, patterns=patterns, consent=consent)
     (landing / "_truth" / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
     report(f"done: {manifest.total_lines:,} lines")
     return manifest

@@ -14,6 +14,8 @@ from pyspark.sql import functions as F
 
 from spark_jobs.contracts import CHANNEL_FIELDS, RECORD_RULES, RecordRule, bronze_name, contract
 from spark_jobs.contracts import Column as FieldSpec
+from spark_jobs.privacy import suppression
+from spark_jobs.privacy.suppression import with_suppressed
 from spark_jobs.sources.config import SourceConfig, SourcesConfig, is_naive
 from spark_jobs.sources.expressions import staged_sql
 from spark_jobs.sources.readers import UNMAPPED_SEP, count_lines, header_of, read_plan, records_udf
@@ -308,10 +310,14 @@ def with_duplicates(parsed: DataFrame, earlier: DataFrame, key: tuple[str, ...],
     )
 
 
+def _suppressed(parsed: DataFrame) -> Column:
+    return F.col("_suppressed") if "_suppressed" in parsed.columns else F.lit(False)
+
+
 def build_bronze(parsed: DataFrame, source: SourceConfig, batch_date: dt.date, ingested_at: dt.datetime) -> DataFrame:
     """Good rows of `parsed` as bronze_<model> rows (typed fields, _extra and lineage)."""
     names = [c.name for c in CHANNEL_FIELDS[source.model]]
-    return parsed.where(F.col("reason").isNull() & ~F.col("_duplicate")).select(
+    return parsed.where(F.col("reason").isNull() & ~F.col("_duplicate") & ~_suppressed(parsed)).select(
         *names, "_extra", F.lit(source.name).alias("_source"), "_source_file", "_line",
         F.lit(batch_date).alias("_batch_date"),
         F.lit(ingested_at).cast("timestamp").alias("_ingested_at"),
@@ -321,7 +327,7 @@ def build_bronze(parsed: DataFrame, source: SourceConfig, batch_date: dt.date, i
 
 def build_quarantine(parsed: DataFrame, source: SourceConfig, batch_date: dt.date, ingested_at: dt.datetime) -> DataFrame:
     """Records of `parsed` that failed, with the raw text and the reason."""
-    return parsed.where(F.col("reason").isNotNull()).select(
+    return parsed.where(F.col("reason").isNotNull() & ~_suppressed(parsed)).select(
         F.lit(source.name).alias("channel"), "_source_file", "_line", "raw", "reason",
         F.lit(batch_date).alias("_batch_date"),
         F.lit(ingested_at).cast("timestamp").alias("_ingested_at"),
@@ -363,23 +369,29 @@ class FileCounts:
     loaded: int = 0
     quarantined: int = 0
     duplicates: int = 0
+    suppressed: int = 0
 
 
 def _audit(staged: DataFrame, files: list[LandedFile], plan: dict[str, str | None]) -> tuple[dict[str, FileCounts], dict[str, int]]:
-    """Count staged records per file (loaded / quarantined / duplicates, physical lines) and reason;
+    """Count staged records per file (loaded / quarantined / duplicates / suppressed: an erased person's,
+    which neither bronze nor quarantine keeps; physical lines) and reason;
     raise IngestError, before anything is published, unless the records of every loaded file cover
     each of its lines."""
     rows = (
-        staged.select("_source_file", "_lines", "_duplicate", F.split("reason", ":")[0].alias("kind"))
-        .groupBy("_source_file", "kind", "_duplicate").agg(F.count(F.lit(1)).alias("n"), F.sum("_lines").alias("lines"))
+        staged.select("_source_file", "_lines", "_duplicate", "_suppressed", F.split("reason", ":")[0].alias("kind"))
+        .groupBy("_source_file", "kind", "_duplicate", "_suppressed").agg(F.count(F.lit(1)).alias("n"), F.sum("_lines").alias("lines"))
         .collect()
     )
     per_file: dict[str, dict[str, int]] = {}
     reasons: dict[str, int] = {}
     for r in rows:
-        c = per_file.setdefault(r["_source_file"], {"records": 0, "lines": 0, "loaded": 0, "quarantined": 0, "duplicates": 0})
+        c = per_file.setdefault(r["_source_file"], {"records": 0, "lines": 0, "loaded": 0, "quarantined": 0, "duplicates": 0,
+                                                    "suppressed": 0})
         c["records"] += r["n"]
         c["lines"] += r["lines"]
+        if r["_suppressed"]:
+            c["suppressed"] += r["n"]
+            continue
         c["quarantined" if r["kind"] is not None else "duplicates" if r["_duplicate"] else "loaded"] += r["n"]
         if r["kind"] is not None:
             reasons[r["kind"]] = reasons.get(r["kind"], 0) + r["n"]
@@ -389,7 +401,8 @@ def _audit(staged: DataFrame, files: list[LandedFile], plan: dict[str, str | Non
         if f.status == "loaded" and plan[f.rel] is None and c.lines != f.lines:
             raise IngestError(
                 f"{f.rel}: the file has {f.lines} data lines but ingest read {c.records} records spanning {c.lines} "
-                f"lines ({c.loaded} loaded, {c.quarantined} quarantined, {c.duplicates} duplicates); nothing was published"
+                f"lines ({c.loaded} loaded, {c.quarantined} quarantined, {c.duplicates} duplicates, {c.suppressed} suppressed); "
+                "nothing was published"
             )
         out[f.rel] = c
     return out, reasons
@@ -419,13 +432,14 @@ def _changed_error(src: SourceConfig, batch_date: dt.date, changes: list[FileCha
 
 def run(spark: SparkSession, lh: Lakehouse, landing: Path, source: str | SourceConfig, batch_date: dt.date,
         ingested_at: dt.datetime, sources: SourcesConfig | None = None, timezone: str = DEFAULT_TIMEZONE,
-        days: list[dt.date] | None = None, accept_changed_files: bool = False) -> dict:
+        days: list[dt.date] | None = None, accept_changed_files: bool = False, phone_region: str = "CN") -> dict:
     """Load one source-day into bronze (or, with `days`, those days' folders as one batch dated
     `batch_date`: a history load); return its accounting (also written to ops_ingest_files).
     Write-audit-publish: records are parsed once and staged, every line is accounted for, then the
     source's partitions of bronze, quarantine and ops_ingest_files are replaced for the batch.
     A record whose key an earlier batch (or file) loaded with the same values is a duplicate, counted
-    and not loaded; with other values it is quarantined. A re-run stops with LandingError when files an
+    and not loaded; with other values it is quarantined. A record carrying an erased person's identifier
+    (ops_suppressions) is counted as suppressed and kept nowhere. A re-run stops with LandingError when files an
     earlier run of the batch ingested changed or disappeared, unless `accept_changed_files`."""
     src = _source_of(source, sources)
     files = list_batch(landing, src, batch_date, days)
@@ -444,7 +458,8 @@ def run(spark: SparkSession, lh: Lakehouse, landing: Path, source: str | SourceC
             order = spark.createDataFrame([(f.rel, i) for i, f in enumerate(to_read)], "_source_file string, __file_order int")
             earlier = lh.read_or_empty(bronze_table).where(F.col("_batch_date") < F.lit(batch_date))
             fields = [c.name for c in CHANNEL_FIELDS[src.model]]
-            staged = lh.stage(stage_key, with_duplicates(parsed, earlier, src.record_key(), fields, order))
+            checked = with_duplicates(parsed, earlier, src.record_key(), fields, order)
+            staged = lh.stage(stage_key, with_suppressed(checked, suppression.load(lh.root), phone_region=phone_region))
             counts, reasons = _audit(staged, files, plan)
             bronze = build_bronze(staged, src, batch_date, ingested_at)
             quarantine = build_quarantine(staged, src, batch_date, ingested_at)
@@ -464,10 +479,10 @@ def run(spark: SparkSession, lh: Lakehouse, landing: Path, source: str | SourceC
         ch = changed.get(f.rel)
         note = f.note or (f"changed since the run of {ch.ingested_at:%Y-%m-%d %H:%M}; accepted" if ch else None)
         rows.append((batch_date, src.name, f.rel, f.checksum, f.bytes, f.lines, c.records, c.loaded, c.quarantined,
-                     c.duplicates, status, plan[f.rel], ch.previous_checksum if ch else None, note, ingested_at))
+                     c.duplicates, c.suppressed, status, plan[f.rel], ch.previous_checksum if ch else None, note, ingested_at))
     for ch in changes:
         if ch.change == "deleted":
-            rows.append((batch_date, src.name, ch.file, None, 0, 0, 0, 0, 0, 0, "deleted", None, ch.previous_checksum,
+            rows.append((batch_date, src.name, ch.file, None, 0, 0, 0, 0, 0, 0, 0, "deleted", None, ch.previous_checksum,
                          f"ingested {ch.ingested_at:%Y-%m-%d %H:%M}, gone since; accepted: its records are no longer loaded",
                          ingested_at))
     files_df = spark.createDataFrame(rows, contract("ops_ingest_files").schema())
@@ -485,5 +500,6 @@ def run(spark: SparkSession, lh: Lakehouse, landing: Path, source: str | SourceC
         "loaded": sum(c.loaded for c in counts.values()),
         "quarantined": sum(c.quarantined for c in counts.values()),
         "duplicates": sum(c.duplicates for c in counts.values()),
+        "suppressed": sum(c.suppressed for c in counts.values()),
         "quarantine_reasons": dict(sorted(reasons.items())),
     }

@@ -221,6 +221,26 @@ def checkpoint(root: str, name: str) -> dict:
     return {"table": name, "version": t.version(), "log_files_deleted": len(deleted)}
 
 
+def prune_log(root: str, name: str) -> dict:
+    """Checkpoint at the current version and delete every older commit, checksum and checkpoint, whatever
+    delta.logRetentionDuration says: after an erasure, an old commit's add actions still carry column
+    statistics (minimum and maximum values) of files that held the erased rows. Time travel to any
+    version before the checkpoint ends."""
+    t = _open(root, name)
+    t.create_checkpoint()
+    version = t.version()
+    filesystem, _ = _store(t.table_uri)
+    deleted = 0
+    for f in sorted(_log_files(t.table_uri)):
+        base = f.rsplit("/", 1)[-1]
+        m = re.match(r"^\.?(\d{20})\.", base)
+        if m and int(m[1]) < version:
+            filesystem.delete_file(f)
+            deleted += 1
+    log.info("%s: log pruned to the checkpoint at version %d, %d file(s) deleted", name, version, deleted)
+    return {"table": name, "version": version, "log_files_deleted": deleted}
+
+
 def _log_files(table_uri: str) -> set[str]:
     from pyarrow import fs
 

@@ -41,12 +41,14 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
     "ingest": (*(f"bronze_{c}" for c in CHANNELS), "bronze_quarantine", "ops_ingest_files"),
     "standardise": ("silver_events", "silver_orders", "silver_contacts", "silver_identifiers", "silver_id_links"),
     "identity": ("gold_id_map", "gold_id_dropped", "gold_id_decisions", "gold_id_changes"),
-    "profiles": ("gold_profiles",),
+    "profiles": ("gold_profiles", "gold_consent"),
     "score": ("gold_scores",),
     "tags": ("gold_tags", "gold_profile_tags"),
     "segments": ("gold_segment_members",),
+    "analytics": ("gold_metrics_daily", "gold_funnels", "gold_retention", "gold_transitions", "ops_alerts"),
     "summary": ("ops_runs",),  # the run's manifest, written last
     "features": ("gold_features",),  # cdp_train
+    "erase": ("ops_suppressions",),  # cdp_privacy (an erasure also deletes from the others; it publishes this)
 }
 AUDIT_TABLES = ("ops_dq_results",)
 MODELS = ("cdp_churn", "cdp_propensity")  # == conf ml.models values (a test checks)

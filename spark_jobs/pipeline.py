@@ -18,7 +18,7 @@ from spark_jobs.tables import Lakehouse
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "standardise", "identity", "profiles", "score", "tags", "segments")
+STAGES = ("ingest", "standardise", "identity", "profiles", "score", "tags", "segments", "analytics")
 
 
 class PipelineError(ValueError):
@@ -62,7 +62,8 @@ def _run_stage(stage, batch_date, run_id, channel, cfg, started_at, days, accept
             lh.gate = QualityGate(lh, cfg, run_id, batch_date, started_at)
         if stage == "ingest":
             result = ingest.run(spark, lh, cfg.paths.landing_path(), cfg.sources.get(channel), batch_date, started_at,
-                                timezone=cfg.standardise.timezone, days=days, accept_changed_files=accept_changed_files)
+                                timezone=cfg.standardise.timezone, days=days, accept_changed_files=accept_changed_files,
+                                phone_region=cfg.standardise.phone_region)
         elif stage == "standardise":
             result = {"tables": standardise.run(lh, cfg.standardise, batch_date,
                                                 standardise.declared_id_columns(cfg.sources),
@@ -74,6 +75,10 @@ def _run_stage(stage, batch_date, run_id, channel, cfg, started_at, days, accept
             from ml import score
 
             result = score.run(lh, cfg, batch_date)
+        elif stage == "analytics":  # after segments: transitions read the day's memberships
+            from spark_jobs.analytics import stage as analytics
+
+            result = analytics.run(lh, cfg, batch_date, run_id)
         else:  # the marts: each returns its figures and rows per table written
             result = {"profiles": profiles.run, "tags": tags.run, "segments": segments.run}[stage](lh, cfg, batch_date)
         if lh.gate is not None:
@@ -223,15 +228,38 @@ def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
         "profiles": next((s["profiles"] for s in stages if s["stage"] == "profiles"), None),
         "tags": next(({k: s[k] for k in ("people", "tags", "tag_rows", "profile_tags_updated")}
                       for s in stages if s["stage"] == "tags"), None),
-        "segments": next(({"members": s["segments"], "exports": s["exports"]} for s in stages if s["stage"] == "segments"), None),
+        "consent": next((s.get("consent") for s in stages if s["stage"] == "profiles"), None),
+        "segments": next(({"members": s["segments"], "exports": s["exports"], "consent": s.get("consent", {})}
+                          for s in stages if s["stage"] == "segments"), None),
         "scores": next(({"models": s["scores"], "skipped": s["skipped"]} for s in stages if s["stage"] == "score"), None),
         "quality": _quality(cfg, run_id),
+        "analytics": _analytics(next((s["analytics"] for s in stages if s["stage"] == "analytics"), None)),
         "tables": _table_totals(cfg),
     }
+    summary["report"] = _report(cfg, run_id, summary, next((s["analytics"] for s in stages if s["stage"] == "analytics"), None))
     text = json.dumps(summary, indent=2)
     (folder / "summary.json").write_text(text)
     (cfg.paths.runs() / "latest.json").write_text(text)
     return summary
+
+
+def _analytics(figures: dict | None) -> dict | None:
+    """The analytics stage's figures for the summary: alerts and forecast counts (the bands stay in its own file)."""
+    if figures is None:
+        return None
+    metrics = {n: {k: v for k, v in m.items() if k != "band"} for n, m in figures["metrics"].items()}
+    return {**figures, "metrics": metrics}
+
+
+def _report(cfg: CdpConfig, run_id: str, summary: dict, analytics: dict | None) -> str | None:
+    """Write _runs/<run>/report.html; a report that cannot be drawn is logged, never fails the summary."""
+    from spark_jobs.analytics.report import write_report
+
+    try:
+        return str(write_report(cfg, run_id, summary, analytics))
+    except Exception:
+        log.exception("could not write the run report of %s", run_id)
+        return None
 
 
 def _quality(cfg: CdpConfig, run_id: str) -> dict | None:
@@ -326,15 +354,26 @@ def render_summary(summary: dict) -> str:
     if tg:
         console.print(f"tags: {tg['tags']} tags for {tg['people']:,} people = {tg['tag_rows']:,} non-null values in gold_tags"
                       + ("" if tg["profile_tags_updated"] else " (gold_profile_tags holds a newer date; not replaced)"))
+    consent = summary.get("consent")
+    if consent:
+        console.print("consent (gold_consent, people): " + ", ".join(
+            f"{ch} {consent.get(f'{ch}_opt_in', 0):,} in / {consent.get(f'{ch}_opt_out', 0):,} out"
+            for ch in ("sms", "wechat", "email", "ads")))
     seg = summary.get("segments")
     if seg:
         table = Table(title="segments")
-        for col in ("segment", "members", "entered", "stayed", "left", "export"):
+        for col in ("segment", "members", "entered", "stayed", "left", "no consent", "export"):
             table.add_column(col, justify="left" if col in ("segment", "export") else "right")
         for name, f in seg["members"].items():
+            c = seg.get("consent", {}).get(name, {})
+            excluded = f"{c['excluded_no_consent']:,} ({c['channel']})" if "excluded_no_consent" in c else "-"
             table.add_row(name, f"{f['members']:,}", f"{f['entered']:,}", f"{f['stayed']:,}", f"{f['left']:,}",
-                          seg["exports"].get(name, "-"))
+                          excluded, seg["exports"].get(name, "-"))
         console.print(table)
+        for name, c in seg.get("consent", {}).items():
+            if c.get("excluded_no_consent"):
+                console.print(f"{name}: {c['excluded_no_consent']:,} of {c['members']:,} members left out of its exports "
+                              f"(no {c['channel']} consent, purpose {c['purpose']})")
     dq = summary.get("quality")
     if dq:
         console.print(
@@ -345,6 +384,19 @@ def render_summary(summary: dict) -> str:
             console.print(f"  {f['level']}: {f['table_name']} {f['expectation']} (observed {f['observed_value']}, "
                           f"unexpected {f['unexpected_count']})")
         console.print(f"Data Docs: {dq['data_docs']}")
+    an = summary.get("analytics")
+    if an:
+        console.print(f"analytics: {an['series']} metric series, {an['forecast']} forecast, {an['no_forecast_yet']} with no "
+                      f"forecast yet ({an['method']}); {len(an['alerts'])} alert(s)")
+        if an["alerts"]:
+            table = Table(title="alerts (ops_alerts)")
+            for col in ("severity", "metric", "dimension", "observed", "expected interval", "drill-down"):
+                table.add_column(col, justify="right" if col == "observed" else "left")
+            for a in an["alerts"]:
+                explained = ", ".join(f"{d['dimension']}={d['value']} {d['share']:.0%}" for d in json.loads(a["drill_down"]))
+                table.add_row(a["severity"], a["metric"], f"{a['dimension']}={a['dimension_value']}", f"{a['observed']:,.2f}",
+                              f"{a['expected']:,.2f} [{a['lower']:,.2f}, {a['upper']:,.2f}]", explained or "-")
+            console.print(table)
     secs = Table(title="seconds per stage")
     secs.add_column("stage")
     secs.add_column("seconds", justify="right")
@@ -352,4 +404,6 @@ def render_summary(summary: dict) -> str:
         secs.add_row(name, f"{s:.1f}")
     secs.add_row("total", f"{summary['seconds_total']:.1f}")
     console.print(secs)
+    if summary.get("report"):
+        console.print(f"Run report: {summary['report']}")
     return console.export_text()

@@ -1,6 +1,7 @@
-"""Profiles: reads the attributed contacts and identifiers of an as-of date (spark_jobs.activity); writes
-gold_profiles, the golden record per person, each attribute chosen by its survivorship rule
-(conf/cdp.yaml `profiles`) with the source that won."""
+"""Profiles: reads the attributed contacts, WeChat events and identifiers of an as-of date (spark_jobs.activity);
+writes gold_profiles, the golden record per person, each attribute chosen by its survivorship rule
+(conf/cdp.yaml `profiles`) with the source that won, and gold_consent, the latest marketing consent per person
+and channel (spark_jobs.privacy.consent)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pyspark.sql import functions as F
 from spark_jobs.activity import owned_when_seen, read_activity
 from spark_jobs.config import CdpConfig, ProfilesConfig
 from spark_jobs.contracts import PROFILE_ATTRIBUTES
+from spark_jobs.privacy.consent import CONSENT_CHANNELS, build_consent, build_statements
 from spark_jobs.tables import Lakehouse
 
 _CONTACT_ATTRIBUTES = ("name", "gender", "birthday", "city", "tier")
@@ -125,6 +127,8 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
         registered = contacts.groupBy("person_id").agg(F.min("registered_at").alias("registered_at"))
         lh.write_partition("gold_profiles", build_profiles(ids, survivors, as_of, cfg.standardise.timezone, registered),
                            {"as_of": as_of})
+        wechat = activity.events.where(F.col("channel") == "wechat")
+        lh.write_partition("gold_consent", build_consent(build_statements(contacts, wechat), as_of), {"as_of": as_of})
     finally:
         lh.unstage(key)
     written = lh.read("gold_profiles", {"as_of": as_of})
@@ -132,4 +136,8 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
         F.count(F.lit(1)).alias("people"),
         *[F.count(a).alias(f"with_{a}") for a in PROFILE_ATTRIBUTES],
     ).first().asDict()
-    return {"profiles": figures, "tables": {"gold_profiles": figures["people"]}}
+    consent = {f"{r['channel']}_{r['status']}": r["n"] for r in lh.read("gold_consent", {"as_of": as_of})
+               .groupBy("channel", "status").agg(F.count(F.lit(1)).alias("n")).collect()}
+    consent = {f"{ch}_{st}": consent.get(f"{ch}_{st}", 0) for ch in CONSENT_CHANNELS for st in ("opt_in", "opt_out")}
+    return {"profiles": figures, "consent": consent,
+            "tables": {"gold_profiles": figures["people"], "gold_consent": sum(consent.values())}}

@@ -1,6 +1,8 @@
 """Segments: reads gold_tags, gold_profiles, the attributed activity of the as-of date and gold_id_map;
 evaluates the rules of conf/segments.yaml; writes gold_segment_members (membership with entered/left
-spells) and the exports under <paths.exports>/<segment>/<date>/."""
+spells) and the exports: <paths.exports>/<segment>/<date>/ (manifest, internal files) and one CSV per
+destination, <paths.exports>/<segment>/<destination>/<date>.csv. A marketing segment's exports read
+gold_consent and hold only the people who opted in to its channel."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from sqlglot import exp
 from spark_jobs import rules
 from spark_jobs.activity import Activity, read_activity
 from spark_jobs.config import CdpConfig
+from spark_jobs.privacy.audiences import PLATFORMS, build_audience, column_name
+from spark_jobs.privacy.consent import purpose_channel, with_consent
 from spark_jobs.storage import write_text
 from spark_jobs.tables import Lakehouse
 from spark_jobs.tag_config import SegmentSpec, check_rule
@@ -125,6 +129,48 @@ def export_folder(cfg: CdpConfig, segment: str, as_of: dt.date) -> str:
     return f"{cfg.paths.exports_uri()}/{segment}/{as_of.isoformat()}"
 
 
+def destination_file(cfg: CdpConfig, segment: str, destination: str, as_of: dt.date) -> str:
+    """The one CSV of a segment's audience for a destination on a date."""
+    return f"{cfg.paths.exports_uri()}/{segment}/{destination}/{as_of.isoformat()}.csv"
+
+
+def _export(lh: Lakehouse, cfg: CdpConfig, s: SegmentSpec, members: DataFrame, people: DataFrame, as_of: dt.date,
+            figures: dict) -> tuple[str, dict]:
+    """Write one segment's exports; returns the folder of its manifest and its consent figures."""
+    channel = purpose_channel(s.purpose)
+    current = members.where(F.col("status") != "left")
+    consent = {"purpose": s.purpose, "channel": channel, "members": figures["members"]}
+    if channel is not None:
+        # The profiles stage wrote gold_profiles' partition (run() read it) and gold_consent's together; a
+        # partition without statements is no consent, so the table may hold no files for it.
+        statements = lh.read_or_empty("gold_consent", {"as_of": as_of})
+        flagged = lh.stage(f"segments/{as_of.isoformat()}/consent/{s.name}", with_consent(current, statements, channel))
+        current = flagged.where("consented").drop("consented")
+        consented = current.count()
+        consent |= {"consented": consented, "excluded_no_consent": figures["members"] - consented}
+    id_map = lh.read("gold_id_map", {"as_of": as_of})
+    folder = export_folder(cfg, s.name, as_of)
+    rows = build_export(current, people, id_map, s.export.identifiers)
+    for fmt in s.export.formats:
+        lh.write_export(rows, f"{folder}/{fmt}", fmt)
+    files = {}
+    if s.export.destinations:
+        contacts = build_export(current, people, id_map, ("phone", "email"))
+        for name in s.export.destinations:
+            d = cfg.segments.destinations[name]
+            audience = build_audience(contacts, d.platform, d.identifiers, d.algorithm, d.country_code)
+            path = destination_file(cfg, s.name, name, as_of)
+            lh.write_export_file(audience, path, header=PLATFORMS[d.platform].header)
+            files[name] = {"file": path, "platform": d.platform, "hash": d.algorithm, "rows": audience.count(),
+                           "columns": [column_name(i, d.algorithm) for i in d.identifiers]}
+    consent["destinations"] = {n: f["rows"] for n, f in files.items()}
+    manifest = {"segment": s.name, "as_of": as_of.isoformat(), "rule": s.rule, "purpose": s.purpose,
+                "members": figures["members"], "consent": {k: v for k, v in consent.items() if k != "destinations"},
+                "identifiers": list(s.export.identifiers), "formats": list(s.export.formats), "destinations": files}
+    write_text(f"{folder}/_manifest.json", json.dumps(manifest, indent=2))
+    return folder, consent
+
+
 def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
     """Evaluate every segment as of `as_of`; write gold_segment_members' partition and the exports."""
     specs: list[SegmentSpec] = list(cfg.segments.segments)
@@ -148,23 +194,16 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
         figures = {s.name: {st: counts.get((s.name, st), 0) for st in ("entered", "stayed", "left")} for s in specs}
         for f in figures.values():
             f["members"] = f["entered"] + f["stayed"]
-        exports = {}
+        exports, consent = {}, {}
         for s in specs:
             if s.export is None:
                 continue
-            rows = build_export(written.where(F.col("segment") == s.name), people,
-                                lh.read("gold_id_map", {"as_of": as_of}), s.export.identifiers)
-            folder = export_folder(cfg, s.name, as_of)
-            for fmt in s.export.formats:
-                lh.write_export(rows, f"{folder}/{fmt}", fmt)
-            manifest = {"segment": s.name, "as_of": as_of.isoformat(), "rule": s.rule, "members": figures[s.name]["members"],
-                        "identifiers": list(s.export.identifiers), "formats": list(s.export.formats)}
-            write_text(f"{folder}/_manifest.json", json.dumps(manifest, indent=2))
-            exports[s.name] = folder
+            exports[s.name], consent[s.name] = _export(lh, cfg, s, written.where(F.col("segment") == s.name), people,
+                                                       as_of, figures[s.name])
     finally:
         lh.unstage(key)
     total = sum(sum(v for k, v in f.items() if k != "members") for f in figures.values())
-    return {"segments": figures, "exports": exports, "tables": {"gold_segment_members": total}}
+    return {"segments": figures, "exports": exports, "consent": consent, "tables": {"gold_segment_members": total}}
 
 
 def preview(lh: Lakehouse, cfg: CdpConfig, rule_text: str, as_of: dt.date | None = None, sample: int = 10) -> dict:

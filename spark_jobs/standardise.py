@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from spark_jobs.config import CHANNELS, StandardiseConfig
 from spark_jobs.contracts import bronze_name
 from spark_jobs.normalise import device_id_col, email_col, with_canonical_phones
+from spark_jobs.privacy.consent import CRM_CONSENT_FIELDS
 from spark_jobs.tables import Lakehouse
 
 # Bronze strings are already trimmed, with blanks as NULL (ingest). Separators inside identifier tokens: control characters never found in identifier values.
@@ -38,6 +39,16 @@ def _source(bronze: DataFrame, default: str) -> Column:
     return (F.col("_source") if "_source" in bronze.columns else F.lit(default)).alias("_source")
 
 
+def _optional(df: DataFrame, name: str, type_: str = "string") -> Column:
+    """A column frames from before it existed lack (older bronze tables, hand-made test frames): NULL there."""
+    return (F.col(name) if name in df.columns else F.lit(None).cast(type_)).alias(name)
+
+
+def _consent_status(df: DataFrame, name: str) -> Column:
+    """A consent status in lower case (ingest admitted opt_in / opt_out in any case)."""
+    return F.lower(_optional(df, name)).alias(name)
+
+
 def build_events(app: DataFrame, wechat: DataFrame, cfg: StandardiseConfig, batch_date: dt.date) -> DataFrame:
     """silver_events from bronze app/web and WeChat events: one model, canonical identifiers."""
     null = F.lit(None).cast("string")
@@ -45,19 +56,19 @@ def build_events(app: DataFrame, wechat: DataFrame, cfg: StandardiseConfig, batc
         "event_id", F.lit("app").alias("channel"), "event_name", "event_time",
         device_id_col(F.col("device_id")).alias("device_id"), "login_id",
         null.alias("openid"), "unionid", null.alias("appid"), F.col("phone").alias("phone_raw"),
-        "platform", "props", _source(app, "app_events"),
+        "platform", "props", null.alias("wechat_consent"), _source(app, "app_events"),
     )
     wx_rows = _first_per_key(wechat, ["event_id"]).select(
         "event_id", F.lit("wechat").alias("channel"), "event_name", "event_time",
         null.alias("device_id"), null.alias("login_id"), "openid",
         "unionid", "appid", F.col("phone").alias("phone_raw"),
-        F.lit("wechat").alias("platform"), "props", _source(wechat, "wechat"),
+        F.lit("wechat").alias("platform"), "props", _consent_status(wechat, "wechat_consent"), _source(wechat, "wechat"),
     )
     events = with_canonical_phones(app_rows.unionByName(wx_rows), {"phone_raw": "phone"}, cfg.phone_region)
     return events.select(
         "event_id", "channel", "event_name", "event_time",
         _local_date(F.col("event_time"), cfg.timezone).alias("event_date"),
-        "device_id", "login_id", "openid", "unionid", "appid", "phone", "platform", "props", "_source",
+        "device_id", "login_id", "openid", "unionid", "appid", "phone", "platform", "props", "wechat_consent", "_source",
         F.lit(batch_date).alias("_batch_date"),
     )
 
@@ -96,7 +107,9 @@ def build_contacts(crm: DataFrame, leads: DataFrame, cfg: StandardiseConfig, bat
             F.col("phone").alias("phone_raw"), email_col(F.col("email")).alias("email"), "login_id", "unionid",
             F.upper("gender").alias("gender"), "birthday", "city",
             F.lower("tier").alias("tier"), null.alias("campaign"), null.alias("ad_platform"),
-            "registered_at", "updated_at", _source(crm, "crm"),
+            "registered_at", "updated_at", *[_consent_status(crm, f) for f in CRM_CONSENT_FIELDS.values()],
+            _optional(crm, "consent_time", "timestamp"), F.lower(_optional(crm, "consent_source")).alias("consent_source"),
+            _source(crm, "crm"),
         )
     )
     lead_rows = _first_per_key(leads, ["lead_id"]).select(
@@ -105,12 +118,14 @@ def build_contacts(crm: DataFrame, leads: DataFrame, cfg: StandardiseConfig, bat
         null.alias("unionid"), null.alias("gender"),
         F.lit(None).cast("date").alias("birthday"), null.alias("city"), null.alias("tier"), "campaign",
         "ad_platform", F.lit(None).cast("timestamp").alias("registered_at"), F.col("created_at").alias("updated_at"),
-        _source(leads, "ad_leads"),
+        *[null.alias(f) for f in CRM_CONSENT_FIELDS.values()], F.lit(None).cast("timestamp").alias("consent_time"),
+        null.alias("consent_source"), _source(leads, "ad_leads"),
     )
     both = with_canonical_phones(members.unionByName(lead_rows), {"phone_raw": "phone"}, cfg.phone_region)
     return both.select(
         "contact_id", "source", "member_id", "name", "phone", "email", "login_id", "unionid", "gender", "birthday", "city", "tier",
-        "campaign", "ad_platform", "registered_at", "updated_at", "_source", F.lit(batch_date).alias("_batch_date"),
+        "campaign", "ad_platform", "registered_at", "updated_at", *CRM_CONSENT_FIELDS.values(), "consent_time", "consent_source",
+        "_source", F.lit(batch_date).alias("_batch_date"),
     )
 
 

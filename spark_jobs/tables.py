@@ -141,6 +141,18 @@ def read_pandas(root: str, name: str, columns: list[str] | None = None, partitio
     return dataset.to_table(columns=columns, filter=where).to_pandas()
 
 
+def read_dataset(root: str, name: str, version: int | None = None):
+    """(pyarrow dataset, version) of a table at `version` (default: the newest) through delta-rs, reading
+    nothing yet; None when the table does not exist. For readers that scan lazily (the BI SQL endpoint)."""
+    from deltalake import DeltaTable
+
+    path = table_path(root, name)
+    if not DeltaTable.is_deltatable(path):
+        return None
+    table = DeltaTable(path, version=version)
+    return table.to_pyarrow_dataset(), table.version()
+
+
 def latest_partition(root: str, name: str, column: str, before: object | None = None, version: int | None = None) -> str | None:
     """The largest value of a partition column (e.g. the newest as_of snapshot), or the largest below
     `before` (the previous snapshot), from the Delta log (of `version`: a pinned read)."""
@@ -308,6 +320,30 @@ class Lakehouse:
                     pcsv.write_csv(empty, fh)
                 else:
                     pq.write_table(empty, fh)
+
+    def write_export_file(self, df: DataFrame, uri: str, header: bool = True) -> None:
+        """Write `df` as one CSV file named `uri` (replacing it), not a folder of part files: what an
+        activation channel's upload takes. The engine's part files (Sail 0.7.2 ignores coalesce(1) on
+        some plans) are joined beside it, then moved into place, so a reader never sees half a file.
+        An empty `df` still gives the header row (when `header`)."""
+        filesystem_, path = filesystem(uri)
+        scratch = f"{uri}.writing-{uuid.uuid4().hex}"
+        try:
+            df.write.mode("overwrite").option("header", "false").csv(f"{scratch}/parts")
+            _, scratch_path = filesystem(scratch)
+            parts = [n for n in children(f"{scratch}/parts") if n.endswith(".csv")]
+            filesystem_.create_dir(scratch_path, recursive=True)  # an empty result may leave no folder
+            with filesystem_.open_output_stream(f"{scratch_path}/joined.csv") as out:
+                if header:
+                    out.write((",".join(df.columns) + "\n").encode())
+                for name in parts:
+                    with filesystem_.open_input_stream(f"{scratch_path}/parts/{name}") as part:
+                        while chunk := part.read(1 << 20):
+                            out.write(chunk)
+            filesystem_.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            filesystem_.move(f"{scratch_path}/joined.csv", path)
+        finally:
+            remove_tree(scratch)
 
     def _publish(self, name: str, c, guarded: DataFrame, partition: Mapping[str, object]) -> None:
         self.create(name)

@@ -14,6 +14,8 @@ from sqlglot import exp
 from spark_jobs import rules
 from spark_jobs.config import ConfigError, read_yaml
 from spark_jobs.contracts import CONTRACTS, EVENT_NAMES, PROFILE_ATTRIBUTES, PROFILE_DERIVED
+from spark_jobs.privacy.audiences import AD_PLATFORMS, PLATFORMS
+from spark_jobs.privacy.consent import PURPOSES
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
 
@@ -299,19 +301,73 @@ EXPORT_IDENTIFIERS = ("phone", "email", "unionid", "openid", "device_id", "membe
 
 
 class ExportConfig(_Strict):
+    # Internal files of plaintext identifiers (person_id and the identifiers, csv/parquet part files).
     formats: tuple[Literal["csv", "parquet"], ...] = ("csv", "parquet")
     identifiers: tuple[Literal[EXPORT_IDENTIFIERS], ...] = ("phone", "unionid", "device_id")
+    # Named destinations (SegmentsConfig.destinations): one CSV each, in the destination's declared form.
+    destinations: tuple[str, ...] = ()
+
+
+class Destination(_Strict):
+    """Where an audience goes and in what form: `platform` fixes the normalisation (PLATFORMS);
+    `hash` one of the platform's (default its first); plaintext only with `plaintext: true`."""
+
+    platform: Literal[tuple(PLATFORMS)]
+    identifiers: tuple[Literal["phone", "email"], ...] = ("phone",)
+    hash: Literal["sha256", "md5", "none"] | None = None
+    plaintext: bool = False  # this destination may receive identifiers in clear (an internal system)
+    country_code: str = Field("86", pattern=r"^[1-9][0-9]{0,2}$")  # national-format platforms: whose numbers
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> Destination:
+        spec = PLATFORMS[self.platform]
+        unsupported = [i for i in self.identifiers if i not in spec.identifiers()]
+        if unsupported:
+            raise ValueError(f"platform {self.platform} matches on {list(spec.identifiers())}, not {unsupported}")
+        if not self.identifiers:
+            raise ValueError("declare at least one identifier")
+        algorithm = self.algorithm
+        if algorithm not in spec.hashes:
+            raise ValueError(f"platform {self.platform} takes hash {' or '.join(spec.hashes)}, not {algorithm}")
+        if (algorithm == "none") != self.plaintext:
+            raise ValueError("plaintext identifiers need `platform: plaintext` and `plaintext: true` together"
+                             if algorithm == "none" else "`plaintext: true` is only for `platform: plaintext`")
+        return self
+
+    @property
+    def algorithm(self) -> str:
+        return self.hash or PLATFORMS[self.platform].hashes[0]
 
 
 class SegmentSpec(_Strict):
     name: str = Field(pattern=_NAME)
     description: str = ""
     rule: str
+    # analysis: no marketing; marketing_<channel>: every export keeps only people who opted in to <channel>.
+    purpose: Literal[tuple(PURPOSES)] = "analysis"
     export: ExportConfig | None = None
 
 
 class SegmentsConfig(_Strict):
+    destinations: dict[str, Destination] = Field(default_factory=dict)
     segments: tuple[SegmentSpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _destinations(self) -> SegmentsConfig:
+        for name in self.destinations:
+            if not re.fullmatch(_NAME, name):
+                raise ValueError(f"destination name {name!r} must match {_NAME}")
+        for s in self.segments:
+            for d in s.export.destinations if s.export else ():
+                if d not in self.destinations:
+                    raise ValueError(f"segment {s.name!r} exports to unknown destination {d!r}; declared: "
+                                     f"{sorted(self.destinations) or 'none (add a destinations: mapping)'}")
+                if self.destinations[d].platform in AD_PLATFORMS and s.purpose != "marketing_ads":
+                    raise ValueError(f"segment {s.name!r} exports to the ad platform {d!r} but its purpose is "
+                                     f"{s.purpose}: declare `purpose: marketing_ads` (only people who consented "
+                                     "to ads are exported)")
+        return self
 
     @field_validator("segments")
     @classmethod

@@ -77,7 +77,9 @@ class Standalone:
         self.http = requests.Session()
 
     def start(self, timeout: float = 240) -> None:
-        (self.home / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
+        pw = self.home / "passwords.json"
+        pw.touch(mode=0o600)
+        pw.write_text(json.dumps({USER: PASSWORD}))
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [str(BIN / "airflow"), "standalone"], env=self.env, cwd=self.home, stdout=self._log,

@@ -309,21 +309,21 @@ def test_the_scheduler_runs_a_trigger_and_a_backfill_like_one_by_one_and_the_gri
         assert all(r["state"] == "success" for r in finished.values()), (finished, af.tail())
         for run_id in run_ids:
             states = af.task_states("cdp_daily", run_id)
-            assert len(states) == 1 + 6 + 8 and set(states.values()) == {"success"}, (run_id, states)  # sources, 6 ingests, 6 stages, summary, publish
+            assert len(states) == 1 + 6 + 9 and set(states.values()) == {"success"}, (run_id, states)  # sources, 6 ingests, 7 stages, summary, publish
 
         assert_same_tables(snapshot(tmp_path / "lh"), reference.after[BATCHES[-1]])
 
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "airflow_grid.png"
         grid = read_grid(af.base, af.token, "cdp_daily", run_ids, shot)
-        tasks = {"sources", "ingest", "standardise", "identity", "profiles", "score", "tags", "segments", "summary", "publish"}
+        tasks = {"sources", "ingest", "standardise", "identity", "profiles", "score", "tags", "segments", "analytics", "summary", "publish"}
         for run_id in run_ids:
             assert grid["cells"][run_id] == dict.fromkeys(tasks, "success"), grid["cells"][run_id]
             assert set(grid["tooltips"][run_id]) == tasks
             assert all("State: Success" in text.replace("\n", " ") for text in grid["tooltips"][run_id].values())
             assert "6 Success" in grid["tooltips"][run_id]["ingest"]  # the mapped task: one per source with files
             table = grid["table"][run_id]
-            assert len(table) == 15 and {state for *_, state in table} == {"Success"}, table
+            assert len(table) == 16 and {state for *_, state in table} == {"Success"}, table
         assert shot.stat().st_size > 20_000
     finally:
         left = af.stop()

@@ -14,7 +14,7 @@ from spark_jobs.contracts import CONTRACTS
 from spark_jobs.orchestration import AUDIT_TABLES, PUBLISHES, asset_uri
 
 DAGS = Path(__file__).resolve().parent.parent / "dags"
-DAG_IDS = {"cdp_daily", "cdp_train", "cdp_maintenance"}
+DAG_IDS = {"cdp_daily", "cdp_train", "cdp_maintenance", "cdp_privacy"}
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +48,11 @@ def test_cdp_daily_has_owner_retries_tags_docs_and_one_active_run(dagbag):
     for t in dag.tasks:
         assert t.owner == "cdp-data-platform" and t.retries >= 1, t.task_id
     assert {t.task_id for t in dag.tasks} == {"sources", "ingest", "standardise", "identity", "profiles", "score", "tags",
-                                              "segments", "summary", "publish"}
+                                              "segments", "analytics", "summary", "publish"}
     assert dag.get_task("publish").upstream_task_ids == {"summary"}  # the online store gets complete runs only
     assert dag.get_task("ingest").upstream_task_ids == {"sources"}  # mapped over the run's sources
     assert dag.get_task("segments").upstream_task_ids == {"tags"} and dag.get_task("tags").upstream_task_ids == {"score"}
+    assert dag.get_task("analytics").upstream_task_ids == {"segments"} and dag.get_task("summary").upstream_task_ids == {"analytics"}
 
 
 def test_cdp_daily_channels_match_the_config_channels():
@@ -175,8 +176,9 @@ def test_every_table_is_an_asset_published_by_exactly_one_task(dagbag):
     assert all(len(v) == 1 for v in tables.values()), tables
     daily = dagbag.dags["cdp_daily"]
     for stage, names in PUBLISHES.items():
-        if stage != "features":
+        if stage not in ("features", "erase"):
             assert {a.name for a in daily.get_task(stage).outlets} == set(names), stage
+    assert [a.name for a in dagbag.dags["cdp_privacy"].get_task("erase_queued").outlets] == ["ops_suppressions"]
     assert [a.name for a in dagbag.dags["cdp_train"].get_task("features").outlets] == ["gold_features"]
 
 
@@ -197,3 +199,13 @@ def test_dag_files_pass_ruff_air_rules():
     ruff = Path(sys.executable).parent / "ruff"
     out = subprocess.run([str(ruff), "check", "--select", "AIR", str(DAGS)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_cdp_privacy_erases_the_queue_and_waits_for_a_running_pipeline(dagbag):
+    import inspect
+
+    dag = dagbag.dags["cdp_privacy"]
+    assert [t.task_id for t in dag.tasks] == ["erase_queued"]
+    assert dag.max_active_runs == 1
+    source = inspect.getsource(__import__("dags.cdp_privacy", fromlist=["x"]))
+    assert "process_queue(load_config(), wait=" in source

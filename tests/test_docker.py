@@ -98,7 +98,8 @@ def _built_from(service: dict) -> str | None:
 
 
 def _container_ports(service: dict) -> set[int]:
-    return {int(str(p).rsplit(":", 1)[-1].split("/")[0]) for p in service.get("ports", [])}
+    """The ports other containers reach: published (`ports`) or exposed to the compose network only."""
+    return {int(str(p).rsplit(":", 1)[-1].split("/")[0]) for p in [*service.get("ports", []), *service.get("expose", [])]}
 
 
 def _hadolint(path: Path) -> subprocess.CompletedProcess:
@@ -318,3 +319,27 @@ def test_tasks_and_spark_workers_reach_mlflow_by_a_host_it_accepts():
         uri = re.fullmatch(r"http://([\w-]+):(\d+)", services[name]["environment"]["MLFLOW_TRACKING_URI"])
         assert uri and uri[1] in services and int(uri[2]) in _container_ports(services[uri[1]]), name
         assert f"{uri[1]}:{uri[2]}" in allowed, (name, allowed)
+
+
+def test_no_unauthenticated_server_is_published_beyond_the_hosts_loopback():
+    services = _services()
+    assert "ports" not in services["spark-connect"] or all("15002" not in str(p) for p in services["spark-connect"]["ports"])
+    for name, service in services.items():
+        for p in service.get("ports", []):
+            assert str(p).startswith("127.0.0.1:"), (name, p)
+
+
+def test_compose_refuses_the_example_secrets(tmp_path):
+    """airflow-init's script (every CDP service waits for it) stops on a change-me value or a short one."""
+    script = _services()["airflow-init"]["command"][-1].replace("$$", "$")
+    check = script[: script.index('uid="')]
+    good = {"POSTGRES_PASSWORD": "p" * 20, "AIRFLOW_JWT_SECRET": "j" * 32, "AIRFLOW_API_SECRET_KEY": "a" * 32,
+            "AIRFLOW_ADMIN_PASSWORD": "x" * 16}
+    for name, bad in [("AIRFLOW_JWT_SECRET", "change-me-jwt-secret"), ("AIRFLOW_ADMIN_PASSWORD", "short")]:
+        r = subprocess.run(["bash", "-euo", "pipefail", "-c", check], env={**good, name: bad, "PATH": os.environ["PATH"]},
+                           capture_output=True, text=True)
+        assert r.returncode == 1 and name in r.stderr, r.stderr
+    assert subprocess.run(["bash", "-euo", "pipefail", "-c", check], env={**good, "PATH": os.environ["PATH"]}).returncode == 0
+    dependants = [n for n, s in _services().items() if n not in ("postgres", "airflow-init")]
+    for n in dependants:
+        assert "airflow-init" in (_services()[n].get("depends_on") or {}), n

@@ -279,8 +279,8 @@ def test_read_records_numbers_every_line_exactly_even_in_large_files(spark, tmp_
 
 def test_audit_refuses_to_publish_when_a_line_is_unaccounted_for(sail):
     f = ingest.LandedFile(Path("x"), "orders/x.csv", "c", 1, 3)
-    staged = sail.createDataFrame([("orders/x.csv", 1, None, False), ("orders/x.csv", 1, "bad_number: amount", False)],
-                                  "_source_file string, _lines long, reason string, _duplicate boolean")
+    staged = sail.createDataFrame([("orders/x.csv", 1, None, False, False), ("orders/x.csv", 1, "bad_number: amount", False, False)],
+                                  "_source_file string, _lines long, reason string, _duplicate boolean, _suppressed boolean")
     with pytest.raises(ingest.IngestError, match="has 3 data lines but ingest read 2 records spanning 2 lines"):
         ingest._audit(staged, [f], {"orders/x.csv": None})
     counts, _ = ingest._audit(staged, [f], {"orders/x.csv": "orders/y.csv"})  # duplicates are not audited
@@ -362,7 +362,7 @@ def test_run_quarantines_a_redelivered_key_with_other_values_and_a_repeat_within
 
 def test_run_keys_crm_versions_by_member_and_update_time(lakehouse, tmp_path):
     landing = tmp_path / "landing"
-    header = ",".join(c.name for c in CHANNEL_FIELDS["crm"])
+    header = ",".join(c.name for c in CHANNEL_FIELDS["crm"] if "consent" not in c.name)  # consent columns are optional
     v1 = "M1,李明,13912345678,,,,M,1990-01-01,上海,gold,2026-01-01T00:00:00+08:00,2026-11-01T09:00:00+08:00"
     v2 = v1.replace("gold", "platinum").replace("2026-11-01T09", "2026-11-02T09")  # a newer version: not a duplicate
     _land(landing, "crm", BATCH, "part-00000.csv", f"{header}\n{v1}\n")

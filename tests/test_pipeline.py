@@ -51,7 +51,7 @@ def world(tmp_path_factory):
         for ch in cfg.ingest_sources():
             tracked("ingest", batch, run_id, channel=ch)
         tracked("standardise", batch, run_id)
-        for stage in ("identity", "profiles", "tags", "segments"):
+        for stage in ("identity", "profiles", "tags", "segments", "analytics"):
             tracked(stage, batch, run_id)
         summaries.append(summarise(run_id, cfg))
     world_changes.update(changed)
@@ -73,7 +73,7 @@ def _rows(cfg, name):
 
 def test_each_stage_writes_exactly_the_tables_its_task_publishes_as_assets(world):
     """The DAGs' asset outlets (orchestration.PUBLISHES) are the tables each stage really commits to."""
-    assert set(world_changes) == {"ingest", "standardise", "identity", "profiles", "tags", "segments"}
+    assert set(world_changes) == {"ingest", "standardise", "identity", "profiles", "tags", "segments", "analytics"}
     for stage, tables in world_changes.items():
         assert tables - set(AUDIT_TABLES) == set(PUBLISHES[stage]), stage
     assert "ops_dq_results" in world_changes["identity"]  # every gated write records its validation
@@ -154,7 +154,7 @@ def test_summary_reports_rows_quarantine_and_seconds(world):
     s = summaries[0]
     assert s["ingest"]["lines"] == s["ingest"]["loaded"] + s["ingest"]["quarantined"]
     assert s["rows"]["bronze_quarantine"] == s["ingest"]["quarantined"] > 0
-    assert set(s["seconds"]) == {"ingest", "standardise", "identity", "profiles", "tags", "segments"}
+    assert set(s["seconds"]) == {"ingest", "standardise", "identity", "profiles", "tags", "segments", "analytics"}
     totals = summaries[-1]["tables"]
     loaded = sum(x["ingest"]["per_channel"]["app_events"]["loaded"] for x in summaries)
     assert totals["bronze_app_events"]["rows"] == loaded  # from the Delta log, all batches

@@ -1,0 +1,1 @@
+"""Analysis and alerting: metrics, funnels, retention and transitions as gold marts, anomaly alerts, the run report."""

@@ -1,0 +1,136 @@
+"""Anomaly alerts on metric series: forecasts each series of gold_metrics_daily rows (pandas, small by
+construction: metrics x dimension values x history_days) with statsforecast's ETS and its prediction
+intervals, flags the as-of observation outside the interval, and drills down into the dimension values
+that explain the deviation; reads and writes no table (spark_jobs.analytics.stage does)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+
+import numpy as np
+import pandas as pd
+
+from spark_jobs.analytics.config import TOTAL, AlertsConfig
+
+log = logging.getLogger(__name__)
+METHOD = "statsforecast AutoETS(ANA)"  # additive error and season, no trend: best calibrated in README's comparison
+ADDITIVE = ("people", "count", "sum")  # a missing day of these is a zero; a missing ratio is unknown
+NO_FORECAST = "no forecast yet"
+
+
+def series_frame(history: pd.DataFrame, as_of: dt.date, cfg: AlertsConfig) -> pd.DataFrame:
+    """One row per (metric, dimension, dimension_value) series: its kind, the history before `as_of` (values
+    oldest first, a missing day of an additive metric as 0) and the observation on `as_of` (NaN: none,
+    0 for an additive metric seen before: a channel that sent nothing)."""
+    start = as_of - dt.timedelta(days=cfg.history_days)
+    h = history[(history["as_of"] >= start) & (history["as_of"] <= as_of)]
+    out = []
+    for (metric, dim, value), g in h.groupby(["metric", "dimension", "dimension_value"], sort=True):
+        kind = g["kind"].iloc[0]
+        past = g[g["as_of"] < as_of].set_index("as_of")["value"]
+        today = g.loc[g["as_of"] == as_of, "value"]
+        observed = float(today.iloc[0]) if len(today) and pd.notna(today.iloc[0]) else np.nan
+        if kind in ADDITIVE and len(past):
+            days = pd.date_range(min(past.index), as_of - dt.timedelta(days=1), freq="D").date
+            past = past.reindex(days, fill_value=0.0)
+            observed = 0.0 if np.isnan(observed) else observed
+        past = past.dropna()
+        out.append({"metric": metric, "dimension": dim, "dimension_value": value, "kind": kind,
+                    "dates": list(past.index), "values": past.astype(float).to_numpy(), "observed": observed})
+    return pd.DataFrame(out, columns=["metric", "dimension", "dimension_value", "kind", "dates", "values", "observed"])
+
+
+def _levels(frame: pd.DataFrame, prefix: str) -> dict[float, str]:
+    return {float(c.rsplit("-", 1)[1]): c for c in frame.columns if c.startswith(prefix)}
+
+
+def forecast(series: pd.DataFrame, cfg: AlertsConfig, fitted: set[tuple] | None = None) -> tuple[pd.DataFrame, dict]:
+    """`series` with expected, lower, upper (the `level` interval), critical_lower/upper and status
+    (forecast | no forecast yet); and the in-sample fitted bands of the `fitted` series keys."""
+    os.environ.setdefault("NIXTLA_ID_AS_COL", "1")
+    from statsforecast import StatsForecast
+    from statsforecast.models import AutoETS, Naive
+
+    series = series.copy()
+    enough = series["values"].map(len) >= cfg.min_history_days
+    series["status"] = np.where(enough & series["observed"].notna(), "forecast", NO_FORECAST)
+    for c in ("expected", "lower", "upper", "critical_lower", "critical_upper"):
+        series[c] = np.nan
+    todo = series[series["status"] == "forecast"]
+    bands: dict[tuple, dict] = {}
+    if todo.empty:
+        return series, bands
+    ids = {i: f"s{i}" for i in todo.index}
+    long = pd.concat([pd.DataFrame({"unique_id": ids[i], "ds": np.arange(len(r["values"])), "y": r["values"]})
+                      for i, r in todo.iterrows()], ignore_index=True)
+    model = AutoETS(season_length=cfg.season_length, model="ANA")
+    sf = StatsForecast(models=[model], freq=1, n_jobs=1, fallback_model=Naive())
+    levels = [cfg.level, cfg.critical_level]
+    want_fitted = bool(fitted)
+    fc = sf.forecast(df=long, h=1, level=levels, fitted=want_fitted).set_index("unique_id")
+    lo, hi = _levels(fc, "AutoETS-lo-"), _levels(fc, "AutoETS-hi-")
+    for i in todo.index:
+        row = fc.loc[ids[i]]
+        series.loc[i, "expected"] = row["AutoETS"]
+        series.loc[i, ["lower", "upper"]] = row[lo[cfg.level]], row[hi[cfg.level]]
+        series.loc[i, ["critical_lower", "critical_upper"]] = row[lo[cfg.critical_level]], row[hi[cfg.critical_level]]
+    if want_fitted:
+        fv = sf.forecast_fitted_values()
+        flo, fhi = _levels(fv, "AutoETS-lo-"), _levels(fv, "AutoETS-hi-")
+        for i in todo.index:
+            key = tuple(series.loc[i, ["metric", "dimension", "dimension_value"]])
+            if key not in fitted:
+                continue
+            f = fv[fv["unique_id"] == ids[i]]
+            bands[key] = {"dates": [d.isoformat() for d in series.loc[i, "dates"]],
+                          "expected": f["AutoETS"].round(4).tolist(), "lower": f[flo[cfg.level]].round(4).tolist(),
+                          "upper": f[fhi[cfg.level]].round(4).tolist()}
+    return series, bands
+
+
+def _outside(r, cfg: AlertsConfig) -> bool:
+    if r["status"] != "forecast" or not (r["observed"] < r["lower"] or r["observed"] > r["upper"]):
+        return False
+    change = abs(r["observed"] - r["expected"])
+    if change < cfg.min_relative_change * abs(r["expected"]):
+        return False
+    return r["kind"] not in ADDITIVE or change >= cfg.min_absolute_change
+
+
+def drill_down(forecasts: pd.DataFrame, metric: str, deviation: float, top: int) -> list[dict]:
+    """The dimension values of `metric` whose own deviation from their forecast explains most of the
+    total's `deviation` (same direction, largest share first)."""
+    parts = forecasts[(forecasts["metric"] == metric) & (forecasts["dimension"] != TOTAL) & (forecasts["status"] == "forecast")]
+    if parts.empty or deviation == 0:
+        return []
+    dev = parts["observed"] - parts["expected"]
+    share = dev / deviation
+    ranked = parts.assign(deviation=dev, share=share)
+    ranked = ranked[ranked["share"] > 0].sort_values("share", ascending=False).head(top)
+    return [{"dimension": r["dimension"], "value": r["dimension_value"], "observed": round(float(r["observed"]), 4),
+             "expected": round(float(r["expected"]), 4), "share": round(float(r["share"]), 3)} for _, r in ranked.iterrows()]
+
+
+def detect(history: pd.DataFrame, as_of: dt.date, cfg: AlertsConfig, fitted: set[tuple] | None = None):
+    """Alerts of `as_of` from gold_metrics_daily rows up to it (columns as_of, metric, kind, dimension,
+    dimension_value, value): a list of ops_alerts rows (without run_id), the per-series forecasts and the
+    fitted bands of the `fitted` series."""
+    forecasts, bands = forecast(series_frame(history, as_of, cfg), cfg, fitted)
+    alerts = []
+    for _, r in forecasts.iterrows():
+        if not _outside(r, cfg):
+            continue
+        deviation = float(r["observed"] - r["expected"])
+        critical = r["observed"] < r["critical_lower"] or r["observed"] > r["critical_upper"]
+        explained = drill_down(forecasts, r["metric"], deviation, cfg.drill_down) if r["dimension"] == TOTAL else []
+        alerts.append({
+            "as_of": as_of, "metric": r["metric"], "dimension": r["dimension"], "dimension_value": r["dimension_value"],
+            "observed": float(r["observed"]), "expected": float(r["expected"]), "lower": float(r["lower"]),
+            "upper": float(r["upper"]), "level": float(cfg.level), "severity": "critical" if critical else "warning",
+            "direction": "drop" if deviation < 0 else "spike", "drill_down": json.dumps(explained, ensure_ascii=False),
+            "method": METHOD, "history_days": int(len(r["values"])),
+        })
+    return alerts, forecasts, bands
