@@ -201,7 +201,7 @@ def _personal_columns(table: str, kwargs) -> list[str]:
             if column_class(table, c) != "none":
                 out.append(c)
         except UnclassifiedColumnError:
-            out.append(c)  # undeclared (a derived check column): withheld to be safe
+            continue  # not a table column: a check's own derived flag (true/false), no personal value
     return out
 
 
