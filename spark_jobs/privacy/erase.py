@@ -13,7 +13,6 @@ the other person's rows. The report lists it under `shared`.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import re
@@ -66,17 +65,12 @@ def _phone_body(e164: str) -> str:
 
 
 def hashed_forms(id_type: str, value: str) -> list[str]:
-    """The SHA-256 (and MD5) hex digests ad platforms match on for a canonical identifier: e-mail as is
-    (already trimmed, lower-case); phone as E.164 with and without '+' and as the national number."""
-    forms = [value]
-    if id_type == "phone":
-        import phonenumbers
+    """The digests ad platforms match on for a canonical identifier (spark_jobs.privacy.tokens' rules):
+    e-mail as it is; phone in every platform format; SHA-256 and MD5 of each."""
+    from spark_jobs.privacy.tokens import PHONE_FORMATS, normalise_phone, platform_hash
 
-        forms += [value.lstrip("+"), str(phonenumbers.national_significant_number(phonenumbers.parse(value)))]
-    out = []
-    for f in forms:
-        out += [hashlib.sha256(f.encode()).hexdigest(), hashlib.md5(f.encode()).hexdigest()]  # noqa: S324
-    return out
+    forms = [normalise_phone(value, f) for f in PHONE_FORMATS] if id_type == "phone" else [value]
+    return [platform_hash(f, algo) for f in forms if f for algo in ("sha256", "md5")]
 
 
 def pattern(target: Target) -> str:
@@ -183,10 +177,8 @@ def _scanned_columns(name: str, schema) -> list[str]:
     import pyarrow as pa
 
     strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    try:
-        from spark_jobs.privacy.classes import column_class
-    except ImportError:  # pragma: no cover - the classes module ships with this package
-        return strings
+    from spark_jobs.privacy.classes import column_class
+
     out = []
     for c in strings:
         try:
