@@ -14,6 +14,9 @@ from tests.conftest import BATCH, INGESTED_AT
 CFG = StandardiseConfig()
 T1 = dt.datetime(2026, 10, 31, 17, 30)  # 01:30 on 1 Nov in Shanghai
 T2 = dt.datetime(2026, 11, 1, 10, 0)
+# The consent fields a CRM record / WeChat event carries when no consent was asked (tests/test_privacy_consent.py).
+CRM_NO_CONSENT = (None,) * 6  # sms, wechat, email, ads, consent_time, consent_source
+WX_NO_CONSENT = (None,)
 
 
 def _bronze(spark, channel, rows):
@@ -35,7 +38,7 @@ def test_build_events_merges_channels_canonicalises_and_dedups(spark):
         ("e1", "ab-12", "L1", None, None, "ios", "app_start", T1, "{}"),  # same event delivered twice
         ("e2", " ", None, None, None, "web", "page_view", T2, None),
     ])
-    wx = _bronze(spark, "wechat", [("w1", "wx_mp_shop", "o-1", "u-1", "139-1234-5678", "phone_auth", T2, None)])
+    wx = _bronze(spark, "wechat", [("w1", "wx_mp_shop", "o-1", "u-1", "139-1234-5678", "phone_auth", T2, None, *WX_NO_CONSENT)])
     rows = {r.event_id: r for r in standardise.build_events(app, wx, CFG, BATCH).collect()}
     assert sorted(rows) == ["e1", "e2", "w1"]
     assert (rows["e1"].device_id, rows["e1"].login_id, rows["e1"].channel) == ("AB-12", "L1", "app")
@@ -55,8 +58,8 @@ def test_build_orders_maps_pos_and_normalises_phones(spark):
 
 def test_build_contacts_keeps_latest_member_version_and_leads(spark):
     crm = _bronze(spark, "crm", [
-        ("M1", "张三", "13912345678", " Zhang@Example.com ", None, None, "m", dt.date(1990, 1, 2), "上海", "Gold", T1, T1),
-        ("M1", "张三", "13912345670", "zhang@example.com", "U7", "u-7", "M", dt.date(1990, 1, 2), "上海", "gold", T1, T2),
+        ("M1", "张三", "13912345678", " Zhang@Example.com ", None, None, "m", dt.date(1990, 1, 2), "上海", "Gold", T1, T1, *CRM_NO_CONSENT),
+        ("M1", "张三", "13912345670", "zhang@example.com", "U7", "u-7", "M", dt.date(1990, 1, 2), "上海", "gold", T1, T2, *CRM_NO_CONSENT),
     ])
     leads = _bronze(spark, "ad_leads", [("L9", "13700000001", "double11", "douyin", "S01", T2)])
     rows = {r.contact_id: r for r in standardise.build_contacts(crm, leads, CFG, BATCH).collect()}
@@ -92,7 +95,7 @@ def test_identifier_sets_identifiers_and_links(spark):
 def test_app_logins_and_crm_bindings_link_accounts_to_people(spark):
     # An SMS or WeChat sign-in names the account's phone or unionid; the CRM names a member's bound accounts.
     app = _bronze(spark, "app_events", [("e1", "d1", "L1", "139 1234 5678", "u-1", "ios", "login", T1, None)])
-    crm = _bronze(spark, "crm", [("M1", "n", None, None, "L1", "u-1", None, None, None, None, None, T2)])
+    crm = _bronze(spark, "crm", [("M1", "n", None, None, "L1", "u-1", None, None, None, None, None, T2, *CRM_NO_CONSENT)])
     events = standardise.build_events(app, _empty(spark, "wechat"), CFG, BATCH)
     contacts = standardise.build_contacts(crm, _empty(spark, "ad_leads"), CFG, BATCH)
     ords = standardise.build_orders(_empty(spark, "orders"), _empty(spark, "pos"), CFG, BATCH)
@@ -108,7 +111,7 @@ def test_app_logins_and_crm_bindings_link_accounts_to_people(spark):
 def test_run_publishes_every_silver_table_from_bronze(lakehouse, sail):
     part = {"_batch_date": BATCH}
     lakehouse.write_partition("bronze_app_events", _bronze(sail, "app_events", [("e1", "d1", "L1", None, None, "ios", "login", T1, None)]), part)
-    lakehouse.write_partition("bronze_crm", _bronze(sail, "crm", [("M1", "n", "13912345678", "a@b.cn", None, None, "F", None, None, None, None, T2)]), part)
+    lakehouse.write_partition("bronze_crm", _bronze(sail, "crm", [("M1", "n", "13912345678", "a@b.cn", None, None, "F", None, None, None, None, T2, *CRM_NO_CONSENT)]), part)
     counts = standardise.run(lakehouse, CFG, BATCH)
     assert counts == {"silver_events": 1, "silver_orders": 0, "silver_contacts": 1, "silver_identifiers": 5, "silver_id_links": 4}
     again = standardise.run(lakehouse, CFG, BATCH)

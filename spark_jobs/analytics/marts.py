@@ -20,6 +20,7 @@ from spark_jobs.analytics.config import (
 
 UNKNOWN = "unknown"  # a dimension value that is NULL
 ABSENT = "(absent)"  # a transition state: not a person on that date
+EXACT_SUM = "decimal(38,6)"  # what a sum metric adds its values as (cast back to double once summed)
 NONE = "none"  # a transition state: a person without the tag value / in none of the segments
 
 
@@ -68,7 +69,9 @@ def build_metrics(events: DataFrame, orders: DataFrame, person_tags: DataFrame |
         if m.kind == "people":
             value = F.countDistinct("person_id")
         else:
-            value = F.count(F.lit(1)) if m.kind == "count" else F.sum(F.col(m.column))
+            # A sum adds exact decimals: the activity's amounts are doubles of decimal(12,2) money, and a double sum
+            # depends on the engine's order of addition (5185.84 on Sail, 5185.839999999999 on JVM Spark).
+            value = F.count(F.lit(1)) if m.kind == "count" else F.sum(F.col(m.column).cast(EXACT_SUM))
         out = (rows.select("person_id", *([m.column] if m.kind == "sum" else []), _dimension_pairs(m.dimensions))
                .groupBy(F.col("__dim.dimension").alias("dimension"), F.col("__dim.dimension_value").alias("dimension_value"))
                .agg(value.cast("double").alias("value")))
