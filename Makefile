@@ -18,7 +18,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := True
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install jars spark-connect spark-cluster spark-down system-deps demo ml-demo mlflow-ui test test-fast lint bench-ingest bench-identity bench-tags bench-ml bench-serve clean
+.PHONY: install jars spark-connect spark-cluster spark-down system-deps demo ml-demo mlflow-ui test test-all test-fast lint bench-ingest bench-identity bench-tags bench-ml bench-serve clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
@@ -99,7 +99,10 @@ system-deps:
 	bash scripts/system-deps.sh
 
 test: install system-deps jars
-	$(BIN)/python -m pytest -m "" -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -m "not heavy" -n 2 --dist loadgroup --durations=25
+
+test-all: install system-deps jars
+	$(BIN)/python -m pytest -m "" -n 2 --dist loadgroup --durations=25
 
 test-fast: install
 	$(BIN)/python -m pytest

@@ -32,7 +32,8 @@ class TableNotFoundError(FileNotFoundError):
     """A table was read before any run created it."""
 
 
-def _sql_literal(value: object) -> str:
+def sql_literal(value: object) -> str:
+    """A value as a SQL literal (delta-rs and Spark predicates): strings quoted with their quotes doubled."""
     if isinstance(value, dt.date | dt.datetime):
         return f"'{value.isoformat()}'"
     if isinstance(value, str):
@@ -43,7 +44,7 @@ def _sql_literal(value: object) -> str:
 
 
 def partition_predicate(partition: Mapping[str, object]) -> str:
-    return " AND ".join(f"`{k}` = {_sql_literal(v)}" for k, v in partition.items())
+    return " AND ".join(f"`{k}` = {sql_literal(v)}" for k, v in partition.items())
 
 
 def check_contract(df: DataFrame, c: TableContract, partition: Mapping[str, object] | None = None) -> DataFrame:

@@ -38,6 +38,18 @@ def pytest_configure(config):
     os.environ.setdefault("CDP_MLFLOW_ARTIFACTS", f"{base}/artifacts")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (--dist loadgroup)
+def pytest_collection_modifyitems(config, items):
+    """A module whose tests share a module-scoped fixture (a generated world, a pipeline run) runs on one
+    xdist worker: spread over two, each worker would build the minutes-long fixture again."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        if any(d.scope == "module" for fds in defs.values() for d in fds):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__.rsplit(".", 1)[-1]))
+
+
 def pytest_sessionfinish(session, exitstatus):
     _STACK.close()
 

@@ -234,6 +234,7 @@ def _executors(ui_port: int) -> list[dict]:
     return get(f"applications/{app}/allexecutors")
 
 
+@pytest.mark.heavy  # about 15 minutes of JVM-cluster work on 2 cores: make test-all, not make test
 def test_cdp_daily_runs_on_a_jvm_cluster_through_the_airflow_connection(reference, tmp_path):
     """The production path: a JVM Spark Connect server with delta-spark on a standalone master and two
     workers (scripts/spark-stack.sh), reached by the real cdp_daily through AIRFLOW_CONN_CDP_SPARK. The

@@ -86,10 +86,6 @@ def pattern(target: Target) -> str:
     return LEAD + "(?:" + "|".join(bodies) + ")" + TAIL
 
 
-def _sql_string(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
 # --- resolving the person ----------------------------------------------------------------------------
 
 def _id_map(root: str):
@@ -190,9 +186,11 @@ def _scanned_columns(name: str, schema) -> list[str]:
 
 
 def _predicate(columns: list[str], person_columns: list[str], regex: str, target: Target) -> str:
-    parts = [f'"{c}" ~* {_sql_string(regex)}' for c in columns]
+    from spark_jobs.tables import sql_literal
+
+    parts = [f'"{c}" ~* {sql_literal(regex)}' for c in columns]
     if target.person_ids:
-        ids = ", ".join(_sql_string(p) for p in sorted(target.person_ids))
+        ids = ", ".join(sql_literal(p) for p in sorted(target.person_ids))
         parts += [f'"{c}" IN ({ids})' for c in person_columns]
     return " OR ".join(parts)
 
@@ -201,7 +199,7 @@ def erase_table(root: str, name: str, target: Target, regex: str, redact: bool) 
     """Delete (or, `redact`, rewrite the matched text of) the rows of `name` that hold the person."""
     from deltalake import DeltaTable
 
-    from spark_jobs.tables import table_path
+    from spark_jobs.tables import sql_literal, table_path
 
     t = DeltaTable(table_path(root, name))
     schema = t.to_pyarrow_dataset().schema
@@ -213,8 +211,8 @@ def erase_table(root: str, name: str, target: Target, regex: str, redact: bool) 
         updated = 0
         for c in columns:
             for _ in range(3):  # a match consumes the boundary after it: adjacent forms need another pass
-                m = t.update(updates={c: f"regexp_replace(\"{c}\", {_sql_string(regex)}, '\\1{REDACTED}\\2', 'gi')"},
-                             predicate=f'"{c}" ~* {_sql_string(regex)}')
+                m = t.update(updates={c: f"regexp_replace(\"{c}\", {sql_literal(regex)}, '\\1{REDACTED}\\2', 'gi')"},
+                             predicate=f'"{c}" ~* {sql_literal(regex)}')
                 if not m.get("num_updated_rows"):
                     break
                 updated += m["num_updated_rows"]
