@@ -9,13 +9,15 @@ from pyspark.sql import functions as F
 from spark_jobs import standardise
 from spark_jobs.config import StandardiseConfig
 from spark_jobs.contracts import contract
+from spark_jobs.privacy.consent import CRM_CONSENT_FIELDS
 from tests.conftest import BATCH, INGESTED_AT
 
 CFG = StandardiseConfig()
 T1 = dt.datetime(2026, 10, 31, 17, 30)  # 01:30 on 1 Nov in Shanghai
 T2 = dt.datetime(2026, 11, 1, 10, 0)
-# The consent fields a CRM record / WeChat event carries when no consent was asked (tests/test_privacy_consent.py).
-CRM_NO_CONSENT = (None,) * 6  # sms, wechat, email, ads, consent_time, consent_source
+# The consent fields a CRM record / WeChat event carries when no consent was asked (tests/test_privacy_consent.py):
+# one per consent channel, then consent_time and consent_source; WeChat's wechat_consent.
+CRM_NO_CONSENT = (None,) * (len(CRM_CONSENT_FIELDS) + 2)
 WX_NO_CONSENT = (None,)
 
 
