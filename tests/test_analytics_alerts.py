@@ -108,3 +108,54 @@ def test_detect_calls_a_spike_a_spike(spike):
     history.loc[last & (history["dimension_value"] == "pos"), "value"] *= spike
     alerts = _alerts_on(history, START + dt.timedelta(days=29))
     assert [(a["dimension_value"], a["direction"]) for a in alerts] == [("pos", "spike")]
+
+
+TIERS = {"tier1": (1000.0, 0.10), "tier3": (15.0, 0.40)}  # active people, conversion: a big and a small group
+RATIOS = {"conversion": ("buyers", "active_people")}
+
+
+def conversion_rows(days: int, seed: int, last_day: dict[str, float]) -> pd.DataFrame:
+    """active_people, buyers and conversion = buyers / active_people by city tier and in total; on the last
+    day each tier of `last_day` converts at the given rate instead of its own."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(days):
+        day = START + dt.timedelta(days=i)
+        season = 1 + 0.1 * np.sin(2 * np.pi * i / 7)
+        active_total = buyers_total = 0.0
+        for tier, (active, rate) in TIERS.items():
+            a = float(rng.poisson(active * season))
+            rate = last_day.get(tier, rate) if i == days - 1 else rate
+            b = float(rng.binomial(int(a), rate))
+            active_total, buyers_total = active_total + a, buyers_total + b
+            rows += [(day, "active_people", "people", "city_tier", tier, a), (day, "buyers", "people", "city_tier", tier, b),
+                     (day, "conversion", "ratio", "city_tier", tier, b / a)]
+        rows += [(day, "active_people", "people", "total", "total", active_total),
+                 (day, "buyers", "people", "total", "total", buyers_total),
+                 (day, "conversion", "ratio", "total", "total", buyers_total / active_total)]
+    return pd.DataFrame(rows, columns=["as_of", "metric", "kind", "dimension", "dimension_value", "value"])
+
+
+def test_a_ratio_alert_drills_down_by_its_numerator_and_denominator_parts():
+    """Checkout breaks in the big tier (10 % -> 3 %) and the small tier sells nothing that day: the small
+    tier's own ratio moves most (-0.40 against -0.07), but the big tier explains the total's drop."""
+    history = conversion_rows(40, seed=8, last_day={"tier1": 0.03, "tier3": 0.0})
+    day = START + dt.timedelta(days=39)
+    alerts, forecasts, _ = detect(history, day, CFG, ratios=RATIOS)
+    total = next(a for a in alerts if (a["metric"], a["dimension"]) == ("conversion", "total"))
+    assert total["direction"] == "drop"
+    own = forecasts[(forecasts["metric"] == "conversion") & (forecasts["dimension"] == "city_tier")].set_index("dimension_value")
+    own_change = (own["observed"] - own["expected"]).abs()
+    assert own_change["tier3"] > own_change["tier1"]  # the old ranking (own deviation) would name tier3 first
+    explained = json.loads(total["drill_down"])
+    assert [d["value"] for d in explained] == ["tier1", "tier3"]
+    assert explained[0]["share"] > 0.8 and explained[0]["numerator_change"] < -40
+    assert sum(d["share"] for d in explained) == pytest.approx(1.0, abs=0.1)  # first-order: the parts add up
+
+
+def test_a_ratio_alert_without_forecast_parts_has_no_drill_down():
+    history = conversion_rows(40, seed=9, last_day={"tier1": 0.03})
+    history = history[history["metric"] != "buyers"]  # the numerator's series are not in the mart
+    day = START + dt.timedelta(days=39)
+    total = next(a for a in detect(history, day, CFG, ratios=RATIOS)[0] if (a["metric"], a["dimension"]) == ("conversion", "total"))
+    assert json.loads(total["drill_down"]) == []

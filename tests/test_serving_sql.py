@@ -166,6 +166,32 @@ def test_at_risk_members_match_pandas(conn, endpoint):
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
 
 
+def test_funnel_conversion_by_channel_last_week_matches_pandas(conn, endpoint):
+    """The analyst's question on the analysis marts: purchase-funnel conversion by channel over the entry
+    cohorts of the last seven days, people summed over cohorts, as of the newest as-of date."""
+    got = _query(conn, """
+        WITH latest AS (SELECT max(as_of) AS as_of FROM gold_funnels),
+             week AS (SELECT f.* FROM gold_funnels f JOIN latest l ON f.as_of = l.as_of
+                      WHERE f.funnel = 'purchase' AND f.dimension = 'channel'
+                        AND f.cohort_date > l.as_of - INTERVAL 7 DAY),
+             steps AS (SELECT dimension_value AS channel, step, step_name, sum(people) AS people
+                       FROM week GROUP BY 1, 2, 3)
+        SELECT s.channel, s.step, s.step_name, s.people,
+               s.people / first.people AS conversion
+        FROM steps s JOIN steps first ON first.channel = s.channel AND first.step = 1
+        ORDER BY s.channel, s.step""")
+    f = read_pandas(endpoint["root"], "gold_funnels")
+    latest = f["as_of"].max()
+    week = f[(f["as_of"] == latest) & (f["funnel"] == "purchase") & (f["dimension"] == "channel")
+             & (f["cohort_date"] > latest - dt.timedelta(days=7))]
+    want = (week.groupby(["dimension_value", "step", "step_name"], as_index=False)["people"].sum()
+            .rename(columns={"dimension_value": "channel"}).sort_values(["channel", "step"], ignore_index=True))
+    want["conversion"] = want["people"] / want.groupby("channel")["people"].transform("first")
+    assert latest == DAY2 and set(want["step_name"]) == {"view_item", "add_cart", "pay_order"}
+    assert (want[want["step"] == 1]["people"] > 0).all() and want["conversion"].between(0, 1).all()
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
 def test_prepared_statements_run_as_bi_tools_send_them(conn):
     with conn.cursor() as cur:
         cur.adbc_prepare("SELECT count(DISTINCT person_id) AS n FROM gold_segment_members")

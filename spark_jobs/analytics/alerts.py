@@ -114,10 +114,47 @@ def drill_down(forecasts: pd.DataFrame, metric: str, deviation: float, top: int)
              "expected": round(float(r["expected"]), 4), "share": round(float(r["share"]), 3)} for _, r in ranked.iterrows()]
 
 
-def detect(history: pd.DataFrame, as_of: dt.date, cfg: AlertsConfig, fitted: set[tuple] | None = None):
+def ratio_drill_down(forecasts: pd.DataFrame, metric: str, parts: tuple[str, str], top: int) -> list[dict]:
+    """The dimension values that explain most of ratio `metric`'s deviation, by its numerator's and
+    denominator's parts rather than by each value's own ratio (a small group's ratio swings most and
+    explains least). With N = sum N_i, D = sum D_i and R^ = N^/D^ from the totals' forecasts, the
+    deviation of N/D is, to first order, the sum over values of (dN_i - R^ dD_i) / D^: each value's
+    contribution, its share the contribution over the total's."""
+    numerator, denominator = parts
+    ok = forecasts[forecasts["status"] == "forecast"].set_index(["metric", "dimension", "dimension_value"])
+    try:
+        n_total, d_total = ok.loc[(numerator, TOTAL, TOTAL)], ok.loc[(denominator, TOTAL, TOTAL)]
+    except KeyError:
+        return []
+    if not d_total["expected"] > 0:
+        return []
+    rate = n_total["expected"] / d_total["expected"]
+    total = (n_total["observed"] - n_total["expected"] - rate * (d_total["observed"] - d_total["expected"])) / d_total["expected"]
+    if total == 0:
+        return []
+    rows = []
+    for (dim, value), r in forecasts[(forecasts["metric"] == metric) & (forecasts["dimension"] != TOTAL)].set_index(
+            ["dimension", "dimension_value"]).iterrows():
+        if (numerator, dim, value) not in ok.index or (denominator, dim, value) not in ok.index:
+            continue
+        n, d = ok.loc[(numerator, dim, value)], ok.loc[(denominator, dim, value)]
+        dn, dd = n["observed"] - n["expected"], d["observed"] - d["expected"]
+        share = (dn - rate * dd) / d_total["expected"] / total
+        if share > 0:
+            rows.append({"dimension": dim, "value": value, "observed": round(float(r["observed"]), 4),
+                         "expected": round(float(n["expected"] / d["expected"]) if d["expected"] else float("nan"), 4),
+                         "share": round(float(share), 3), "numerator_change": round(float(dn), 4),
+                         "denominator_change": round(float(dd), 4)})
+    return sorted(rows, key=lambda x: -x["share"])[:top]
+
+
+def detect(history: pd.DataFrame, as_of: dt.date, cfg: AlertsConfig, fitted: set[tuple] | None = None,
+           ratios: dict[str, tuple[str, str]] | None = None):
     """Alerts of `as_of` from gold_metrics_daily rows up to it (columns as_of, metric, kind, dimension,
     dimension_value, value): a list of ops_alerts rows (without run_id), the per-series forecasts and the
-    fitted bands of the `fitted` series."""
+    fitted bands of the `fitted` series. `ratios`: ratio metric -> (numerator, denominator), whose alerts
+    drill down by the parts (ratio_drill_down); other ratios by their values' own deviation."""
+    ratios = ratios or {}
     forecasts, bands = forecast(series_frame(history, as_of, cfg), cfg, fitted)
     alerts = []
     for _, r in forecasts.iterrows():
@@ -125,7 +162,11 @@ def detect(history: pd.DataFrame, as_of: dt.date, cfg: AlertsConfig, fitted: set
             continue
         deviation = float(r["observed"] - r["expected"])
         critical = r["observed"] < r["critical_lower"] or r["observed"] > r["critical_upper"]
-        explained = drill_down(forecasts, r["metric"], deviation, cfg.drill_down) if r["dimension"] == TOTAL else []
+        explained = []
+        if r["dimension"] == TOTAL and r["metric"] in ratios:
+            explained = ratio_drill_down(forecasts, r["metric"], ratios[r["metric"]], cfg.drill_down)
+        elif r["dimension"] == TOTAL:
+            explained = drill_down(forecasts, r["metric"], deviation, cfg.drill_down)
         alerts.append({
             "as_of": as_of, "metric": r["metric"], "dimension": r["dimension"], "dimension_value": r["dimension_value"],
             "observed": float(r["observed"]), "expected": float(r["expected"]), "lower": float(r["lower"]),

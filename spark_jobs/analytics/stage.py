@@ -116,7 +116,8 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date, run_id: str = "adhoc") ->
 
         history = metric_history(lh, as_of, acfg.alerts.history_days)
         totals = {(m.name, TOTAL, TOTAL) for m in acfg.metrics}
-        alerts, forecasts, bands = alerting.detect(history, as_of, acfg.alerts, fitted=totals)
+        alerts, forecasts, bands = alerting.detect(history, as_of, acfg.alerts, fitted=totals, ratios={
+            m.name: (m.numerator, m.denominator) for m in acfg.metrics if m.kind == "ratio"})
         lh.write_partition("ops_alerts", alert_rows(lh, alerts, run_id), part)
         for table in TABLES:
             written[table] = lh.read(table, part).count()
