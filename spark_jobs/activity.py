@@ -49,7 +49,8 @@ def with_person_id(records: DataFrame, set_persons: DataFrame, id_columns: tuple
     return keyed.join(set_persons, "link_id", "left").drop("link_id")
 
 
-def _local_date(ts, tz: str):
+def local_date(ts, tz: str):
+    """The local day of UTC timestamp column `ts` in zone `tz`."""
     return F.to_date(F.from_utc_timestamp(ts, tz))
 
 
@@ -90,11 +91,11 @@ def read_activity(lh: Lakehouse, as_of: dt.date, timezone: str, stage_key: str,
         F.col("event_time").alias("ts"), F.col("event_date").alias("date"), "wechat_consent",
     )
     orders = lh.read_or_empty("silver_orders").where(up_to)
-    orders = orders.withColumn("date", _local_date(F.col("paid_time"), timezone)).where(F.col("date") <= F.lit(as_of))
+    orders = orders.withColumn("date", local_date(F.col("paid_time"), timezone)).where(F.col("date") <= F.lit(as_of))
     orders = with_person_id(orders, set_persons, SOURCE_ID_COLUMNS["orders"]).where(F.col("person_id").isNotNull()).select(
         "person_id", "order_id", "channel", "category", "store_id", F.col("amount").cast("double").alias("amount"),
         F.col("paid_time").alias("ts"), "date",
     )
-    contacts = lh.read_or_empty("silver_contacts").where(up_to & (_local_date(F.col("updated_at"), timezone) <= F.lit(as_of)))
+    contacts = lh.read_or_empty("silver_contacts").where(up_to & (local_date(F.col("updated_at"), timezone) <= F.lit(as_of)))
     contacts = with_person_id(contacts, set_persons, SOURCE_ID_COLUMNS["crm"]).where(F.col("person_id").isNotNull())
     return Activity(as_of, events, orders, contacts, id_map, identifiers)

@@ -226,6 +226,10 @@ class NoiseRates(BaseModel):
     clerk_phone: Rate = 0.03  # POS txns where the clerk typed their own phone
     corrupt_line: Rate = 0.001  # records written unparseable/invalid
     duplicate_file: bool = True  # deliver one file a second time under another name
+    # Default format, app_events and pos (LATE_ARRIVAL_CHANNELS): good records delivered with the next
+    # day's file, times unchanged (an SDK's offline buffer uploaded the next morning, a POS terminal
+    # that syncs late); none on the last day.
+    late_arrival: Rate = 0.002
     # Only in the real-world exports (`format="real"`), of crm_excel:
     fullwidth_email: Rate = 0.02  # e-mails typed with a full-width at sign `＠`
     fullwidth_phone: Rate = 0.02  # phones typed in full-width digits `１３９...`
@@ -289,6 +293,7 @@ class FileStats(BaseModel):
     records: int
     corrupt_lines: dict[CorruptKind, int]
     duplicates: int = 0
+    late_arrivals: int = 0  # good records of the day before, delivered at the end of this file (NoiseRates.late_arrival)
 
 
 class DuplicateFile(BaseModel):
@@ -1505,6 +1510,8 @@ def _build_ad_leads(w: _World, seen: _Seen, noise: NoiseRates, d: int, day: dt.d
     return _Batch(fields, False, corrupt, rng.random((m, 2)))
 
 
+LATE_ARRIVAL_CHANNELS = ("app_events", "pos")
+
 _BUILDERS = {
     "app_events": _build_app_events,
     "wechat": _build_wechat,
@@ -1582,23 +1589,34 @@ def _write_lines(path: Path, header: str | None, lines: pa.Array) -> None:
             f.write(memoryview(lines.buffers()[2])[first:last])
 
 
-def _write_batch(landing: Path, channel: str, day: dt.date, batch: _Batch) -> list[FileStats]:
+def _write_batch(landing: Path, channel: str, day: dt.date, batch: _Batch, late: np.ndarray | None = None,
+                 late_in: pa.Array | None = None) -> tuple[list[FileStats], pa.Array | None]:
+    """Write a channel-day's files. `late`: per record, held back for the next day's delivery (returned
+    as lines); `late_in`: the day before's held-back lines, appended to this day's last file."""
     folder = landing / channel / day.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     ext = EXTENSIONS[channel]
     header = ",".join((*CSV_HEADERS[channel], *batch.extra_columns)) + "\n" if channel in CSV_HEADERS else None
     limit = MAX_LINES_PER_FILE
-    stats = []
-    for part in range(max(1, math.ceil(len(batch) / limit))):
+    stats, held = [], []
+    parts = max(1, math.ceil(len(batch) / limit))
+    for part in range(parts):
         a, b = part * limit, min(len(batch), (part + 1) * limit)
-        corrupt = batch.corrupt[a:b]
-        lines, extra = _break_lines(channel, batch.lines(a, b), corrupt, batch.aux[a:b])
+        corrupt, aux, lines = batch.corrupt[a:b], batch.aux[a:b], batch.lines(a, b)
+        if late is not None:
+            keep = ~late[a:b]
+            held.append(lines.filter(pa.array(late[a:b])))
+            lines, corrupt, aux = lines.filter(pa.array(keep)), corrupt[keep], aux[keep]
+        lines, extra = _break_lines(channel, lines, corrupt, aux)
+        arrived = len(late_in) if part == parts - 1 and late_in is not None else 0
+        if arrived:
+            lines = pa.concat_arrays([lines, late_in.cast(lines.type)])
         path = folder / f"part-{part:05d}.{ext}"
         _write_lines(path, header, lines)
-        stats.append(FileStats(
-            path=path.relative_to(landing).as_posix(), lines=b - a + extra, records=b - a + extra,
-            corrupt_lines=_corrupt_counts(channel, corrupt, extra)))
-    return stats
+        n = corrupt.size + extra + arrived
+        stats.append(FileStats(path=path.relative_to(landing).as_posix(), lines=n, records=n,
+                               corrupt_lines=_corrupt_counts(channel, corrupt, extra), late_arrivals=arrived))
+    return stats, (pa.concat_arrays(held) if held else None)
 
 
 def _pick_duplicate(start: dt.date, days: int, seed: int,
@@ -2182,6 +2200,7 @@ def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
     channels = {name: ChannelStats() for name in (SOURCES if format == "real" else CHANNELS)}
     derived: dict[str, list[tuple[str, FileStats]]] = {}  # real: a channel file -> its sources' files
     tails: dict[str, _Tail] = {}  # real: each source's last good records of the day before
+    held: dict[str, pa.Array | None] = {}  # default: each channel's records of the day before that arrive late
     report(f"population of {people:,} built" + (", writing real-world exports" if format == "real" else ""))
     for d in range(days):
         day = start + dt.timedelta(days=d)
@@ -2206,7 +2225,11 @@ def generate(landing: Path, people: int, days: int, seed: int, start: dt.date,
                         derived.setdefault(original.path, []).append((source, f))
                 tails |= new_tails
             else:
-                stats = _write_batch(landing, channel, day, batch)
+                late = None
+                if noise.late_arrival and channel in LATE_ARRIVAL_CHANNELS and d < days - 1:
+                    late_rng = np.random.default_rng(np.random.SeedSequence([seed, 300 + number, d]))
+                    late = (batch.corrupt == -1) & (late_rng.random(len(batch)) < noise.late_arrival)
+                stats, held[channel] = _write_batch(landing, channel, day, batch, late, held.get(channel))
                 channels[channel].per_file.extend(stats)
                 written += sum(s.lines for s in stats)
             by_channel[channel].extend(stats)

@@ -388,6 +388,8 @@ def render_summary(summary: dict) -> str:
     if an:
         console.print(f"analytics: {an['series']} metric series, {an['forecast']} forecast, {an['no_forecast_yet']} with no "
                       f"forecast yet ({an['method']}); {len(an['alerts'])} alert(s)")
+        if an.get("restated"):
+            console.print(f"metrics restated for late records: {', '.join(an['restated'])}")
         if an["alerts"]:
             table = Table(title="alerts (ops_alerts)")
             for col in ("severity", "metric", "dimension", "observed", "expected interval", "drill-down"):

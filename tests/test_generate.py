@@ -45,7 +45,7 @@ NOISY = NoiseRates(
 CLEAN = NoiseRates(
     phone_format_variant=0, email_format_variant=0, name_typo=0, missing_field=0,
     junk_identifier=0, shared_family_device=0, clerk_phone=0, corrupt_line=0,
-    duplicate_file=False,
+    duplicate_file=False, late_arrival=0,
 )
 
 # ---------------------------------------------------------------- a strict reader of the contract
@@ -362,15 +362,42 @@ def test_generate_splits_days_into_parts_at_max_lines(tmp_path: Path,
 
 
 def test_generate_good_lines_fall_on_their_files_day(noisy) -> None:
+    """...except the late arrivals each file's stats count: records of the day before, at its end."""
     _, manifest, files = noisy
-    checked = 0
+    stats = {f.path: f for c in manifest.channels.values() for f in c.per_file}
+    checked = late = 0
     for path, f in files.items():
         day = original_day(manifest, path)
-        for rec in f.records:
-            assert rec.time.date() == day, (path, rec.time)
+        arrived = stats[path].late_arrivals
+        n = len(f.records)
+        for i, rec in enumerate(f.records):
+            if i >= n - arrived:
+                assert rec.time.date() == day - dt.timedelta(days=1), (path, rec.time)
+                late += 1
+            else:
+                assert rec.time.date() == day, (path, rec.time)
             assert rec.time.utcoffset() == dt.timedelta(hours=8)
             checked += 1
-    assert checked > 5000
+    assert checked > 5000 and late > 0
+
+
+def test_generate_late_arrivals_are_good_records_of_the_day_before_at_the_rate(tmp_path: Path) -> None:
+    noise = CLEAN.model_copy(update={"late_arrival": 0.2})
+    manifest = generate(tmp_path, people=800, days=3, seed=4, start=START, noise=noise)
+    files = read_landing(tmp_path)
+    for channel in gen.CHANNELS:
+        per_file = manifest.channels[channel].per_file
+        arrived = sum(f.late_arrivals for f in per_file)
+        if channel not in gen.LATE_ARRIVAL_CHANNELS:
+            assert arrived == 0
+            continue
+        first_day = [f for f in per_file if f.path.split("/")[1] == START.isoformat()]
+        assert all(f.late_arrivals == 0 for f in first_day)  # nothing arrives before the window
+        held = sum(f.records for f in per_file if f.path.split("/")[1] < (START + dt.timedelta(days=2)).isoformat())
+        assert 0.1 * held < arrived < 0.35 * held, (channel, arrived, held)  # of the records of days 1-2
+        for f in per_file:
+            records = files[f.path].records
+            assert all(r.time.date() < dt.date.fromisoformat(f.path.split("/")[1]) for r in records[len(records) - f.late_arrivals:])
 
 
 def test_generate_people_act_only_between_signup_and_churn(tmp_path: Path) -> None:

@@ -43,6 +43,29 @@ def series_frame(history: pd.DataFrame, as_of: dt.date, cfg: AlertsConfig) -> pd
     return pd.DataFrame(out, columns=["metric", "dimension", "dimension_value", "kind", "dates", "values", "observed"])
 
 
+def _anscombe(x):
+    return 2 * np.sqrt(np.maximum(x, 0) + 3 / 8)
+
+
+def _anscombe_inverse(y):
+    return np.maximum((np.asarray(y, float) / 2) ** 2 - 3 / 8, 0) * (np.asarray(y, float) > 0)
+
+
+def _cube_root(x):
+    return np.cbrt(np.asarray(x, float))
+
+
+def _cube(y):
+    return np.asarray(y, float) ** 3
+
+
+# Variance-stabilising transforms (AlertsConfig.transform): a count's spread grows with its level (Poisson:
+# Anscombe's square root makes it ~constant) and money is heavy-tailed (one large basket) with days of no
+# order at all: the cube root damps both (a log would make an empty day look impossible).
+TRANSFORMS = {"people": (_anscombe, _anscombe_inverse), "count": (_anscombe, _anscombe_inverse),
+              "sum": (_cube_root, _cube)}
+
+
 def _levels(frame: pd.DataFrame, prefix: str) -> dict[float, str]:
     return {float(c.rsplit("-", 1)[1]): c for c in frame.columns if c.startswith(prefix)}
 
@@ -64,7 +87,9 @@ def forecast(series: pd.DataFrame, cfg: AlertsConfig, fitted: set[tuple] | None 
     if todo.empty:
         return series, bands
     ids = {i: f"s{i}" for i in todo.index}
-    long = pd.concat([pd.DataFrame({"unique_id": ids[i], "ds": np.arange(len(r["values"])), "y": r["values"]})
+    forward = {i: TRANSFORMS.get(r["kind"], (None, None))[0] if cfg.transform else None for i, r in todo.iterrows()}
+    long = pd.concat([pd.DataFrame({"unique_id": ids[i], "ds": np.arange(len(r["values"])),
+                                    "y": forward[i](r["values"]) if forward[i] else r["values"]})
                       for i, r in todo.iterrows()], ignore_index=True)
     model = AutoETS(season_length=cfg.season_length, model="ANA")
     sf = StatsForecast(models=[model], freq=1, n_jobs=1, fallback_model=Naive())
@@ -77,6 +102,13 @@ def forecast(series: pd.DataFrame, cfg: AlertsConfig, fitted: set[tuple] | None 
         series.loc[i, "expected"] = row["AutoETS"]
         series.loc[i, ["lower", "upper"]] = row[lo[cfg.level]], row[hi[cfg.level]]
         series.loc[i, ["critical_lower", "critical_upper"]] = row[lo[cfg.critical_level]], row[hi[cfg.critical_level]]
+    if cfg.small_sample or cfg.per_day:
+        _widen(series, todo.index, cfg)
+    bounds = ["expected", "lower", "upper", "critical_lower", "critical_upper"]
+    for i in todo.index:  # back from the transformed scale: monotonic, so outside there is outside here
+        if forward[i]:
+            inverse = TRANSFORMS[series.loc[i, "kind"]][1]
+            series.loc[i, bounds] = inverse(series.loc[i, bounds].to_numpy(float))
     if want_fitted:
         fv = sf.forecast_fitted_values()
         flo, fhi = _levels(fv, "AutoETS-lo-"), _levels(fv, "AutoETS-hi-")
@@ -85,10 +117,34 @@ def forecast(series: pd.DataFrame, cfg: AlertsConfig, fitted: set[tuple] | None 
             if key not in fitted:
                 continue
             f = fv[fv["unique_id"] == ids[i]]
+            inverse = TRANSFORMS[series.loc[i, "kind"]][1] if forward[i] else np.asarray
             bands[key] = {"dates": [d.isoformat() for d in series.loc[i, "dates"]],
-                          "expected": f["AutoETS"].round(4).tolist(), "lower": f[flo[cfg.level]].round(4).tolist(),
-                          "upper": f[fhi[cfg.level]].round(4).tolist()}
+                          **{name: np.round(inverse(f[col].to_numpy(float)), 4).tolist() for name, col in
+                             (("expected", "AutoETS"), ("lower", flo[cfg.level]), ("upper", fhi[cfg.level]))}}
     return series, bands
+
+
+def ets_parameters(season_length: int) -> int:
+    """Estimated quantities of AutoETS(model="ANA"): alpha, gamma, the initial level and season_length - 1
+    free initial seasonal states."""
+    return 3 + max(season_length - 1, 0)
+
+
+def _widen(series: pd.DataFrame, index, cfg: AlertsConfig) -> None:
+    """Re-draw the intervals of the `index` rows around their forecast from ETS's own spread (the level
+    interval's half-width over its normal quantile): with Student's t on the residual degrees of freedom
+    (small_sample) and at the day's family-wise level, Bonferroni over the len(index) series (per_day)."""
+    from scipy.stats import norm, t
+
+    m = len(index) if cfg.per_day else 1
+    for i in index:
+        r = series.loc[i]
+        sigma = (r["upper"] - r["lower"]) / (2 * norm.ppf(0.5 + cfg.level / 200))
+        df = max(len(r["values"]) - ets_parameters(cfg.season_length), 2)
+        for level, names in ((cfg.level, ("lower", "upper")), (cfg.critical_level, ("critical_lower", "critical_upper"))):
+            tail = (1 - level / 100) / m / 2
+            q = t.ppf(1 - tail, df) if cfg.small_sample else norm.ppf(1 - tail)
+            series.loc[i, list(names)] = r["expected"] - q * sigma, r["expected"] + q * sigma
 
 
 def _outside(r, cfg: AlertsConfig) -> bool:

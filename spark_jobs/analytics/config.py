@@ -147,6 +147,15 @@ class AlertsConfig(_Strict):
     min_relative_change: float = Field(0.3, ge=0, description="and at least this far from the forecast (share of it)")
     min_absolute_change: float = Field(5, ge=0)
     drill_down: int = Field(3, ge=1, description="dimension values named per alert")
+    transform: bool = Field(True, description=(
+        "forecast counts on Anscombe's square root and sums on a signed log (variance-stabilising: a count's "
+        "spread grows with its level, money is heavy-tailed), the interval transformed back"))
+    small_sample: bool = Field(True, description=(
+        "widen each interval by Student's t on the series' residual degrees of freedom (points - the ETS "
+        "model's parameters) instead of the normal quantile: a 14-point fit knows its spread poorly"))
+    per_day: bool = Field(True, description=(
+        "level and critical_level hold for the day's whole set of series (Bonferroni over the series "
+        "forecast that day), not for each series: 100 series at 99 % each would give one false alarm a day"))
 
     @model_validator(mode="after")
     def _levels(self) -> AlertsConfig:
@@ -168,6 +177,9 @@ class AnalyticsConfig(_Strict):
     transitions: tuple[TransitionSpec, ...] = ()
     alerts: AlertsConfig = AlertsConfig()
     report: ReportConfig = ReportConfig()
+    restate_days: int = Field(3, ge=0, le=31, description=(
+        "gold_metrics_daily of the last restate_days days before the as-of date is recomputed when the "
+        "batch brings records dated on them (late arrivals); 0: never"))
 
     def metric(self, name: str):
         return next(m for m in self.metrics if m.name == name)

@@ -12,7 +12,7 @@ from functools import reduce
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_jobs.activity import read_activity
+from spark_jobs.activity import local_date, read_activity
 from spark_jobs.analytics import alerts as alerting
 from spark_jobs.analytics import marts
 from spark_jobs.analytics.config import TOTAL, AnalyticsConfig
@@ -67,6 +67,42 @@ def build_all_transitions(lh: Lakehouse, acfg: AnalyticsConfig, as_of: dt.date) 
     return _union(lh, "gold_transitions", frames), figures
 
 
+def late_dates(lh: Lakehouse, as_of: dt.date, timezone: str, days: int) -> list[dt.date]:
+    """The days of the `days` before `as_of` whose metrics the batch of `as_of` changes: the local dates of
+    its events and orders that are earlier than `as_of` (records that arrived late), and that already have
+    a gold_metrics_daily partition (a day not computed yet is computed by its own run)."""
+    if days == 0:
+        return []
+    first, batch = as_of - dt.timedelta(days=days), F.col("_batch_date") == F.lit(as_of)
+    events = lh.read_or_empty("silver_events").where(batch).select(F.col("event_date").alias("date"))
+    orders = lh.read_or_empty("silver_orders").where(batch).select(local_date(F.col("paid_time"), timezone).alias("date"))
+    dated = events.unionByName(orders).where((F.col("date") >= F.lit(first)) & (F.col("date") < F.lit(as_of)))
+    return [d for d in sorted(r["date"] for r in dated.distinct().collect())
+            if lh.has_partition("gold_metrics_daily", {"as_of": d})]
+
+
+def restate_metrics(lh: Lakehouse, cfg: CdpConfig, days: list[dt.date], events: DataFrame, orders: DataFrame,
+                    firsts: DataFrame, tag_names: set[str]) -> list[str]:
+    """Recompute gold_metrics_daily of each of `days` from the activity as attributed today (late records
+    included, people as One-ID resolves them today; first days from today's profiles) and each day's own
+    tags (a person's dimension value that day). Returns the days restated, as ISO dates. Alerts already
+    raised on those days stay as they were; today's forecast reads the restated history."""
+    acfg: AnalyticsConfig = cfg.analytics
+    done = []
+    for day in days:
+        person_tags = None
+        if tag_names:
+            if not lh.has_partition("gold_tags", {"as_of": day}):
+                log.warning("metrics of %s not restated: gold_tags has no partition for that day", day)
+                continue
+            person_tags = read_tag_columns(lh.read("gold_tags", {"as_of": day}), cfg.tags.types, tag_names)
+        metrics = marts.build_metrics(events, orders, person_tags, firsts, acfg.metrics, day)
+        lh.write_partition("gold_metrics_daily", metrics if metrics is not None else _empty(lh, "gold_metrics_daily"),
+                           {"as_of": day})
+        done.append(day.isoformat())
+    return done
+
+
 def metric_history(lh: Lakehouse, as_of: dt.date, days: int):
     """gold_metrics_daily rows of the last `days` days up to `as_of`, as pandas (small by construction)."""
     start = as_of - dt.timedelta(days=days)
@@ -95,6 +131,8 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date, run_id: str = "adhoc") ->
     # Each analysis reads back no further than it needs: the day (metrics), the funnel windows, the cohorts.
     oldest = min([as_of, *(as_of - dt.timedelta(days=f.window_days) for f in acfg.funnels),
                   *(marts.retention_window(r, as_of) for r in acfg.retention)])
+    late = late_dates(lh, as_of, tz, acfg.restate_days)
+    oldest = min([oldest, *late])
     written: dict[str, int] = {}
     try:
         activity = read_activity(lh, as_of, tz, key, cfg.identity.priority)
@@ -106,6 +144,7 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date, run_id: str = "adhoc") ->
 
         metrics = marts.build_metrics(events, orders, person_tags, firsts, acfg.metrics, as_of)
         lh.write_partition("gold_metrics_daily", metrics if metrics is not None else _empty(lh, "gold_metrics_daily"), part)
+        restated = restate_metrics(lh, cfg, late, events, orders, firsts, tag_names)
         funnels = [marts.build_funnel(events, person_tags, f, as_of) for f in acfg.funnels]
         lh.write_partition("gold_funnels", _union(lh, "gold_funnels", funnels), part)
         acts = marts.source_rows(events, orders, "activity")
@@ -145,6 +184,7 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date, run_id: str = "adhoc") ->
             "no_forecast_yet": int(statuses.get(alerting.NO_FORECAST, 0)),
             "alerts": [{k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in a.items()} for a in alerts],
             "transitions": transition_figures,
+            "restated": restated,
             "method": alerting.METHOD,
         },
     }
