@@ -12,6 +12,7 @@ import pytest
 from spark_jobs.config import EngineConfig
 from spark_jobs.session import spark_session
 
+pytest_plugins = ["tests.pipeline_world"]  # the shared pipeline lakehouse (`world` of test_pipeline and serving)
 logging.getLogger("py4j").setLevel(logging.WARNING)  # its __del__ logs after pytest closed the streams
 _SESSIONS: dict[str, object] = {}
 _STACK = contextlib.ExitStack()
@@ -42,10 +43,19 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """A module whose tests share a module-scoped fixture (a generated world, a pipeline run) runs on one
     xdist worker: spread over two, each worker would build the minutes-long fixture again."""
+    from tests.pipeline_world import GROUP
+
     for item in items:
         if item.get_closest_marker("xdist_group"):
             continue
         defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        used = defs.get("world", ())[-1:]  # the definition the test gets (a module's own `world` overrides)
+        if any(d.func.__module__ == "tests.pipeline_world" for d in used):
+            # the session-wide pipeline lakehouse: every module reading it on one worker, built once there
+            for other in items:
+                if other.module is item.module and not other.get_closest_marker("xdist_group"):
+                    other.add_marker(pytest.mark.xdist_group(GROUP))
+            continue
         if any(d.scope == "module" for fds in defs.values() for d in fds):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__.rsplit(".", 1)[-1]))
 

@@ -17,53 +17,14 @@ from spark_jobs.config import CdpConfig, EngineConfig, PathsConfig, load_config
 from spark_jobs.contracts import CONTRACTS
 from spark_jobs.generate import generate
 from spark_jobs.orchestration import AUDIT_TABLES, PUBLISHES
-from spark_jobs.pipeline import render_summary, run_stage, summarise
-from spark_jobs.tables import table_stats
+from spark_jobs.pipeline import render_summary
+from tests.pipeline_world import START, world_changes  # the `world` fixture: tests/pipeline_world.py (shared)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
-START = dt.date(2026, 11, 1)
 # Generator corruption kinds -> the quarantine reason that must catch them.
 REASON_OF = {"truncated_json": "malformed_json", "wrong_column_count": "wrong_column_count",
              "bad_timestamp": "bad_timestamp", "non_numeric_amount": "bad_number"}
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    base = tmp_path_factory.mktemp("e2e")
-    from spark_jobs.generate import NoiseRates
-
-    manifest = generate(base / "landing", people=1500, days=2, seed=11, start=START, noise=NoiseRates(corrupt_line=0.01))
-    cfg = CdpConfig(engine=EngineConfig(kind="local"), paths=PathsConfig(
-        landing=str(base / "landing"), lakehouse=str(base / "lh"), exports=str(base / "exports")))
-    summaries = []
-    changed: dict[str, set[str]] = {}  # the tables whose Delta version each stage moved
-
-    def tracked(stage, batch, run_id, **kwargs):
-        before = _versions(cfg)
-        run_stage(stage, batch, run_id, cfg=cfg, **kwargs)
-        after = _versions(cfg)
-        changed.setdefault(stage, set()).update(n for n, v in after.items() if before.get(n) != v)
-
-    for i in range(2):
-        batch = START + dt.timedelta(days=i)
-        run_id = f"test_{batch}"
-        for ch in cfg.ingest_sources():
-            tracked("ingest", batch, run_id, channel=ch)
-        tracked("standardise", batch, run_id)
-        for stage in ("identity", "profiles", "tags", "segments", "analytics"):
-            tracked(stage, batch, run_id)
-        summaries.append(summarise(run_id, cfg))
-    world_changes.update(changed)
-    return base, cfg, manifest, summaries
-
-
-world_changes: dict[str, set[str]] = {}
-
-
-def _versions(cfg) -> dict[str, int]:
-    root = cfg.paths.lakehouse_uri()
-    return {n: s["version"] for n in CONTRACTS if (s := table_stats(root, n))}
 
 
 def _rows(cfg, name):
@@ -240,6 +201,7 @@ def test_cdp_eval_identity_reports_accuracy_against_truth(world, monkeypatch):
 def test_cdp_whois_finds_the_person_from_a_raw_phone(world, monkeypatch):
     from typer.testing import CliRunner
 
+    from serving.access import mask
     from spark_jobs.cli import app
 
     base, cfg, _, _ = world
@@ -255,7 +217,8 @@ def test_cdp_whois_finds_the_person_from_a_raw_phone(world, monkeypatch):
     result = CliRunner().invoke(app, ["whois", "phone", raw])
     assert result.exit_code == 0, result.output
     assert f"person {person}" in result.output
-    assert all(v in result.output for _, v in ids)
+    shown = [mask(t, v) if t in ("phone", "email") else v for t, v in ids]  # masked without --show-pii
+    assert all(v in result.output for v in shown) and phone not in result.output
     assert CliRunner().invoke(app, ["whois", "phone", "13800000000"]).exit_code == 1  # junk: removed by a rule
     assert CliRunner().invoke(app, ["whois", "fax", "1"]).exit_code == 2
 

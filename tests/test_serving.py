@@ -28,9 +28,9 @@ from serving.publish import build_snapshot, current_owners, publish
 from serving.store import RedisStore, SqliteStore, open_store
 from spark_jobs.config import ID_TYPES
 from spark_jobs.tables import read_pandas
-from tests.test_pipeline import START, world  # noqa: F401  (the pipeline's own lakehouse, reused)
+from tests.pipeline_world import START  # the `world` fixture: the pipeline's own lakehouse, shared
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("serving_redis")]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # one xdist worker with the shared `world` (conftest: pipeline_world)
 ROOT = Path(__file__).resolve().parent.parent
 DAY2 = (START + dt.timedelta(days=1)).isoformat()
 FULL, NO_PII, AUDIENCES, PROFILES = "full", "no_pii", "audiences_only", "profiles_only"
@@ -90,7 +90,7 @@ def redis_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gold(world):  # noqa: F811
+def gold(world):
     """The gold tables of the newest day, as the pipeline wrote them (read with delta-rs)."""
     _, cfg, _, _ = world
     root = cfg.paths.lakehouse_uri()
@@ -156,7 +156,7 @@ def test_profile_by_every_identifier_type(api, gold):
     assert _get(api, f"/v1/profiles/person_id:{pid}").json()["profile"]["person_id"] == pid
 
 
-def test_profile_by_raw_identifiers_as_the_channels_send_them(api, gold, world):  # noqa: F811
+def test_profile_by_raw_identifiers_as_the_channels_send_them(api, gold, world):
     """Phones as the CRM export writes them (`189-8080-1044`, `86-178...`, `+86 131 4942 1879`) find the
     person the same record's member id belongs to: normalised as the pipeline normalises them."""
     _, cfg, _, _ = world
@@ -394,7 +394,7 @@ def test_api_fuzzed_from_its_own_openapi_schema(api):
         fuzz()
 
 
-def test_cdp_publish_and_serve_on_loopback_uvicorn(world, tmp_path):  # noqa: F811
+def test_cdp_publish_and_serve_on_loopback_uvicorn(world, tmp_path):
     """The CLI end to end: `cdp publish`, `cdp api-key add`, `cdp serve` (uvicorn on a loopback port),
     then HTTP from outside the process."""
     _, cfg, _, _ = world
