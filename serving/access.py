@@ -16,6 +16,7 @@ from pathlib import Path
 SCOPES = ("profiles:read", "audiences:read", "pii:read", "sql:read")  # sql:read: the BI SQL endpoint (serving/sql/)
 PII_ATTRIBUTES = ("name", "phone", "email", "birthday")  # profile attributes masked without pii:read
 PII_ID_TYPES = ("phone", "email")  # identifier types whose values are masked without pii:read
+PII_SCOPE = "pii:read"  # reads phones, e-mails, names and birthdays in plaintext (API, SQL endpoint, cdp whois --show-pii)
 KEY_PREFIX = "cdp_"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -190,8 +191,11 @@ def whois(
     explain: bool = typer.Option(False, "--explain", help="also print why: the links joining the person's identifiers, "
                                  "a path to each, and what the rules cut"),
     graph: Path = typer.Option(None, "--graph", help="draw the person's identity graph to this .svg file"),
+    show_pii: bool = typer.Option(False, "--show-pii", help="print phones and e-mails in plaintext: needs an API key "
+                                  "with the pii:read scope in CDP_API_KEY (`cdp api-key add`); logged in the access log"),
 ) -> None:
-    """Print the person id of an identifier and every identifier linked to that person."""
+    """Print the person id of an identifier and every identifier linked to that person. Phones and e-mails
+    are masked as the API masks them unless --show-pii is given and allowed."""
     import pandas as pd
     import pyarrow.compute as pc
 
@@ -207,9 +211,11 @@ def whois(
         _date(as_of, "--as-of")
     cfg = _config()
     root = cfg.paths.lakehouse_uri()
+    reader = _pii_reader(root) if show_pii else None
+    shown = _identifier_text(show_pii)
     canonical = canonical_identifier(id_type, value, cfg.standardise.phone_region)
     if canonical is None:
-        _fail(f"{value!r} is not a valid {id_type}")
+        _fail(f"{shown(id_type, value)!r} is not a valid {id_type}")
     snapshot = _whois_snapshot(root, as_of, day)
     try:
         held = holders(map_rows(root, snapshot, (pc.field("id_type") == id_type) & (pc.field("id_value") == canonical)),
@@ -218,36 +224,64 @@ def whois(
         _fail(str(e))
     when = f" on {day}" if day else ""
     if held.empty:
-        typer.echo(f"{id_type} {canonical}: no person{when} as of {snapshot} "
+        typer.echo(f"{id_type} {shown(id_type, canonical)}: no person{when} as of {snapshot} "
                    "(never seen, or removed by a rule: see gold_id_dropped)")
         if explain:
             try:
-                _echo_cut(dropped_rows(root, snapshot, {(id_type, canonical)}), snapshot)
+                _echo_cut(dropped_rows(root, snapshot, {(id_type, canonical)}), snapshot, shown)
             except TableNotFoundError as e:
                 _fail(str(e))
         raise typer.Exit(1)
     person = held["person_id"].iloc[-1]
+    if reader is not None:
+        reader[1].write(reader[0], [person], f"cdp whois --show-pii {id_type}")
     rows = map_rows(root, snapshot, pc.field("person_id") == person).sort_values(["id_type", "id_value"])
-    typer.echo(f"{id_type} {canonical} -> person {person} (as of {snapshot}{when}), {len(rows)} identifiers:")
+    typer.echo(f"{id_type} {shown(id_type, canonical)} -> person {person} (as of {snapshot}{when}), {len(rows)} identifiers:")
     if len(held) > 1:  # it changed hands that day: the owner at the end of the day is shown
         typer.echo(f"  (earlier that day: person {', '.join(held['person_id'].iloc[:-1])})")
     for r in rows.to_dict("records"):
         window = (f"  valid {_instant(r['valid_from'])} to {_instant(r['valid_to'])}"
                   if pd.notna(r.get("valid_from")) or pd.notna(r.get("valid_to")) else "")
-        typer.echo(f"  {r['id_type']:<10} {r['id_value']:<40} first seen {r['first_seen']}  last seen {r['last_seen']}{window}")
+        typer.echo(f"  {r['id_type']:<10} {shown(r['id_type'], r['id_value']):<40} first seen {r['first_seen']}  last seen {r['last_seen']}{window}")
     if explain or graph:
         from spark_jobs.identity.explain import draw, render
         from spark_jobs.identity.explain import explain as explain_person
 
         try:
             why = explain_person(root, (id_type, canonical), person, snapshot)
+            name = lambda node: f"{node[0]}:{shown(*node)}"  # noqa: E731
             if explain:
-                for line in render(why):
+                for line in render(why, name):
                     typer.echo(line)
             if graph:
-                typer.echo(f"(graph: {draw(why, graph)})")
+                typer.echo(f"(graph: {draw(why, graph, name)})")
         except (TableNotFoundError, ExplainError) as e:
             _fail(str(e))
+
+
+def _pii_reader(root: str):
+    """(key name, access log) of the pii:read API key in CDP_API_KEY; exits with how to get one otherwise."""
+    from serving.access import PII_SCOPE, AccessLog, KeyFileError, KeyRing
+    from serving.store import serving_dir
+
+    folder = serving_dir(root)
+    try:
+        key = KeyRing(folder / "api_keys.json").check(os.environ.get("CDP_API_KEY"))
+    except KeyFileError as e:
+        _fail(str(e))
+    if key is None or PII_SCOPE not in key.scopes:
+        why = "is not set" if not os.environ.get("CDP_API_KEY") else (
+            "is not a key of " + str(folder / "api_keys.json") if key is None else f"(key {key.name!r}) lacks pii:read")
+        _fail(f"--show-pii needs an API key with the pii:read scope in CDP_API_KEY, which {why}: "
+              "create one with `cdp api-key add <name> --scope pii:read`")
+    return key.name, AccessLog(folder / "access.log")
+
+
+def _identifier_text(show_pii: bool):
+    """(id_type, value) -> the text whois prints: phones and e-mails masked as the API masks them."""
+    from serving.access import PII_ID_TYPES, mask
+
+    return lambda id_type, value: value if show_pii or id_type not in PII_ID_TYPES else mask(id_type, value)
 
 
 def _whois_snapshot(root: str, as_of: str | None, day: dt.date | None) -> str:
@@ -271,11 +305,11 @@ def _instant(ts) -> str:
     return "open" if pd.isna(ts) else str(ts)
 
 
-def _echo_cut(cut, snapshot: str) -> None:
+def _echo_cut(cut, snapshot: str, shown) -> None:
     from spark_jobs.identity.explain import cut_lines
 
     typer.echo(f"cut (gold_id_dropped as of {snapshot}):")
-    for line in cut_lines(cut) or ["nothing"]:
+    for line in cut_lines(cut, lambda node: f"{node[0]}:{shown(*node)}") or ["nothing"]:
         typer.echo(f"  {line}")
 
 

@@ -2,6 +2,7 @@
 frames, then the CLI on a lakehouse the real pipeline built from generated data (marked e2e, slow)."""
 
 import datetime as dt
+import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -173,12 +174,19 @@ def _write(root: Path, name: str, frame: pd.DataFrame, partition: str) -> None:
                     partition_by=[partition])
 
 
-def _cli(monkeypatch, root: Path, *args: str):
+def _cli(monkeypatch, root: Path, *args: str, pii: bool = True):
+    """`cdp whois args` on the lakehouse `root`; pii: with --show-pii and a pii:read key in CDP_API_KEY (the
+    tests of what whois finds compare plaintext values; test_cdp_whois_masks_... checks the default)."""
     from typer.testing import CliRunner
 
+    from serving.access import add_key
+    from serving.store import serving_dir
     from spark_jobs.cli import app
 
     monkeypatch.setenv("CDP_LAKEHOUSE", str(root))
+    if pii:
+        monkeypatch.setenv("CDP_API_KEY", add_key(serving_dir(str(root)) / "api_keys.json", "auditor", ["pii:read"]))
+        args = (*args, "--show-pii")
     return CliRunner().invoke(app, ["whois", *args])
 
 
@@ -362,3 +370,37 @@ def test_cdp_whois_keeps_its_output_and_exit_codes(world, monkeypatch):
     assert junk.exit_code == 1 and "rule blocklist_exact:phone" in junk.output  # removed: the rule says why
     assert _cli(monkeypatch, Path(root), "fax", "1").exit_code == 2
     assert _cli(monkeypatch, Path(root), "phone", "139").exit_code == 2
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_cdp_whois_masks_phones_and_emails_unless_show_pii_is_allowed(world, monkeypatch, tmp_path):
+    from serving.access import add_key, mask
+    from serving.store import serving_dir
+
+    _, root, tables = world
+    person, members = _person_with_a_cut_link(tables)
+    start = sorted(members)[0]
+    masked = _cli(monkeypatch, Path(root), start[0], start[1], "--explain", "--graph", str(tmp_path / "m.svg"), pii=False)
+    assert masked.exit_code == 0, masked.output
+    svg = (tmp_path / "m.svg").read_text()
+    personal = [(t, v) for t, v in members if t in ("phone", "email")]
+    assert personal, members
+    for t, v in members:
+        if t in ("phone", "email"):
+            assert v not in masked.output and v not in svg and mask(t, v) in masked.output
+        else:
+            assert v in masked.output  # device ids, member ids, openids: as the API shows them
+    keys = serving_dir(str(root)) / "api_keys.json"
+    monkeypatch.delenv("CDP_API_KEY", raising=False)
+    refused = _cli(monkeypatch, Path(root), start[0], start[1], "--show-pii", pii=False)
+    assert refused.exit_code == 2 and "CDP_API_KEY" in refused.output and "is not set" in refused.output
+    monkeypatch.setenv("CDP_API_KEY", add_key(keys, "bi_only", ["sql:read"]))
+    refused = _cli(monkeypatch, Path(root), start[0], start[1], "--show-pii", pii=False)
+    assert refused.exit_code == 2 and "lacks pii:read" in refused.output
+    log = serving_dir(str(root)) / "access.log"
+    before = log.read_text().splitlines() if log.exists() else []
+    shown = _cli(monkeypatch, Path(root), start[0], start[1])
+    assert shown.exit_code == 0 and all(v in shown.output for _, v in personal)
+    entry = json.loads(log.read_text().splitlines()[len(before)])
+    assert entry["key"] == "auditor" and entry["person_id"] == person and entry["request"].startswith("cdp whois --show-pii")

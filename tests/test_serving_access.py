@@ -3,9 +3,12 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from serving.access import AccessLog, KeyFileError, KeyRing, add_key, hash_key, mask, masked_profile
 from serving.api import IdentifierError, parse_identifier
+from serving.sql.catalog import SQL_MASKS, masked_sql
 
 
 def test_mask_keeps_only_what_identifies_nothing():
@@ -79,3 +82,21 @@ def test_parse_identifier_normalises_every_type():
 def test_parse_identifier_says_why_it_refuses(text, why):
     with pytest.raises(IdentifierError, match=why):
         parse_identifier(text, "CN")
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.sampled_from(sorted(SQL_MASKS)), value=st.text(max_size=24))
+def test_the_sql_endpoints_masks_give_the_apis_text(kind, value):
+    """serving/sql/catalog.py's DuckDB mask expressions equal serving.access.mask on any text."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        got = con.execute(f"SELECT {SQL_MASKS[kind].format(v='v')} FROM (SELECT ?::VARCHAR AS v)", [value]).fetchone()[0]
+    assert got == mask(kind, value)
+
+
+def test_masked_sql_masks_by_class_and_by_the_identifiers_type():
+    sql = masked_sql("gold_id_map", ["as_of", "id_type", "id_value", "person_id"])
+    assert """"as_of", "id_type", CASE "id_type" WHEN 'phone'""" in sql and '"person_id" FROM "_cdp_gold_id_map"' in sql
+    assert "'***'" in masked_sql("ops_dq_results", ["unexpected_examples"])
+    assert masked_sql("gold_segment_members", ["segment", "person_id"]) == 'SELECT "segment", "person_id" FROM "_cdp_gold_segment_members"'

@@ -18,12 +18,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from serving.access import KeyRing, add_key
-from serving.sql.catalog import PII_TABLES, Catalog
+from serving.access import KeyRing, add_key, mask
+from serving.sql.catalog import MASKED, PII_TABLES, Catalog
 from serving.sql.query import QueryEngine, QueryError, ReadOnlyError, check_read_only
 from serving.sql.server import SqlServer
 from spark_jobs.tables import read_pandas
-from tests.test_pipeline import START, world  # noqa: F401  (the pipeline's own lakehouse, reused)
+from tests.pipeline_world import START  # the `world` fixture: the pipeline's own lakehouse, shared
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ BI, NO_PII, API_ONLY = "bi", "bi_no_pii", "api_only"
 
 
 @pytest.fixture(scope="module")
-def endpoint(world, tmp_path_factory):  # noqa: F811
+def endpoint(world, tmp_path_factory):
     """The endpoint in this process on a free loopback port, with a key per scope set."""
     _, cfg, _, _ = world
     keys_path = tmp_path_factory.mktemp("sql") / "api_keys.json"
@@ -109,14 +109,37 @@ def test_get_table_schema_is_the_delta_tables_schema(conn, endpoint):
     assert [(f.name, f.type) for f in schema] == [(f.name, f.type) for f in delta]
 
 
-def test_a_key_without_pii_read_neither_lists_nor_reads_the_pii_tables(endpoint):
+def test_a_key_without_pii_read_reads_the_pii_tables_masked_as_the_api_masks(endpoint):
     with _connect(endpoint, NO_PII) as c:
         listed = {t["table_name"] for s in c.adbc_get_objects(depth="tables").read_all().to_pylist()[0]["catalog_db_schemas"]
                   for t in s["db_schema_tables"]}
-        assert "gold_segment_members" in listed and not listed & PII_TABLES
-        with pytest.raises(adbc_driver_manager.Error, match="gold_profiles does not exist"):
-            _query(c, "SELECT phone FROM gold_profiles")
-        assert _query(c, "SELECT count(*) AS n FROM gold_profile_tags")["n"][0] > 0
+        assert "gold_segment_members" in listed and PII_TABLES <= listed
+        got = _query(c, f"SELECT person_id, name, phone, email, birthday, city FROM gold_profiles "
+                        f"WHERE as_of = DATE '{DAY2}' ORDER BY person_id")
+        ids = _query(c, f"SELECT id_type, id_value, person_id FROM gold_id_map WHERE as_of = DATE '{DAY2}' "
+                        "ORDER BY id_type, id_value, person_id")
+        checks = _query(c, "SELECT observed_value, unexpected_examples, unexpected_count FROM ops_dq_results")
+        schema = c.adbc_get_table_schema("gold_profiles", db_schema_filter="gold")
+        assert _query(c, "SELECT count(*) AS n FROM gold_profile_tags")["n"][0] > 0  # not a PII table: as it is
+    plain = read_pandas(endpoint["root"], "gold_profiles", ["person_id", "name", "phone", "email", "birthday", "city"],
+                        {"as_of": DAY2.isoformat()}).sort_values("person_id", ignore_index=True)
+    assert len(got) == len(plain) > 100 and plain["phone"].notna().sum() > 100
+    for col in ("name", "phone", "email", "birthday"):
+        want = [mask(col, None if pd.isna(v) else (v.isoformat() if col == "birthday" else v)) for v in plain[col]]
+        assert [None if pd.isna(v) else v for v in got[col]] == want, col
+    assert (got["phone"].dropna() != plain["phone"].dropna()).all() and got["city"].equals(plain["city"])
+    id_map = read_pandas(endpoint["root"], "gold_id_map", ["id_type", "id_value", "person_id"], {"as_of": DAY2.isoformat()})
+    id_map = id_map.sort_values(["id_type", "id_value", "person_id"], ignore_index=True)
+    want = [mask(t, v) if t in ("phone", "email") else v for t, v in zip(id_map["id_type"], id_map["id_value"], strict=True)]
+    assert list(ids["id_value"]) != list(id_map["id_value"]) and sorted(map(str, ids["id_value"])) == sorted(map(str, want))
+    assert set(ids["id_type"]) >= {"phone", "device_id"}
+    free_text = pd.concat([checks["observed_value"], checks["unexpected_examples"]]).dropna()
+    assert len(free_text) > 10 and set(free_text) == {MASKED}  # a failed check's values are the bad values
+    assert checks["unexpected_count"].notna().any()  # the other columns as they are
+    assert schema.field("birthday").type == pa.string() and schema.field("phone").type == pa.string()
+    with _connect(endpoint, BI) as c:  # pii:read: the same columns in plaintext, birthday a date
+        full = _query(c, f"SELECT phone FROM gold_profiles WHERE as_of = DATE '{DAY2}' ORDER BY person_id")
+        assert list(full["phone"].dropna()) == list(plain["phone"].dropna())
 
 
 # --- typical questions, answered as pandas answers them -------------------------------------------------
@@ -289,7 +312,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_cdp_sql_serve_on_loopback(world):  # noqa: F811
+def test_cdp_sql_serve_on_loopback(world):
     """`cdp api-key add … --scope sql:read`, then `cdp sql serve` as its own process, queried by the driver."""
     _, cfg, _, _ = world
     env = {**os.environ, "CDP_LAKEHOUSE": cfg.paths.lakehouse_uri(), "CDP_LANDING": str(cfg.paths.landing_path())}

@@ -11,17 +11,58 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from serving.access import ApiKey
+from serving.access import PII_ATTRIBUTES, PII_ID_TYPES, PII_SCOPE, ApiKey
 from spark_jobs.contracts import CONTRACTS
+from spark_jobs.privacy.classes import column_class
 from spark_jobs.tables import read_dataset
 
 CATALOG = "cdp"
 SCHEMAS = ("gold", "ops")  # layers BI reads; bronze and silver hold raw records, not marts
 SQL_SCOPE = "sql:read"
-PII_SCOPE = "pii:read"
-# Tables holding phones, e-mails, names, birthdays or raw identifier values (as the API masks them without
-# pii:read). Until per-column masked views exist, a key without pii:read does not see these tables at all.
+# Tables holding phones, e-mails, names, birthdays or raw identifier values: a key without pii:read reads
+# them through masked views (masked_sql), the other tables as they are.
 PII_TABLES = frozenset({"gold_profiles", "gold_id_map", "gold_id_decisions", "gold_id_dropped", "ops_dq_results"})
+MASKED = "***"  # what a masked free-text value reads as
+# serving.access's masks as DuckDB expressions over `{v}` (a VARCHAR), character for character the same text
+# the API returns (tests/test_serving_sql.py checks them against the Python functions).
+SQL_MASKS = {
+    "phone": "CASE WHEN length({v}) <= 7 THEN repeat('*', length({v})) "
+             "ELSE left({v}, length({v}) - 8) || '****' || right({v}, 4) END",
+    "email": "CASE WHEN strpos({v}, '@') = 0 OR substr({v}, strpos({v}, '@') + 1) = '' THEN '***' "
+             "ELSE left({v}, least(strpos({v}, '@') - 1, 1)) || '***@' || substr({v}, strpos({v}, '@') + 1) END",
+    "name": "left({v}, 1) || repeat('*', greatest(length({v}) - 1, 1))",
+    "birthday": "left({v}, 4) || '-**-**'",
+}
+TYPE_COLUMNS = {"id_value": "id_type", "other_value": "other_type", "src_value": "src_type", "dst_value": "dst_type"}
+
+
+def _masked_column(table: str, column: str, columns: set[str]) -> str | None:
+    """The masked expression of one column, or None when it is shown as it is."""
+    quoted = f'"{column}"'
+    text = f"CAST({quoted} AS VARCHAR)"
+    kind = column_class(table, column)
+    if kind in PII_ATTRIBUTES:
+        return SQL_MASKS[kind].format(v=text)
+    if kind == "identifier":
+        typed = TYPE_COLUMNS.get(column)
+        if typed not in columns:  # a value of no declared type: as sensitive as a phone
+            return f"CASE WHEN {quoted} IS NULL THEN NULL ELSE '{MASKED}' END"
+        cases = " ".join(f"WHEN '{t}' THEN {SQL_MASKS[t].format(v=text)}" for t in PII_ID_TYPES)
+        return f'CASE "{typed}" {cases} ELSE {quoted} END'
+    if kind == "free_text":
+        return f"CASE WHEN {quoted} IS NULL THEN NULL ELSE '{MASKED}' END"
+    return None
+
+
+def masked_sql(table: str, names: list[str]) -> str:
+    """The SELECT a key without pii:read reads `table` through: phones, e-mails, names and birthdays masked
+    as the API masks them (identifier columns when their type column says phone or email), free text as
+    '***'; every other column as it is. Masked columns read as VARCHAR."""
+    exprs = []
+    for n in names:
+        masked = _masked_column(table, n, set(names))
+        exprs.append(f'{masked} AS "{n}"' if masked else f'"{n}"')
+    return f'SELECT {", ".join(exprs)} FROM "_cdp_{table}"'
 
 
 @dataclass(frozen=True)
@@ -34,6 +75,7 @@ class TableView:
     dataset: object  # pyarrow.dataset.Dataset at a pinned Delta version
     version: int
     sql: str
+    masked: tuple[str, ...] = ()  # columns the view masks (VARCHAR whatever the table's type)
 
     @property
     def source(self) -> str:
@@ -41,7 +83,16 @@ class TableView:
 
     @property
     def arrow_schema(self) -> pa.Schema:
-        return self.dataset.schema
+        schema = self.dataset.schema
+        for col in self.masked:
+            i = schema.get_field_index(col)
+            schema = schema.set(i, schema.field(i).with_type(pa.string()))
+        return schema
+
+    def masked_view(self) -> TableView:
+        names = self.dataset.schema.names
+        masked = tuple(n for n in names if _masked_column(self.name, n, set(names)))
+        return TableView(self.schema, self.name, self.dataset, self.version, masked_sql(self.name, names), masked)
 
 
 @dataclass(frozen=True)
@@ -54,10 +105,12 @@ class Snapshot:
 
 def views_for(key: ApiKey, snapshot: Snapshot) -> list[TableView]:
     """The tables `key` may query and list, in catalog order: the single place that maps table -> what a
-    principal may see. Masked views per scope go here (replace `sql` rather than drop the table)."""
+    principal may see. Without pii:read, the PII tables are their masked views."""
     if SQL_SCOPE not in key.scopes:
         return []
-    return [v for v in snapshot.tables.values() if PII_SCOPE in key.scopes or v.name not in PII_TABLES]
+    if PII_SCOPE in key.scopes:
+        return list(snapshot.tables.values())
+    return [v.masked_view() if v.name in PII_TABLES else v for v in snapshot.tables.values()]
 
 
 class Catalog:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,51 +168,51 @@ def _day(ts) -> str:
     return UNKNOWN if ts is None or pd.isna(ts) else pd.Timestamp(ts).date().isoformat()
 
 
-def render(e: Explanation) -> list[str]:
+def render(e: Explanation, name: Callable[[Node], str] = label) -> list[str]:
     """The explanation as lines of text: the kept links, a path to every identifier (each hop with its
     source, one record, first seen day and strength), then what the rules cut and the tie-break decisions."""
     by_pair = {((r.a_type, r.a_value), (r.b_type, r.b_value)): r for r in e.pairs.itertuples()}
     kept = e.pairs[e.pairs["kept"].astype(bool)] if not e.pairs.empty else e.pairs
     lines = [f"why: {len(kept)} link(s) among the person's {len(e.members)} identifiers "
              f"(silver_id_links up to {e.as_of}, minus what gold_id_dropped cut)"]
-    lines.append(f"paths from {label(e.identifier)}:")
+    lines.append(f"paths from {name(e.identifier)}:")
     if not e.paths:
         lines.append("  (the person has no other identifier)")
     for target, path in e.paths.items():
         if path is None:
-            lines.append(f"  {label(target)}: no kept link reaches it")
+            lines.append(f"  {name(target)}: no kept link reaches it")
             continue
-        lines.append(f"  {label(target)} ({len(path) - 1} hop{'s' if len(path) > 2 else ''}):")
+        lines.append(f"  {name(target)} ({len(path) - 1} hop{'s' if len(path) > 2 else ''}):")
         for a, b in zip(path, path[1:], strict=False):
             r = by_pair[tuple(sorted((a, b)))]
-            lines.append(f"    {label(a)} -> {label(b)}  via {r.source}  record {r.record_ref}  "
+            lines.append(f"    {name(a)} -> {name(b)}  via {r.source}  record {r.record_ref}  "
                          f"first seen {_day(r.first_seen)}  strength {r.strength}  records {r.records}"
                          + (f"  sources {r.sources}" if r.sources != r.source else ""))
     lines.append(f"cut (gold_id_dropped as of {e.as_of}):")
-    lines += [f"  {line}" for line in cut_lines(e.cut)] or ["  nothing"]
+    lines += [f"  {line}" for line in cut_lines(e.cut, name)] or ["  nothing"]
     if e.decisions is None:
         lines.append("decisions: skipped (no gold_id_decisions table)")
     else:
         lines.append(f"decisions (gold_id_decisions as of {e.as_of}):")
-        lines += [f"  {line}" for line in _decision_lines(e.decisions)] or ["  none"]
+        lines += [f"  {line}" for line in _decision_lines(e.decisions, name)] or ["  none"]
     return lines
 
 
-def cut_lines(cut: pd.DataFrame) -> list[str]:
+def cut_lines(cut: pd.DataFrame, name: Callable[[Node], str] = label) -> list[str]:
     """One line per gold_id_dropped row: the identifier, the other end of a cut link, the rule, the detail."""
     out = []
     for r in cut.itertuples():
-        what = label((r.id_type, r.id_value))
+        what = name((r.id_type, r.id_value))
         if isinstance(r.other_type, str):
-            what += f" -- {label((r.other_type, r.other_value))}"
+            what += f" -- {name((r.other_type, r.other_value))}"
         out.append(f"{what}  rule {r.rule}" + (f"  ({r.detail})" if isinstance(r.detail, str) and r.detail else ""))
     return out
 
 
-def _decision_lines(decisions: pd.DataFrame) -> list[str]:
+def _decision_lines(decisions: pd.DataFrame, name: Callable[[Node], str] = label) -> list[str]:
     out = []
     for r in decisions.itertuples():
-        line = (f"{label((r.id_type, r.id_value))} -- {label((r.other_type, r.other_value))}  {r.decision}  "
+        line = (f"{name((r.id_type, r.id_value))} -- {name((r.other_type, r.other_value))}  {r.decision}  "
                 f"weight {_number(r.match_weight, 2)}  probability {_number(r.match_probability, 3)}")
         try:
             comparisons = json.loads(r.comparisons) if isinstance(r.comparisons, str) else None
@@ -232,7 +233,7 @@ def _number(x, digits: int) -> str:
     return UNKNOWN if x is None or pd.isna(x) else f"{x:.{digits}f}"
 
 
-def draw(e: Explanation, out: str | Path) -> Path:
+def draw(e: Explanation, out: str | Path, name: Callable[[Node], str] = label) -> Path:
     """Draw the person's identity graph as SVG: identifiers labelled `type:value`, kept links solid
     (SVG group `kept_links`, one path per link), cut links dashed red (group `cut_links`) to their
     other end, which may lie outside the person (drawn grey)."""
@@ -270,10 +271,10 @@ def draw(e: Explanation, out: str | Path) -> Path:
             nx.draw_networkx_nodes(graph, pos, nodelist=nodes, ax=ax, node_color=colour, edgecolors=[
                 "#08519c" if n == e.identifier else "#636363" for n in nodes],
                 linewidths=[3.0 if n == e.identifier else 1.0 for n in nodes]).set_gid(gid)
-    nx.draw_networkx_labels(graph, pos, labels={n: label(n) for n in graph}, ax=ax, font_size=8, clip_on=False)
+    nx.draw_networkx_labels(graph, pos, labels={n: name(n) for n in graph}, ax=ax, font_size=8, clip_on=False)
     ax.margins(0.2)  # room for the labels of the outermost identifiers
     ax.text(0.0, -0.02, "solid: kept link   dashed red: cut by a rule   grey: not this person   "
-            f"thick outline: {label(e.identifier)}", transform=ax.transAxes, fontsize=7, va="top")
+            f"thick outline: {name(e.identifier)}", transform=ax.transAxes, fontsize=7, va="top")
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "cdp"}):  # labels stay searchable text
         fig.savefig(out, format="svg", bbox_inches="tight", metadata={"Date": None})
     return out
