@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 TARGETS = {"churn": "label_churn", "purchase": "label_purchase"}
 KINDS = ("lightgbm", "logistic")
+TUNED = "lightgbm_tuned"  # the LightGBM kind with ml.tuning's best parameters (when ml.tuning_trials > 0)
 # Tables whose Delta versions pin a training run's data (logged as data.<table>.version).
 INPUT_TABLES = ("gold_features", "silver_events", "silver_orders", "silver_contacts", "gold_id_map", "gold_profiles")
 
@@ -44,9 +45,10 @@ class CdpModel:
     an MLflow pyfunc model (see `as_pyfunc`)."""
 
     def __init__(self, kind: str, numeric: list[str], categorical: list[str], seed: int = 42,
-                 horizon_days: int | None = None, calibration: str = "none"):
+                 horizon_days: int | None = None, calibration: str = "none", params: dict | None = None):
         self.kind, self.numeric, self.categorical, self.seed = kind, list(numeric), list(categorical), seed
         self.horizon_days, self.calibration = horizon_days, calibration
+        self.params = dict(params or {})  # LightGBM: over ml.tuning.BASELINE (a tuned set)
         self.categories: dict[str, list[str]] = {}
         self.estimator = None
         self.btyd = None
@@ -116,10 +118,10 @@ class CdpModel:
         if self.kind == "lightgbm":
             from lightgbm import LGBMClassifier
 
-            self.estimator = LGBMClassifier(
-                n_estimators=300, learning_rate=0.05, num_leaves=31, min_child_samples=50, subsample=0.8,
-                subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0, random_state=self.seed, verbose=-1, n_jobs=2,
-            )
+            from ml.tuning import BASELINE
+
+            self.estimator = LGBMClassifier(**{**BASELINE, **self.params}, subsample_freq=1, random_state=self.seed,
+                                            verbose=-1, n_jobs=2)
         else:
             from sklearn.compose import ColumnTransformer
             from sklearn.impute import SimpleImputer
@@ -266,16 +268,19 @@ def figures(y: np.ndarray, p: np.ndarray, importance: pd.Series, title: str) -> 
 
 def fit_and_log(kind: str, x_train: pd.DataFrame, y_train: pd.Series, x_hold: pd.DataFrame, y_hold: np.ndarray,
                 numeric: list[str], categorical: list[str], seed: int, title: str, params: dict,
-                horizon_days: int | None = None, calibration: str = "none") -> dict:
-    """One nested MLflow run: fit, evaluate on the holdout, log params, metrics, plots and the pyfunc model
-    (signature and input example). Returns run id, metrics, model URI and the holdout scores."""
+                horizon_days: int | None = None, calibration: str = "none", model_params: dict | None = None,
+                name: str | None = None) -> dict:
+    """One nested MLflow run (`name`, default the kind): fit, evaluate on the holdout, log params, metrics,
+    plots and the pyfunc model (signature and input example). `model_params`: LightGBM parameters over the
+    fixed ones (a tuned set). Returns run id, metrics, model URI and the holdout scores."""
     mlflow = _import_mlflow()
-    with mlflow.start_run(run_name=kind, nested=True) as run:
-        model = CdpModel(kind, numeric, categorical, seed, horizon_days, calibration).fit(x_train, y_train)
+    with mlflow.start_run(run_name=name or kind, nested=True) as run:
+        model = CdpModel(kind, numeric, categorical, seed, horizon_days, calibration, model_params).fit(x_train, y_train)
         p = model.predict(x_hold)
         m = evaluate(y_hold, p)
         mlflow.log_params({"kind": kind, "calibration": calibration if model.calibrator is not None else "none",
-                           "btyd_features": model.btyd is not None, **params})
+                           "btyd_features": model.btyd is not None, **params,
+                           **{f"lgbm.{k}": v for k, v in (model_params or {}).items()}})
         if model.calibrator is not None:
             m["brier_uncalibrated"] = evaluate(y_hold, model._raw(x_hold))["brier"]
         if model.btyd is not None:
@@ -430,6 +435,25 @@ def train_target(cfg: CdpConfig, frame: pd.DataFrame, target: str, data_versions
                 horizon_days=horizon, calibration=cfg.ml.calibration)
             log.info("%s %s: holdout ROC-AUC %.4f (rule %.4f, %s)", target, kind, results[kind]["metrics"]["roc_auc"],
                      rule["roc_auc"], {b: round(m["roc_auc"], 4) for b, m in btyd.items()})
+        tuning = None
+        if cfg.ml.tuning_trials and "lightgbm" in kinds:
+            from ml.tuning import tune
+
+            with mlflow.start_run(run_name="lightgbm tuning", nested=True):
+                tuning = tune(sp.train, sp.label, numeric, categorical, cfg.ml.seed, horizon, cfg.ml.tuning_trials,
+                              cfg.ml.tuning_timeout_seconds, mlflow)
+                if tuning is not None:
+                    mlflow.log_params({"trials": tuning["trials"], "validation": tuning["validation"],
+                                       **{f"best.{k}": v for k, v in tuning["params"].items()}})
+                    mlflow.log_metrics({"validation_roc_auc": tuning["validation_roc_auc"],
+                                        "baseline_validation_roc_auc": tuning["baseline_validation_roc_auc"],
+                                        "seconds": tuning["seconds"]})
+            if tuning is not None:  # the tuned set, refitted on every training row, beside the fixed baseline
+                results[TUNED] = fit_and_log(
+                    "lightgbm", sp.train[cols], y_train, sp.holdout[cols], y_hold, numeric, categorical, cfg.ml.seed,
+                    f"{target} ({TUNED})", {"target": target, "holdout_cutoff": sp.holdout_cutoff,
+                                            **{f"data.{t}.version": v for t, v in data_versions.items()}},
+                    horizon_days=horizon, calibration=cfg.ml.calibration, model_params=tuning["params"], name=TUNED)
         best = max(results, key=lambda k: results[k]["metrics"]["roc_auc"])
         margins = {}
         for b, p in {"rule": rule_score(target, sp.holdout), **baselines}.items():
@@ -450,7 +474,7 @@ def train_target(cfg: CdpConfig, frame: pd.DataFrame, target: str, data_versions
             mlflow.log_dict(rolling, "rolling_origin.json")
     return {"target": target, "model": name, "version": int(version.version), "best": best,
             "run_id": parent.info.run_id, "holdout_cutoff": sp.holdout_cutoff, "purged": sp.purged, "rule": rule,
-            "btyd": btyd, "margins": margins, "rolling": rolling,
+            "btyd": btyd, "margins": margins, "rolling": rolling, "tuning": tuning,
             "kinds": {k: v["metrics"] for k, v in results.items()}}
 
 

@@ -310,6 +310,9 @@ class MlConfig(_Strict):
                                                "(spread reported); the newest decides registration and promotion")
     bootstrap: int = Field(200, ge=0, description="paired bootstrap resamples of the holdout for the margin CIs")
     calibration: Literal["sigmoid", "isotonic", "none"] = "sigmoid"  # fitted on a validation fold (ml/train.py)
+    tuning_trials: int = Field(30, ge=0, description="Optuna trials of the LightGBM search (ml/tuning.py) per "
+                                                     "target, inside the training cutoffs; 0: no search")
+    tuning_timeout_seconds: float = Field(120, gt=0, description="time box of one target's search")
     active_days: int = Field(30, ge=1, description="churn is defined for people active this many days before the cutoff")
     features: tuple[str, ...] = (
         "tenure_days", "events_7d", "events_30d", "active_days_30d", "add_cart_7d", "view_item_30d", "orders_30d",

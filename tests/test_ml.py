@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from ml import features, score, train
+from ml.tuning import BASELINE
 from spark_jobs import ingest, profiles, standardise
 from spark_jobs.config import load_config
 from spark_jobs.generate import generate
@@ -37,7 +38,7 @@ def world(tmp_path_factory):
     cfg = load_config(env={})
     cfg = cfg.model_copy(update={
         "paths": cfg.paths.model_copy(update={"lakehouse": str(base / "lh"), "landing": str(base / "landing")}),
-        "ml": cfg.ml.model_copy(update={"horizon_days": 5, "cutoffs": 2, "cutoff_step_days": 5,
+        "ml": cfg.ml.model_copy(update={"horizon_days": 5, "cutoffs": 2, "cutoff_step_days": 5, "tuning_trials": 8,
                                         "artifacts": str(base / "artifacts"), "experiment": "test"}),
     })
     with pytest.MonkeyPatch.context() as mp:
@@ -141,8 +142,17 @@ def test_train_registers_aliases_and_scores_with_the_champion(mlflow_store):
         assert run.data.params["data.gold_features.version"] == str(world["built"]["version"])
         assert run.data.params["holdout_cutoff"] == SNAPSHOTS[1].isoformat()
         children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
-        assert {c.data.params["kind"] for c in children} == set(train.KINDS)
-        for child in children:
+        names = {c.info.run_name: c for c in children}
+        assert set(names) == {*train.KINDS, train.TUNED, "lightgbm tuning"}  # the fixed baseline kept beside the tuned
+        tuning = result["tuning"]
+        trials = client.search_runs([run.info.experiment_id],
+                                    f"tags.mlflow.parentRunId = '{names['lightgbm tuning'].info.run_id}'")
+        assert len(trials) == tuning["trials"] == cfg.ml.tuning_trials and tuning["validation"] == "fold 25 %"
+        assert tuning["validation_roc_auc"] >= tuning["baseline_validation_roc_auc"]
+        trial0 = next(t for t in trials if t.info.run_name == "trial 0")
+        assert float(trial0.data.params["learning_rate"]) == BASELINE["learning_rate"]  # trial 0: the fixed set
+        assert names[train.TUNED].data.params["lgbm.num_leaves"] == str(tuning["params"]["num_leaves"])
+        for child in (c for n, c in names.items() if n != "lightgbm tuning"):
             plots = {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
             assert plots == {f"plots/{p}" for p in ("roc.png", "gains_lift.png", "calibration.png", "feature_importance.png")}
         model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
@@ -213,7 +223,7 @@ def test_cdp_train_through_airflow_trains_and_promotes_the_chosen_target(world, 
     shutil.copytree(world["cfg"].paths.lakehouse_uri(), tmp_path / "lh")
     conf = yaml.safe_load((root / "conf" / "cdp.yaml").read_text())
     conf["ml"] = {"horizon_days": 5, "cutoffs": 2, "cutoff_step_days": 5, "experiment": "airflow",
-                  "artifacts": str(tmp_path / "artifacts")}
+                  "artifacts": str(tmp_path / "artifacts"), "tuning_trials": 4}
     (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(conf))
     store = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),

@@ -48,3 +48,41 @@ def test_btyd_features_join_the_inputs_only_with_the_order_summaries():
         assert with_btyd.btyd is not None and with_btyd.inputs == numeric + list(btyd.FEATURES)
         assert set(btyd.FEATURES) <= set(with_btyd.importance().index)
         assert train.CdpModel(kind, numeric, ["tier"]).fit(x, y).btyd is None  # no horizon: no BTYD
+
+
+def _cutoff_rows(cutoffs: list[str], n: int, seed: int) -> pd.DataFrame:
+    frames = []
+    for i, c in enumerate(cutoffs):
+        x, y = _rows(n, seed + i)
+        frames.append(x.assign(cutoff=pd.Timestamp(c), label=y))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_validation_split_uses_the_newest_training_cutoff_and_never_an_overlapping_one():
+    from ml.tuning import validation_split
+
+    rows = _cutoff_rows(["2026-10-01", "2026-10-15", "2026-10-29"], 200, 0)
+    fit, val, how = validation_split(rows, "label", horizon_days=14, seed=0)
+    assert how == "cutoff 2026-10-29" and set(val["cutoff"].astype(str).str[:10]) == {"2026-10-29"}
+    assert set(fit["cutoff"].astype(str).str[:10]) == {"2026-10-01", "2026-10-15"}
+    fit, val, how = validation_split(rows, "label", horizon_days=21, seed=0)  # 10-15 + 21 d overlaps 10-29
+    assert set(fit["cutoff"].astype(str).str[:10]) == {"2026-10-01"}
+    one = _cutoff_rows(["2026-10-01"], 400, 0)
+    fit, val, how = validation_split(one, "label", horizon_days=14, seed=0)
+    assert how == "fold 25 %" and len(val) == 100 and not set(fit.index) & set(val.index)
+
+
+@pytest.mark.slow
+def test_tune_starts_from_the_fixed_set_is_seeded_and_bounded():
+    from ml.tuning import BASELINE, tune
+
+    rows = _cutoff_rows(["2026-10-01", "2026-10-15"], 600, 3)
+    first = tune(rows, "label", ["a", "b"], ["tier"], seed=5, horizon_days=14, trials=6, timeout_seconds=120)
+    again = tune(rows, "label", ["a", "b"], ["tier"], seed=5, horizon_days=14, trials=6, timeout_seconds=120)
+    assert first["trials"] == 6 and first["params"] == again["params"]  # the TPE sampler is seeded
+    assert first["validation_roc_auc"] >= first["baseline_validation_roc_auc"] > 0.7
+    assert set(first["params"]) == set(BASELINE) and first["validation"] == "cutoff 2026-10-15"
+    boxed = tune(rows, "label", ["a", "b"], ["tier"], seed=5, horizon_days=14, trials=10_000, timeout_seconds=2)
+    assert 1 <= boxed["trials"] < 10_000  # the time box ends the search
+    single = rows.assign(label=0)
+    assert tune(single, "label", ["a", "b"], ["tier"], seed=5, horizon_days=14, trials=3, timeout_seconds=60) is None
