@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
-from serving.access import PII_ID_TYPES, AccessLog, ApiKey, KeyRing, mask, masked_profile
+from serving.access import PII_ID_TYPES, PII_SCOPE, AccessLog, ApiKey, KeyRing, mask, masked_profile
 from serving.export import FORMATS, ExportError, stream, tag_dataset
 from serving.store import (
     NotPublishedError,
@@ -218,13 +218,13 @@ def create_app(store: OnlineStore, keys: KeyRing, access_log: AccessLog, phone_r
         return f"{id_type}:{value}", (mask(id_type, value) if id_type in PII_ID_TYPES else value)
 
     def shown(doc: dict, who: ApiKey, request: str) -> dict:
-        if "pii:read" in who.scopes:
+        if PII_SCOPE in who.scopes:
             access_log.write(who.name, [doc["person_id"]], request)
             return doc
         return masked_profile(doc)
 
     def echo(key: str, masked_value: str, who: ApiKey) -> str:
-        return key if "pii:read" in who.scopes else f"{key.split(':', 1)[0]}:{masked_value}"
+        return key if PII_SCOPE in who.scopes else f"{key.split(':', 1)[0]}:{masked_value}"
 
     def known_segment(segment: str, meta: dict | None) -> None:
         if segment not in {s["name"] for s in segments} and segment not in ((meta or {}).get("segments") or {}):
@@ -258,10 +258,10 @@ def create_app(store: OnlineStore, keys: KeyRing, access_log: AccessLog, phone_r
             if doc is None:
                 results.append({"identifier": text, "status": "not_found", "error": "no person has this identifier"})
                 continue
-            if "pii:read" in who.scopes:
+            if PII_SCOPE in who.scopes:
                 pii.append(doc["person_id"])
             results.append({"identifier": text, "status": "found",
-                            "profile": doc if "pii:read" in who.scopes else masked_profile(doc)})
+                            "profile": doc if PII_SCOPE in who.scopes else masked_profile(doc)})
         if pii:
             access_log.write(who.name, pii, "POST /v1/profiles/batch")
         return {"as_of": meta.get("as_of"), "results": results}
