@@ -8,6 +8,7 @@ import io
 from collections.abc import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from spark_jobs.tables import TableNotFoundError, latest_partition, table_path
@@ -45,8 +46,9 @@ def tag_dataset(root: str, as_of: dt.date | None = None, shape: str = "wide", pi
         return day, table.to_pyarrow_dataset(partitions=[("as_of", "=", day)])
     table = _table(root, "gold_profile_tags", pinned.get("gold_profile_tags"))
     dataset = table.to_pyarrow_dataset()
-    first = dataset.head(1, columns=["as_of"]).column("as_of").to_pylist()
-    newest = first[0] if first else None
+    # The whole (one-date) column, not head(1): a scan stopped early leaves Arrow's read-ahead threads running,
+    # and a CLI process that exits then aborts ("terminate called without an active exception", apache/arrow#34314).
+    newest = pc.max(dataset.to_table(columns=["as_of"]).column("as_of")).as_py()
     if as_of is not None and as_of != newest:
         raise ExportError(f"the wide tag table holds {newest} only; for {as_of} ask for shape=long (gold_tags)")
     return (newest.isoformat() if newest else None), dataset
