@@ -427,12 +427,12 @@ def train_target(cfg: CdpConfig, frame: pd.DataFrame, target: str, data_versions
         for b, m in btyd.items():
             mlflow.log_metrics({f"{b}_{k}": v for k, v in m.items()})
         mlflow.log_params({f"baseline.{k}": round(v, 6) for k, v in btyd_params.items()})
+        run_params = {"target": target, "holdout_cutoff": sp.holdout_cutoff,
+                      **{f"data.{t}.version": v for t, v in data_versions.items()}}
         for kind in kinds:
             results[kind] = fit_and_log(
                 kind, sp.train[cols], y_train, sp.holdout[cols], y_hold, numeric, categorical, cfg.ml.seed,
-                f"{target} ({kind})", {"target": target, "holdout_cutoff": sp.holdout_cutoff,
-                                       **{f"data.{t}.version": v for t, v in data_versions.items()}},
-                horizon_days=horizon, calibration=cfg.ml.calibration)
+                f"{target} ({kind})", run_params, horizon_days=horizon, calibration=cfg.ml.calibration)
             log.info("%s %s: holdout ROC-AUC %.4f (rule %.4f, %s)", target, kind, results[kind]["metrics"]["roc_auc"],
                      rule["roc_auc"], {b: round(m["roc_auc"], 4) for b, m in btyd.items()})
         tuning = None
@@ -451,9 +451,8 @@ def train_target(cfg: CdpConfig, frame: pd.DataFrame, target: str, data_versions
             if tuning is not None:  # the tuned set, refitted on every training row, beside the fixed baseline
                 results[TUNED] = fit_and_log(
                     "lightgbm", sp.train[cols], y_train, sp.holdout[cols], y_hold, numeric, categorical, cfg.ml.seed,
-                    f"{target} ({TUNED})", {"target": target, "holdout_cutoff": sp.holdout_cutoff,
-                                            **{f"data.{t}.version": v for t, v in data_versions.items()}},
-                    horizon_days=horizon, calibration=cfg.ml.calibration, model_params=tuning["params"], name=TUNED)
+                    f"{target} ({TUNED})", run_params, horizon_days=horizon, calibration=cfg.ml.calibration,
+                    model_params=tuning["params"], name=TUNED)
         best = max(results, key=lambda k: results[k]["metrics"]["roc_auc"])
         margins = {}
         for b, p in {"rule": rule_score(target, sp.holdout), **baselines}.items():

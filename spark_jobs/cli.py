@@ -249,7 +249,7 @@ def whois(
 
         try:
             why = explain_person(root, (id_type, canonical), person, snapshot)
-            name = lambda node: f"{node[0]}:{shown(*node)}"  # noqa: E731
+            name = _node_label(shown)
             if explain:
                 for line in render(why, name):
                     typer.echo(line)
@@ -284,6 +284,11 @@ def _identifier_text(show_pii: bool):
     return lambda id_type, value: value if show_pii or id_type not in PII_ID_TYPES else mask(id_type, value)
 
 
+def _node_label(shown):
+    """explain's `type:value` node label, the value as `shown` prints it."""
+    return lambda node: f"{node[0]}:{shown(*node)}"
+
+
 def _whois_snapshot(root: str, as_of: str | None, day: dt.date | None) -> str:
     """The snapshot whois reads: --as-of; for --on without validity windows in gold_id_map, the newest
     snapshot up to that day (with windows the newest snapshot knows every owner); else the newest."""
@@ -309,7 +314,7 @@ def _echo_cut(cut, snapshot: str, shown) -> None:
     from spark_jobs.identity.explain import cut_lines
 
     typer.echo(f"cut (gold_id_dropped as of {snapshot}):")
-    for line in cut_lines(cut, lambda node: f"{node[0]}:{shown(*node)}") or ["nothing"]:
+    for line in cut_lines(cut, _node_label(shown)) or ["nothing"]:
         typer.echo(f"  {line}")
 
 

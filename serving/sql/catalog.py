@@ -24,7 +24,7 @@ SQL_SCOPE = "sql:read"
 PII_TABLES = frozenset({"gold_profiles", "gold_id_map", "gold_id_decisions", "gold_id_dropped", "ops_dq_results"})
 MASKED = "***"  # what a masked free-text value reads as
 # serving.access's masks as DuckDB expressions over `{v}` (a VARCHAR), character for character the same text
-# the API returns (tests/test_serving_sql.py checks them against the Python functions).
+# the API returns (tests/test_serving_access.py checks them against the Python functions).
 SQL_MASKS = {
     "phone": "CASE WHEN length({v}) <= 7 THEN repeat('*', length({v})) "
              "ELSE left({v}, length({v}) - 8) || '****' || right({v}, 4) END",
@@ -54,15 +54,21 @@ def _masked_column(table: str, column: str, columns: set[str]) -> str | None:
     return None
 
 
+def _masks(table: str, names: list[str]) -> dict[str, str]:
+    """column -> its masked expression, for the columns of `table` that are masked."""
+    return {n: m for n in names if (m := _masked_column(table, n, set(names)))}
+
+
+def _select(table: str, names: list[str], masks: dict[str, str]) -> str:
+    exprs = [f'{masks[n]} AS "{n}"' if n in masks else f'"{n}"' for n in names]
+    return f'SELECT {", ".join(exprs)} FROM "_cdp_{table}"'
+
+
 def masked_sql(table: str, names: list[str]) -> str:
     """The SELECT a key without pii:read reads `table` through: phones, e-mails, names and birthdays masked
     as the API masks them (identifier columns when their type column says phone or email), free text as
     '***'; every other column as it is. Masked columns read as VARCHAR."""
-    exprs = []
-    for n in names:
-        masked = _masked_column(table, n, set(names))
-        exprs.append(f'{masked} AS "{n}"' if masked else f'"{n}"')
-    return f'SELECT {", ".join(exprs)} FROM "_cdp_{table}"'
+    return _select(table, names, _masks(table, names))
 
 
 @dataclass(frozen=True)
@@ -91,8 +97,8 @@ class TableView:
 
     def masked_view(self) -> TableView:
         names = self.dataset.schema.names
-        masked = tuple(n for n in names if _masked_column(self.name, n, set(names)))
-        return TableView(self.schema, self.name, self.dataset, self.version, masked_sql(self.name, names), masked)
+        masks = _masks(self.name, names)
+        return TableView(self.schema, self.name, self.dataset, self.version, _select(self.name, names, masks), tuple(masks))
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ class AlertsConfig(_Strict):
     min_absolute_change: float = Field(5, ge=0)
     drill_down: int = Field(3, ge=1, description="dimension values named per alert")
     transform: bool = Field(True, description=(
-        "forecast counts on Anscombe's square root and sums on a signed log (variance-stabilising: a count's "
+        "forecast counts on Anscombe's square root and sums on a cube root (variance-stabilising: a count's "
         "spread grows with its level, money is heavy-tailed), the interval transformed back"))
     small_sample: bool = Field(True, description=(
         "widen each interval by Student's t on the series' residual degrees of freedom (points - the ETS "
