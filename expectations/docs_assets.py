@@ -79,10 +79,11 @@ def _extract_folder(tarball: Path, folder: str, dest: Path) -> None:
                 out.write_bytes(tar.extractfile(member).read())
 
 
-def localise(site: Path, cache: Path) -> int:
-    """Rewrite every page of the site to load its CDN assets from `static/vendor/`; return how many
-    distinct assets were made local."""
-    pages = list(site.rglob("*.html"))
+def localise(site: Path, cache: Path, since: float | None = None) -> int:
+    """Rewrite every page of the site (or those written from `since`, a time.time(): a build's own pages;
+    the others were rewritten by earlier builds) to load its CDN assets from `static/vendor/`; return how
+    many distinct assets were made local."""
+    pages = [p for p in site.rglob("*.html") if since is None or p.stat().st_mtime >= since]
     urls = {u for page in pages for u in _URL.findall(page.read_text(encoding="utf-8"))}
     local: dict[str, Path] = {}
     for url in sorted(urls):

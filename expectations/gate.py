@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from expectations.docs_assets import localise
 from expectations.suites import CRITICAL, GATED, SuiteContext, gx, gx_suite, label, record_key, suite_for
 from spark_jobs.config import PROJECT_ROOT, CdpConfig
+from spark_jobs.contracts import KeyProof, contract
 from spark_jobs.tables import Lakehouse, TableNotFoundError, partition_predicate, read_pandas
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,9 @@ class QualityGate:
         self.lh, self.cfg, self.run_id, self.batch_date = lh, cfg, run_id, batch_date
         self.checked_at = (checked_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(tzinfo=None)
         self.results: list[dict] = []
+        self.seconds: dict[str, float] = {}  # per table: validating and recording its checks
         self._context = None
+        self._row_counts = None  # ops_dq_results' row counts of earlier batches (read on the first check)
 
     def covers(self, table: str) -> bool:
         return table in GATED
@@ -87,16 +91,22 @@ class QualityGate:
         return self._context
 
     def _history(self, table: str, scope: str) -> tuple[int, ...]:
-        """Row counts of earlier batches of `table` in the same scope (latest check per batch)."""
-        import pyarrow.compute as pc
+        """Row counts of earlier batches of `table` in the same scope (latest check per batch). The row
+        counts of every table are read once per gate, not once per check."""
+        if self._row_counts is None:
+            import pyarrow.compute as pc
 
-        try:
-            df = read_pandas(self.lh.root, DQ_TABLE, ["batch_date", "scope", "expectation", "observed_value", "checked_at"],
-                             where=(pc.field("table_name") == table) & (pc.field("expectation") == "row_count")
-                             & (pc.field("batch_date") < pc.scalar(self.batch_date)))
-        except TableNotFoundError:
+            try:
+                self._row_counts = read_pandas(
+                    self.lh.root, DQ_TABLE, ["table_name", "batch_date", "scope", "observed_value", "checked_at"],
+                    where=(pc.field("expectation") == "row_count") & (pc.field("batch_date") < pc.scalar(self.batch_date)))
+            except TableNotFoundError:
+                self._row_counts = False
+        if self._row_counts is False:
             return ()
-        df = df[df["scope"] == scope].sort_values("checked_at").drop_duplicates("batch_date", keep="last")
+        df = self._row_counts
+        df = df[(df["table_name"] == table) & (df["scope"] == scope)]
+        df = df.sort_values("checked_at").drop_duplicates("batch_date", keep="last")
         return tuple(int(v) for v in df.sort_values("batch_date")["observed_value"])
 
     def _context_for(self, table: str, scope: str, partition: dict | None = None) -> SuiteContext:
@@ -120,11 +130,20 @@ class QualityGate:
             source_window=source.window if (source := self.cfg.sources.sources.get((partition or {}).get("_source"))) else "daily",
         )
 
-    def check(self, table: str, df, partition: dict) -> list[dict]:
+    def check(self, table: str, df, partition: dict, key_proof: KeyProof | None = None) -> list[dict]:
         """Validate `df` (what is about to be published to `partition` of `table`); record the results;
-        raise QualityGateError on a critical failure."""
+        raise QualityGateError on a critical failure. With a `key_proof` whose premise holds, the key
+        check is recorded as proved instead of run over `df`."""
+        t0 = time.perf_counter()
+        try:
+            return self._check(table, df, partition, key_proof)
+        finally:
+            self.seconds[table] = round(self.seconds.get(table, 0.0) + time.perf_counter() - t0, 2)
+
+    def _check(self, table: str, df, partition: dict, key_proof: KeyProof | None) -> list[dict]:
         scope = _scope(partition)
         suite = suite_for(table, self._context_for(table, scope, partition))
+        proved = self._prove(table, suite, key_proof)
         ctx = self._gx()
         name = f"{table}-{uuid.uuid4().hex[:12]}"
         asset = self._source.add_dataframe_asset(name=name)
@@ -137,6 +156,7 @@ class QualityGate:
             suite_json = gx_s.to_json_dict()
         finally:
             ctx.suites.delete(suite.name)
+        _add_proved(result, suite_json, proved)
 
         key = hashlib.sha256(f"{self.run_id}|{table}|{scope}".encode()).hexdigest()[:16]
         rows, failures = [], []
@@ -165,6 +185,35 @@ class QualityGate:
             log.warning("quality warnings on %s (%s): %s", table, scope, ", ".join(warned))
         return rows
 
+    def _prove(self, table: str, suite, key_proof: KeyProof | None) -> list[tuple[object, str]]:
+        """Take the table's key check out of `suite` when `key_proof`'s premise holds (one aggregate
+        over the premise frame); return it with the text its result records. Without a proof, with
+        proving turned off (quality.prove_keys) or when the premise fails, the key is checked as usual."""
+        if key_proof is None or not self.cfg.quality.prove_keys:
+            return []
+        from pyspark.sql import functions as F
+
+        keys = list(contract(table).keys)
+        checks = [e for e in suite.expectations if not (e.meta or {}).get("check")
+                  and (e.configuration.kwargs.get("column_list") or [e.configuration.kwargs.get("column")]) == keys]
+        if not checks:
+            return []
+        k = list(key_proof.premise_key)
+        missing = F.lit(False)
+        for col in k:
+            missing = missing | F.col(col).isNull()
+        row = key_proof.premise.agg(F.count(F.lit(1)).alias("rows"), F.count_distinct(*[F.col(c) for c in k]).alias("distinct"),
+                                    F.sum(F.when(missing, 1).otherwise(0)).alias("nulls")).collect()[0]
+        rows, distinct, nulls = int(row["rows"]), int(row["distinct"]), int(row["nulls"] or 0)
+        if nulls or distinct != rows:
+            log.warning("%s: key proof premise failed (%d rows, %d distinct on %s, %d with a NULL): checking the key itself",
+                        table, rows, distinct, ",".join(k), nulls)
+            return []
+        for e in checks:
+            suite.expectations.remove(e)
+        text = f"proved: {key_proof.reason} (premise checked: {rows} rows unique on {','.join(k)})"
+        return [(e, text) for e in checks]
+
     def _message(self, table: str, scope: str, failures: list[_Failure]) -> str:
         lines = [f"quality gate: {table} was not published (batch {self.batch_date}, {scope}); critical failures:"]
         for f in failures:
@@ -173,8 +222,6 @@ class QualityGate:
         return "\n".join(lines)
 
     def _record(self, table: str, key: str, rows: list[dict], result, suite_json: dict) -> None:
-        from spark_jobs.contracts import contract
-
         spark = self.lh.spark
         frame = spark.createDataFrame([tuple(r[c] for c in contract(DQ_TABLE).column_names) for r in rows],
                                       contract(DQ_TABLE).schema())
@@ -186,6 +233,24 @@ class QualityGate:
             "table": table, "run_id": self.run_id, "run_time": self.checked_at.isoformat(),
             "batch_date": self.batch_date.isoformat(), "suite": suite_json,
         }, default=str))
+
+
+def _add_proved(result, suite_json: dict, proved: list[tuple[object, str]]) -> None:
+    """Record each proved check in the GX result and suite (so ops_dq_results and Data Docs list it as
+    passed, with the proof as its observed value)."""
+    from great_expectations.core import ExpectationValidationResult
+
+    for e, text in proved:
+        result.results.append(ExpectationValidationResult(
+            success=True, expectation_config=e.configuration, meta={"proved": True},
+            result={"observed_value": text, "unexpected_count": 0, "unexpected_percent": 0.0, "partial_unexpected_list": []}))
+        suite_json["expectations"].append(e.configuration.to_json_dict())
+    if proved:
+        stats = result.statistics
+        stats["evaluated_expectations"] = stats.get("evaluated_expectations", 0) + len(proved)
+        stats["successful_expectations"] = stats.get("successful_expectations", 0) + len(proved)
+        total = stats["evaluated_expectations"]
+        stats["success_percent"] = 100.0 * stats["successful_expectations"] / total if total else None
 
 
 def _personal_columns(table: str, kwargs) -> list[str]:
@@ -238,6 +303,7 @@ def build_docs(cfg: CdpConfig, run_id: str | None = None) -> Path:
     ctx = gx.get_context(mode="file", project_root_dir=str(root))
     ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
     # The GX store keeps what earlier builds added: a run adds only its own results.
+    built: list = []
     for folder in sorted((root / "results").glob(f"{_run_folder(run_id) if run_id else '*'}/*")):
         meta_file = folder / "meta.json"
         if not meta_file.exists():
@@ -254,7 +320,12 @@ def build_docs(cfg: CdpConfig, run_id: str | None = None) -> Path:
             batch_identifier=f"{meta['table']}-{folder.name}",
         )
         ctx.validation_results_store.set(key, result)
-    ctx.build_data_docs()
+        built += [key, ExpectationSuiteIdentifier(name=suite["name"])]
+    # A run's build renders its own pages (and the index); earlier runs' pages are on the site already,
+    # so the cost follows the run, not the history.
+    started = time.time() - 1  # file times may be coarser than the clock
+    ctx.build_data_docs(resource_identifiers=built if run_id and built else None)
     site = root / "gx" / "uncommitted" / "data_docs" / "local_site"
-    localise(site, root / "vendor-cache")  # jQuery, Bootstrap, bootstrap-table from npm: works offline
+    # jQuery, Bootstrap, bootstrap-table from npm, so the site works offline.
+    localise(site, root / "vendor-cache", since=started if run_id else None)
     return site / "index.html"

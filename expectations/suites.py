@@ -281,12 +281,12 @@ def _marts(s: Suite, table: str, ctx: SuiteContext) -> None:
     elif table == "gold_tags":
         types = ctx.tag_types
         _in_set(s, "tag", sorted(types), CRITICAL)
-        # One flat CASE: Sail 0.7.2 plans CASE nested in ELSE branches in time and memory that grow
-        # exponentially with depth (35 levels took > 20 GB).
-        declared = F.lit(None).cast("string")
-        for i, (name, typ) in enumerate(types.items()):
-            declared = F.when(F.col("tag") == name, F.lit(typ)) if i == 0 else declared.when(F.col("tag") == name, F.lit(typ))
-        _flag(s, "typed", F.col("value_type") == declared, CRITICAL, "value_type_is_the_declared_type")
+        # The declared type by a broadcast join on the tag: a 43-branch CASE per row took 5x as long on
+        # Sail (8.6M rows: 2.1 s against 0.4 s; a map literal lookup, 60 s).
+        declared = list(types.items()) or [("", "")]
+        s.derive(lambda df: df.join(F.broadcast(df.sparkSession.createDataFrame(declared, "tag string, _dq_declared string")),
+                                    "tag", "left"))
+        _flag(s, "typed", F.col("value_type") == F.col("_dq_declared"), CRITICAL, "value_type_is_the_declared_type")
     elif table == "gold_profile_tags":
         for name, typ in ctx.tag_types.items():
             if name.endswith(("_recency", "_frequency", "_monetary")) and typ == "long":

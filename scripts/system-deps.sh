@@ -7,6 +7,7 @@
 #   docker-compose - resolves docker/compose.yaml offline for tests/test_docker.py (no Docker engine needed)
 #   redis-server - the production online store; tests/test_serving.py starts one on a free loopback port
 #   wrk      - the closed-loop HTTP load generator of bench/serve.py (maximum throughput of the API)
+#   time     - GNU time (/usr/bin/time -v): wall, CPU seconds and peak RSS of bench/daily.py's runs
 set -euo pipefail
 need=()
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
@@ -16,6 +17,7 @@ ldconfig -p 2>/dev/null | grep -q 'libgomp\.so\.1' || need+=(libgomp1)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+[ -x /usr/bin/time ] || need+=(time)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${need[*]}"
 SUDO=""

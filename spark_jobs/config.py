@@ -233,6 +233,8 @@ class QualityConfig(_Strict):
     max_person_identifiers: int = Field(50, ge=1, description="critical: no person may hold more identifiers")
     max_over_limit_share: float = Field(0.01, ge=0, le=1, description="warning: share of identifiers in people over a per-type limit")
     max_singleton_share: float = Field(0.9, ge=0, le=1, description="warning: share of identifiers alone in their person")
+    prove_keys: bool = Field(True, description="a key a writer proves by construction is recorded as proved after "
+                             "checking the proof's premise; false checks every key over the whole frame")
 
 
 class MaintenanceConfig(_Strict):

@@ -203,6 +203,20 @@ RECORD_RULES: dict[str, tuple[RecordRule, ...]] = {
 FILE_STATUSES = ("loaded", "duplicate", "skipped", "refused", "deleted")
 
 
+@dataclass(frozen=True)
+class KeyProof:
+    """A writer's proof that the frame it writes is unique on its table's contract key, by construction:
+    the frame is `premise` (a smaller frame) with each row expanded into rows that differ in the rest of
+    the key, e.g. gold_tags is the wide tag frame, one row per person, exploded into one row per
+    distinctly named tag. The gate then checks the premise (`premise` unique and non-null on
+    `premise_key`, one pass over the small frame) instead of the key over the large one, and records
+    the key check as proved; when the premise does not hold it checks the key itself."""
+
+    reason: str
+    premise: object  # a DataFrame (kept untyped: contracts do not import pyspark.sql.DataFrame)
+    premise_key: tuple[str, ...]
+
+
 def bronze_name(channel: str) -> str:
     return f"bronze_{channel}"
 

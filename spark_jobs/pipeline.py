@@ -83,7 +83,8 @@ def _run_stage(stage, batch_date, run_id, channel, cfg, started_at, days, accept
             result = {"profiles": profiles.run, "tags": tags.run, "segments": segments.run}[stage](lh, cfg, batch_date)
         if lh.gate is not None:
             checked = lh.gate.results
-            result["quality"] = {"expectations": len(checked), "failed": sum(not r["success"] for r in checked)}
+            result["quality"] = {"expectations": len(checked), "failed": sum(not r["success"] for r in checked),
+                                 "seconds": round(sum(lh.gate.seconds.values()), 2), "seconds_by_table": lh.gate.seconds}
     figures = {
         "stage": stage, "channel": channel, "batch_date": batch_date.isoformat(), "run_id": run_id,
         "engine": cfg.engine.kind, "engine_remote": cfg.engine.remote.split(";")[0] if cfg.engine.kind == "connect" else None,
@@ -224,6 +225,7 @@ def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:
         "needs_rerun": [d.isoformat() for d in runs.stale_days(cfg)],
         "seconds": seconds,
         "seconds_total": round(sum(seconds.values()), 2),
+        "gate_seconds": round(sum(s.get("quality", {}).get("seconds", 0.0) for s in stages), 2),
         "identity": next((s["identity"] for s in stages if s["stage"] == "identity"), None),
         "profiles": next((s["profiles"] for s in stages if s["stage"] == "profiles"), None),
         "tags": next(({k: s[k] for k in ("people", "tags", "tag_rows", "profile_tags_updated")}
@@ -405,6 +407,8 @@ def render_summary(summary: dict) -> str:
     for name, s in summary["seconds"].items():
         secs.add_row(name, f"{s:.1f}")
     secs.add_row("total", f"{summary['seconds_total']:.1f}")
+    if summary.get("gate_seconds"):
+        secs.add_row("of which quality gates", f"{summary['gate_seconds']:.1f}")
     console.print(secs)
     if summary.get("report"):
         console.print(f"Run report: {summary['report']}")

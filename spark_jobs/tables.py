@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs.config import file_safe
-from spark_jobs.contracts import TableContract, contract
+from spark_jobs.contracts import KeyProof, TableContract, contract
 from spark_jobs.storage import children, filesystem, remove_tree
 
 log = logging.getLogger(__name__)
@@ -252,21 +252,24 @@ class Lakehouse:
             return self.read(name, where)
         return self.spark.createDataFrame([], contract(name).schema())
 
-    def write_partition(self, name: str, df: DataFrame, partition: Mapping[str, object]) -> None:
+    def write_partition(self, name: str, df: DataFrame, partition: Mapping[str, object],
+                        key_proof: KeyProof | None = None) -> None:
         """Replace exactly the rows of `partition` with `df` (idempotent per batch), after checking
         `df` against the table's contract. The write is one atomic commit: on any violation the table
-        is left as it was."""
+        is left as it was. `key_proof`: the writer's proof that `df` is unique on the key (the gate
+        checks its premise instead of the key)."""
         c = contract(name)
         if not partition:
             raise ContractError(f"{name}: write_partition needs the partition values to replace")
-        guarded, audit_key = self._audit(name, df, c, partition)
+        guarded, audit_key = self._audit(name, df, c, partition, key_proof)
         try:
             self._publish(name, c, guarded, partition)
         finally:
             if audit_key:
                 self.unstage(audit_key)
 
-    def _audit(self, name: str, df: DataFrame, c: TableContract, partition: Mapping[str, object]):
+    def _audit(self, name: str, df: DataFrame, c: TableContract, partition: Mapping[str, object],
+               key_proof: KeyProof | None = None):
         """The frame to publish, contract-guarded, and the staging key to drop after publishing. With a
         gate: stage `df` once, validate the staged rows (raises to stop the write), publish those."""
         if self.gate is None or not self.gate.covers(name):
@@ -274,7 +277,7 @@ class Lakehouse:
         audit_key = f"_audit/{name}/{uuid.uuid4().hex}"
         staged = self.stage(audit_key, df.select(*c.column_names))
         try:
-            self.gate.check(name, staged, dict(partition))
+            self.gate.check(name, staged, dict(partition), key_proof)
         except Exception:
             self.unstage(audit_key)
             raise

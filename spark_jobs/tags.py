@@ -14,7 +14,7 @@ from sqlglot import exp
 from spark_jobs import rules
 from spark_jobs.activity import read_activity
 from spark_jobs.config import CdpConfig
-from spark_jobs.contracts import profile_tags_contract
+from spark_jobs.contracts import KeyProof, profile_tags_contract
 from spark_jobs.tables import Lakehouse, latest_partition
 from spark_jobs.tag_config import (
     SOURCE_COLUMNS,
@@ -244,6 +244,13 @@ def build_tags(wide: DataFrame, types: dict[str, str]) -> DataFrame:
             .where(F.col("value").isNotNull()))
 
 
+def tags_key_proof(wide: DataFrame) -> KeyProof:
+    """gold_tags' (person_id, tag) is unique when the wide frame is unique on person_id: build_tags gives
+    each wide row one row per tag, and the tag names are the distinct keys of conf/tags.yaml."""
+    return KeyProof("one row per tag (distinct names of conf/tags.yaml) of each row of the wide tag frame",
+                    wide, ("person_id",))
+
+
 def read_tag_columns(long: DataFrame, types: dict[str, str], names: set[str]) -> DataFrame:
     """person_id and the named tags as typed columns, pivoted back from gold_tags rows."""
     wanted = sorted(names)
@@ -267,7 +274,7 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
         wide = lh.stage(f"{key}/wide", build_profile_tags(
             profiles, activity, lh.read_or_empty("gold_scores"), tags_cfg, as_of, cfg.standardise.timezone
         ))
-        lh.write_partition("gold_tags", build_tags(wide, tags_cfg.types), {"as_of": as_of})
+        lh.write_partition("gold_tags", build_tags(wide, tags_cfg.types), {"as_of": as_of}, tags_key_proof(wide))
         newest = latest_partition(lh.root, "gold_tags", "as_of")
         wrote_wide = newest is None or dt.date.fromisoformat(str(newest)) <= as_of
         if wrote_wide:
