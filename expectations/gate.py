@@ -96,14 +96,15 @@ class QualityGate:
         if self._row_counts is None:
             import pyarrow.compute as pc
 
+            columns = ["table_name", "batch_date", "scope", "observed_value", "checked_at"]
             try:
                 self._row_counts = read_pandas(
-                    self.lh.root, DQ_TABLE, ["table_name", "batch_date", "scope", "observed_value", "checked_at"],
+                    self.lh.root, DQ_TABLE, columns,
                     where=(pc.field("expectation") == "row_count") & (pc.field("batch_date") < pc.scalar(self.batch_date)))
             except TableNotFoundError:
-                self._row_counts = False
-        if self._row_counts is False:
-            return ()
+                import pandas as pd
+
+                self._row_counts = pd.DataFrame(columns=columns)
         df = self._row_counts
         df = df[(df["table_name"] == table) & (df["scope"] == scope)]
         df = df.sort_values("checked_at").drop_duplicates("batch_date", keep="last")
@@ -138,7 +139,7 @@ class QualityGate:
         try:
             return self._check(table, df, partition, key_proof)
         finally:
-            self.seconds[table] = round(self.seconds.get(table, 0.0) + time.perf_counter() - t0, 2)
+            self.seconds[table] = self.seconds.get(table, 0.0) + time.perf_counter() - t0
 
     def _check(self, table: str, df, partition: dict, key_proof: KeyProof | None) -> list[dict]:
         scope = _scope(partition)

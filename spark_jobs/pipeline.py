@@ -84,7 +84,7 @@ def _run_stage(stage, batch_date, run_id, channel, cfg, started_at, days, accept
         if lh.gate is not None:
             checked = lh.gate.results
             result["quality"] = {"expectations": len(checked), "failed": sum(not r["success"] for r in checked),
-                                 "seconds": round(sum(lh.gate.seconds.values()), 2), "seconds_by_table": lh.gate.seconds}
+                                 "seconds": round(sum(lh.gate.seconds.values()), 2), "seconds_by_table": {t: round(v, 2) for t, v in lh.gate.seconds.items()}}
     figures = {
         "stage": stage, "channel": channel, "batch_date": batch_date.isoformat(), "run_id": run_id,
         "engine": cfg.engine.kind, "engine_remote": cfg.engine.remote.split(";")[0] if cfg.engine.kind == "connect" else None,
