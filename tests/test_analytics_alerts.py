@@ -93,6 +93,21 @@ def test_series_frame_fills_missing_days_of_counts_with_zero_and_skips_missing_r
     assert len(s.loc[("conversion", "total"), "values"]) == 8
 
 
+def test_the_forecast_does_not_depend_on_the_order_of_the_history_rows():
+    """gold_metrics_daily comes back in file order (a restated day is a newer file): a ratio series, which is
+    not re-indexed by day, must still be oldest first, or AutoETS fits a shuffled series (fresh-clone CI,
+    2026-12-04: a false alarm on one run and none on the next)."""
+    history = metric_rows(30, seed=8)
+    day = START + dt.timedelta(days=29)
+    shuffled = history.sample(frac=1.0, random_state=0)
+    ordered, mixed = series_frame(history, day, CFG), series_frame(shuffled, day, CFG)
+    ratio = mixed.set_index(["metric", "dimension_value"]).loc[("conversion", "total")]
+    assert ratio["dates"] == sorted(ratio["dates"]) and len(ratio["dates"]) == 29
+    a, b = detect(history, day, CFG)[1], detect(shuffled, day, CFG)[1]
+    pd.testing.assert_frame_equal(a.drop(columns=["dates", "values"]), b.drop(columns=["dates", "values"]))
+    assert all(np.array_equal(x, y) for x, y in zip(ordered["values"], mixed["values"], strict=True))
+
+
 def test_detect_returns_fitted_bands_of_the_asked_series():
     history = metric_rows(30, seed=6)
     _, _, bands = detect(history, START + dt.timedelta(days=29), CFG, fitted={("active_people", "total", "total")})

@@ -23,14 +23,14 @@ NO_FORECAST = "no forecast yet"
 
 def series_frame(history: pd.DataFrame, as_of: dt.date, cfg: AlertsConfig) -> pd.DataFrame:
     """One row per (metric, dimension, dimension_value) series: its kind, the history before `as_of` (values
-    oldest first, a missing day of an additive metric as 0) and the observation on `as_of` (NaN: none,
+    oldest first whatever the rows' order, a missing day of an additive metric as 0) and the observation on `as_of` (NaN: none,
     0 for an additive metric seen before: a channel that sent nothing)."""
     start = as_of - dt.timedelta(days=cfg.history_days)
     h = history[(history["as_of"] >= start) & (history["as_of"] <= as_of)]
     out = []
     for (metric, dim, value), g in h.groupby(["metric", "dimension", "dimension_value"], sort=True):
         kind = g["kind"].iloc[0]
-        past = g[g["as_of"] < as_of].set_index("as_of")["value"]
+        past = g[g["as_of"] < as_of].set_index("as_of")["value"].sort_index()  # a table's rows come in file order
         today = g.loc[g["as_of"] == as_of, "value"]
         observed = float(today.iloc[0]) if len(today) and pd.notna(today.iloc[0]) else np.nan
         if kind in ADDITIVE and len(past):
