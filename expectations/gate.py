@@ -69,7 +69,9 @@ def _scope(partition: dict) -> str:
 
 
 class QualityGate:
-    """One stage run's gate: `Lakehouse.write_partition` calls `check` before every publish."""
+    """One stage run's gate: `Lakehouse.write_partition` calls `check` before every publish. The
+    results are committed to ops_dq_results by `flush`, once per stage (on leaving `with`), failures
+    included: one Delta commit per stage instead of one per validation."""
 
     def __init__(self, lh: Lakehouse, cfg: CdpConfig, run_id: str, batch_date: dt.date, checked_at: dt.datetime | None = None):
         self.lh, self.cfg, self.run_id, self.batch_date = lh, cfg, run_id, batch_date
@@ -78,6 +80,40 @@ class QualityGate:
         self.seconds: dict[str, float] = {}  # per table: validating and recording its checks
         self._context = None
         self._row_counts = None  # ops_dq_results' row counts of earlier batches (read on the first check)
+        self._pending: list[dict] = []  # checked, not yet committed to ops_dq_results
+
+    def __enter__(self) -> QualityGate:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.flush()
+            return
+        try:  # the stage failed (a critical check, or anything else): its results are still recorded
+            self.flush()
+        except Exception:
+            log.exception("could not record the quality results of a failed stage in %s", DQ_TABLE)
+
+    def flush(self) -> int:
+        """Commit the results checked since the last flush to ops_dq_results, one partition per
+        validation (batch_date, table_name, check_key) replaced in a single commit: a retry with the
+        same run id replaces its own rows. Returns the rows written."""
+        if not self._pending:
+            return 0
+        rows, self._pending = self._pending, []
+        t0 = time.perf_counter()
+        try:
+            c = contract(DQ_TABLE)
+            frame = self.lh.spark.createDataFrame([tuple(r[n] for n in c.column_names) for r in rows], c.schema())
+            self.lh.write_partition(DQ_TABLE, frame, {
+                "batch_date": self.batch_date, "table_name": tuple(sorted({r["table_name"] for r in rows})),
+                "check_key": tuple(sorted({r["check_key"] for r in rows}))})
+        except Exception:
+            self._pending = rows + self._pending  # kept for the next flush
+            raise
+        finally:
+            self.seconds[DQ_TABLE] = self.seconds.get(DQ_TABLE, 0.0) + time.perf_counter() - t0
+        return len(rows)
 
     def covers(self, table: str) -> bool:
         return table in GATED
@@ -223,10 +259,8 @@ class QualityGate:
         return "\n".join(lines)
 
     def _record(self, table: str, key: str, rows: list[dict], result, suite_json: dict) -> None:
-        spark = self.lh.spark
-        frame = spark.createDataFrame([tuple(r[c] for c in contract(DQ_TABLE).column_names) for r in rows],
-                                      contract(DQ_TABLE).schema())
-        self.lh.write_partition(DQ_TABLE, frame, {"batch_date": self.batch_date, "table_name": table, "check_key": key})
+        """Queue `rows` for ops_dq_results (see flush); write the GX result and suite files of Data Docs."""
+        self._pending = [r for r in self._pending if r["check_key"] != key] + rows  # a re-check replaces
         out = docs_root(self.cfg) / "results" / _run_folder(self.run_id) / key
         out.mkdir(parents=True, exist_ok=True)
         (out / "result.json").write_text(json.dumps(result.to_json_dict(), default=str))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -60,27 +61,8 @@ def _run_stage(stage, batch_date, run_id, channel, cfg, started_at, days, accept
             from expectations.gate import QualityGate
 
             lh.gate = QualityGate(lh, cfg, run_id, batch_date, started_at)
-        if stage == "ingest":
-            result = ingest.run(spark, lh, cfg.paths.landing_path(), cfg.sources.get(channel), batch_date, started_at,
-                                timezone=cfg.standardise.timezone, days=days, accept_changed_files=accept_changed_files,
-                                phone_region=cfg.standardise.phone_region)
-        elif stage == "standardise":
-            result = {"tables": standardise.run(lh, cfg.standardise, batch_date,
-                                                standardise.declared_id_columns(cfg.sources),
-                                                standardise.declared_strengths(cfg.sources))}
-        elif stage == "identity":
-            figures = identity.run(lh, cfg.identity, batch_date)
-            result = {"identity": figures, "tables": {"gold_id_map": figures["identifiers"]}}
-        elif stage == "score":  # before tags: predicted tags read the batch date's scores
-            from ml import score
-
-            result = score.run(lh, cfg, batch_date)
-        elif stage == "analytics":  # after segments: transitions read the day's memberships
-            from spark_jobs.analytics import stage as analytics
-
-            result = analytics.run(lh, cfg, batch_date, run_id)
-        else:  # the marts: each returns its figures and rows per table written
-            result = {"profiles": profiles.run, "tags": tags.run, "segments": segments.run}[stage](lh, cfg, batch_date)
+        with lh.gate or contextlib.nullcontext():  # the stage's results reach ops_dq_results in one commit
+            result = _compute(stage, lh, spark, batch_date, run_id, channel, cfg, started_at, days, accept_changed_files)
         if lh.gate is not None:
             checked = lh.gate.results
             result["quality"] = {"expectations": len(checked), "failed": sum(not r["success"] for r in checked),
@@ -95,6 +77,32 @@ def _run_stage(stage, batch_date, run_id, channel, cfg, started_at, days, accept
     out.write_text(json.dumps(figures, indent=2, sort_keys=True))
     log.info("%s%s done in %.1fs", stage, f"[{channel}]" if channel else "", figures["seconds"])
     return figures
+
+
+def _compute(stage, lh, spark, batch_date, run_id, channel, cfg, started_at, days, accept_changed_files) -> dict:
+    """The stage's own work on `lh`: its figures and rows per table written."""
+    if stage == "ingest":
+        result = ingest.run(spark, lh, cfg.paths.landing_path(), cfg.sources.get(channel), batch_date, started_at,
+                            timezone=cfg.standardise.timezone, days=days, accept_changed_files=accept_changed_files,
+                            phone_region=cfg.standardise.phone_region)
+    elif stage == "standardise":
+        result = {"tables": standardise.run(lh, cfg.standardise, batch_date,
+                                            standardise.declared_id_columns(cfg.sources),
+                                            standardise.declared_strengths(cfg.sources))}
+    elif stage == "identity":
+        figures = identity.run(lh, cfg.identity, batch_date)
+        result = {"identity": figures, "tables": {"gold_id_map": figures["identifiers"]}}
+    elif stage == "score":  # before tags: predicted tags read the batch date's scores
+        from ml import score
+
+        result = score.run(lh, cfg, batch_date)
+    elif stage == "analytics":  # after segments: transitions read the day's memberships
+        from spark_jobs.analytics import stage as analytics
+
+        result = analytics.run(lh, cfg, batch_date, run_id)
+    else:  # the marts: each returns its figures and rows per table written
+        result = {"profiles": profiles.run, "tags": tags.run, "segments": segments.run}[stage](lh, cfg, batch_date)
+    return result
 
 
 def history_config(cfg: CdpConfig) -> CdpConfig:

@@ -44,7 +44,14 @@ def sql_literal(value: object) -> str:
 
 
 def partition_predicate(partition: Mapping[str, object]) -> str:
-    return " AND ".join(f"`{k}` = {sql_literal(v)}" for k, v in partition.items())
+    """`partition` as a SQL predicate: a value is `=`, a tuple of values is `IN` (several partitions
+    replaced by one commit)."""
+    def one(k, v):
+        if isinstance(v, tuple):
+            return f"`{k}` IN ({', '.join(sql_literal(x) for x in v)})" if v else "FALSE"
+        return f"`{k}` = {sql_literal(v)}"
+
+    return " AND ".join(one(k, v) for k, v in partition.items())
 
 
 def check_contract(df: DataFrame, c: TableContract, partition: Mapping[str, object] | None = None) -> DataFrame:
@@ -75,6 +82,8 @@ def check_contract(df: DataFrame, c: TableContract, partition: Mapping[str, obje
 
     guards: list[tuple[SparkColumn, str]] = [(F.col(n).isNull(), f"required column {n!r} is NULL") for n in c.required()]
     guards += [
+        (~F.col(k).isin(list(v)) | F.col(k).isNull(), f"{k!r} is outside the partitions being written ({k} in {list(v)})")
+        if isinstance(v, tuple) else
         (~F.col(k).eqNullSafe(F.lit(v)), f"{k!r} is outside the partition being written ({k} = {v})")
         for k, v in partition.items()
     ]
@@ -255,7 +264,7 @@ class Lakehouse:
     def write_partition(self, name: str, df: DataFrame, partition: Mapping[str, object],
                         key_proof: KeyProof | None = None) -> None:
         """Replace exactly the rows of `partition` with `df` (idempotent per batch), after checking
-        `df` against the table's contract. The write is one atomic commit: on any violation the table
+        `df` against the table's contract (a tuple value: each of those partitions). The write is one atomic commit: on any violation the table
         is left as it was. `key_proof`: the writer's proof that `df` is unique on the key (the gate
         checks its premise instead of the key)."""
         c = contract(name)

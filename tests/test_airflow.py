@@ -24,6 +24,7 @@ from spark_jobs.generate import generate
 from spark_jobs.orchestration import AUDIT_TABLES
 from spark_jobs.tables import table_path
 from tests.airflow_standalone import free_port
+from tests.pii_scan import files_under, hits, world_identifiers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("airflow")]
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,6 +131,7 @@ def test_rerunning_a_failed_day_repairs_it_without_duplicates(reference, tmp_pat
     state, log = run_day(env, BATCHES[1])
     assert state == "failed"
     assert "QualityGateError" in log and "bronze_orders was not published" in log
+    assert not world_identifiers(str(tmp_path / "lh")).search(log.encode())  # the failure's log quotes no identifier
     failed = snapshot(tmp_path / "lh")
     assert failed["bronze_orders"] == after[BATCHES[0]]["bronze_orders"]  # the bad file was not published
     assert failed["gold_id_map"] == after[BATCHES[0]]["gold_id_map"]  # nothing after ingest ran
@@ -329,6 +331,10 @@ def test_the_scheduler_runs_a_trigger_and_a_backfill_like_one_by_one_and_the_gri
     finally:
         left = af.stop()
     assert left == [] and af.proc.returncode is not None, left
+    # The task logs hold no personal identifier (issue 19): the stages log counts, tokens and masks.
+    logs = tmp_path / "airflow" / "logs"
+    assert files_under([logs]) >= 3 * 16
+    assert hits([logs], world_identifiers(str(tmp_path / "lh"))) == []
 
 
 def wait_for_dag(af, dag_id: str) -> dict:

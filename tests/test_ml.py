@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -186,6 +187,19 @@ def test_a_worse_challenger_does_not_replace_the_champion(mlflow_store):
     assert decision["decision"] == "kept the champion: the challenger is not better"
     assert decision["challenger_roc_auc"] < decision["champion_roc_auc"]
     assert int(MlflowClient().get_model_version_by_alias(name, "champion").version) == 1
+
+
+def test_the_mlflow_store_and_artifacts_hold_no_personal_identifier(world):
+    """What training logs (params, metrics, tags, signatures, input examples, models, the BTYD baselines)
+    is features and pseudonymous person ids: no identifier of the world, byte by byte (issue 19)."""
+    from tests.pii_scan import files_under, hits, world_identifiers
+
+    base = Path(world["cfg"].paths.lakehouse).parent
+    pattern = world_identifiers(world["cfg"].paths.lakehouse_uri())
+    assert hits([base / "landing"], pattern)  # the search finds them where they are
+    stores = [base / "mlflow.db", Path(world["cfg"].ml.artifacts)]
+    assert files_under(stores) > 20
+    assert hits(stores, pattern) == []
 
 
 def test_training_without_features_says_what_to_run(tmp_path):

@@ -11,7 +11,6 @@ import re
 import shutil
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
@@ -19,6 +18,7 @@ from spark_jobs.config import CdpConfig, EngineConfig, PathsConfig
 from spark_jobs.contracts import CONTRACTS
 from spark_jobs.privacy import erase as erasure
 from spark_jobs.tables import table_path
+from tests import pii_scan
 
 START = dt.date(2026, 11, 1)
 KEY = "test-token-key-0123456789abcdef0123"
@@ -71,16 +71,7 @@ def _forms(id_type: str, value: str) -> list[re.Pattern]:
 
 
 def _hits(base: Path, forms: list[re.Pattern]) -> list[str]:
-    out = []
-    for path in sorted(p for p in base.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        texts = [data]
-        if path.suffix == ".parquet":
-            texts.append(json.dumps(pq.read_table(path).to_pylist(), default=str).encode())
-        for rx in forms:
-            if any(rx.search(t) for t in texts):
-                out.append(f"{path.relative_to(base)} ~ {rx.pattern[:40]!r}")
-    return out
+    return [h for rx in forms for h in pii_scan.hits([base], rx)]
 
 
 def _snapshot(root: str) -> dict[str, list[str]]:
