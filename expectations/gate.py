@@ -161,7 +161,7 @@ class QualityGate:
         return SuiteContext(
             batch_date=self.batch_date, quality=self.cfg.quality, identity=self.cfg.identity,
             timezone=self.cfg.standardise.timezone, row_history=self._history(table, scope), known_members=known,
-            record_key=key, earlier_keys=earlier,
+            record_key=key, earlier_keys=earlier, recent_events_limit=self.cfg.profiles.recent_events_limit,
             tag_types=dict(self.cfg.tags.types), segments=tuple(s.name for s in self.cfg.segments.segments),
             sources=tuple(self.cfg.sources.sources),
             source_window=source.window if (source := self.cfg.sources.sources.get((partition or {}).get("_source"))) else "daily",

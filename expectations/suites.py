@@ -65,6 +65,7 @@ class SuiteContext:
     source_window: str = "daily"  # the source's declared batch window (bronze): daily | history
     record_key: tuple[str, ...] = ()  # the fields naming one record across batches (record_key())
     earlier_keys: DataFrame | None = None  # the record key of every row of earlier batches of the table
+    recent_events_limit: int = 50  # conf/cdp.yaml profiles.recent_events_limit (gold_recent_events)
 
     def window(self) -> tuple[dt.datetime, dt.datetime]:
         """The batch's local day as naive UTC datetimes (Spark sessions here run in UTC)."""
@@ -278,6 +279,9 @@ def _marts(s: Suite, table: str, ctx: SuiteContext) -> None:
         _in_set(s, "status", CONSENT_STATUSES, CRITICAL)
         _in_set(s, "source", ("crm", "wechat"), CRITICAL)
         _in_set(s, "consent_source", CONSENT_SOURCES, CRITICAL)
+    elif table == "gold_recent_events":
+        s.add(gxe.ExpectColumnValuesToBeBetween(column="events_count", min_value=1, max_value=ctx.recent_events_limit), CRITICAL)
+        _flag(s, "json_array", F.col("events").startswith("[{") & F.col("events").endswith("}]"), CRITICAL, "events_is_a_json_array")
     elif table == "gold_tags":
         types = ctx.tag_types
         _in_set(s, "tag", sorted(types), CRITICAL)
@@ -353,7 +357,7 @@ ANALYSIS_TABLES = ("gold_metrics_daily", "gold_funnels", "gold_retention", "gold
 GATED = tuple(t for t in (
     *(bronze_name(ch) for ch in CHANNELS), "bronze_quarantine", "ops_ingest_files", "silver_events", "silver_orders",
     "silver_contacts", "silver_identifiers", "silver_id_links", "gold_id_map", "gold_id_dropped", "gold_id_decisions",
-    "gold_id_changes", "gold_profiles", "gold_consent", "gold_tags", "gold_profile_tags", "gold_segment_members",
+    "gold_id_changes", "gold_profiles", "gold_consent", "gold_recent_events", "gold_tags", "gold_profile_tags", "gold_segment_members",
     "gold_scores", *ANALYSIS_TABLES,
 ))
 

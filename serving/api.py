@@ -32,6 +32,7 @@ from spark_jobs.tables import TableNotFoundError
 ID_KINDS = (*ID_TYPES, "person_id")
 MAX_BATCH = 100
 MAX_PAGE = 1000
+MAX_EVENTS = 100
 
 
 class IdentifierError(ValueError):
@@ -92,6 +93,22 @@ class Profile(BaseModel):
     scores: dict[str, Score]
     segments: list[Membership]
     identifiers: list[Identifier]
+
+
+class Event(BaseModel):
+    time: str = Field(description="when it happened, UTC, ISO 8601")
+    action: str = Field(description="the event name, or `order`")
+    channel: str
+    id: str = Field(description="event_id or order_id")
+    amount: str | None = Field(None, description="an order's amount: exact decimal text, two places (e.g. `312.80`)")
+
+
+class EventsPage(BaseModel):
+    identifier: str = Field(description="the identifier as looked up: type and canonical value")
+    person_id: str
+    as_of: str
+    events: list[Event] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
 
 
 class ProfileAnswer(BaseModel):
@@ -265,6 +282,30 @@ def create_app(store: OnlineStore, keys: KeyRing, access_log: AccessLog, phone_r
         if pii:
             access_log.write(who.name, pii, "POST /v1/profiles/batch")
         return {"as_of": meta.get("as_of"), "results": results}
+
+    # Before the profile route, whose {identifier:path} would also match ".../events".
+    @app.get("/v1/profiles/{identifier:path}/events", response_model=EventsPage, responses=_ERRORS, tags=["profiles"])
+    def profile_events(identifier: str, who: Annotated[ApiKey, Depends(scoped("profiles:read"))],
+                       limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = 20,
+                       cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None) -> dict:
+        """The person's recent events and orders, newest first, a page at a time (gold_recent_events: the
+        newest `profiles.recent_events_limit` of the last `profiles.recent_events_days` days), all pages
+        from one as-of date."""
+        key, masked_value = key_of(identifier)
+        since, after = _uncursor(cursor) if cursor else (None, "0")
+        if not after.isdigit():
+            raise HTTPException(400, "cursor is not one this API returned: pass next_cursor unchanged, or no cursor for the first page")
+        meta, person, events = store.events(key)
+        if since is not None and since != meta["as_of"]:
+            raise HTTPException(409, f"the profile was republished as of {meta['as_of']} after this cursor's {since}: "
+                                     "start again without a cursor")
+        if person is None:
+            raise HTTPException(404, f"no person has {key.split(':', 1)[0]} {masked_value} as of {meta['as_of']}")
+        start = int(after)
+        page = events[start:start + limit]
+        more = start + limit < len(events)
+        return {"identifier": echo(key, masked_value, who), "person_id": person, "as_of": meta["as_of"], "events": page,
+                "next_cursor": _cursor(meta["as_of"], str(start + limit)) if more else None}
 
     @app.get("/v1/profiles/{identifier:path}", response_model=ProfileAnswer, responses=_ERRORS, tags=["profiles"])
     def profile(identifier: str, who: Annotated[ApiKey, Depends(scoped("profiles:read"))]) -> Response:

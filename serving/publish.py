@@ -1,5 +1,5 @@
 """Publish: reads the gold marts of one as-of date (gold_profiles, gold_tags, gold_scores,
-gold_segment_members, gold_id_map, through delta-rs at the versions of the last complete run) and writes
+gold_segment_members, gold_id_map, gold_recent_events, through delta-rs at the versions of the last complete run) and writes
 them to the online store as one snapshot."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from spark_jobs.tables import TableNotFoundError, latest_partition, table_path
 
 log = logging.getLogger(__name__)
 
-TABLES = ("gold_profiles", "gold_tags", "gold_scores", "gold_segment_members", "gold_id_map")
+TABLES = ("gold_profiles", "gold_tags", "gold_scores", "gold_segment_members", "gold_id_map", "gold_recent_events")
 PROFILE_ATTRIBUTES = ("name", "gender", "birthday", "city", "tier", "phone", "email")  # each with its *_source
 PROFILE_FIELDS = ("age", "first_seen", "last_seen", "tenure_days", "channels")
 CURRENT = ("entered", "stayed")  # gold_segment_members statuses of a person in the audience on that day
@@ -116,6 +116,9 @@ def build_snapshot(root: str, as_of: str | None = None, pinned: dict[str, int] |
         if versions["gold_id_map"] is not None else pd.DataFrame(columns=["id_type", "id_value", "person_id"])
     members = (_read(root, "gold_segment_members", versions["gold_segment_members"], on)
                if versions["gold_segment_members"] is not None else None)
+    # written by the profiles stage beside gold_profiles: the same as-of date, already JSON
+    recent = (_read(root, "gold_recent_events", versions["gold_recent_events"], on)
+              if versions["gold_recent_events"] is not None else None)
     scores = None
     if versions["gold_scores"] is not None:  # each model's newest scores up to the as-of date, as predicted tags read them
         s = _read(root, "gold_scores", versions["gold_scores"], where=pc.field("as_of") <= pc.scalar(pd.Timestamp(as_of).date()))
@@ -164,7 +167,9 @@ def build_snapshot(root: str, as_of: str | None = None, pinned: dict[str, int] |
         docs.append((pid, json.dumps(doc, ensure_ascii=False, allow_nan=False)))
     names = sorted(set(segments or []) | {s for s, _, _ in seg_rows}
                    | (set(members["segment"]) if members is not None else set()))
-    return Snapshot(as_of=as_of, people=docs, ids=ids, members=seg_rows, segments=names, sources=versions)
+    events = ([] if recent is None else
+              [(p, e) for p, e in zip(recent["person_id"], recent["events"], strict=True) if p in people])
+    return Snapshot(as_of=as_of, people=docs, ids=ids, members=seg_rows, segments=names, sources=versions, events=events)
 
 
 def publish(store: OnlineStore, root: str, as_of: str | None = None, pinned: dict[str, int] | None = None,

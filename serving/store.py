@@ -1,4 +1,5 @@
-"""The online store: reads and writes published snapshots (people, identifier map, audience members) in
+"""The online store: reads and writes published snapshots (people, identifier map, audience members,
+recent events) in
 SQLite (embedded default) or Redis; the only module that talks to either.
 
 A snapshot is written under a new generation number that no reader looks at, then made current in one
@@ -38,6 +39,7 @@ class Snapshot:
     ids: list[tuple[str, str]]  # ("id_type:id_value", person_id), canonical values
     members: list[tuple[str, str, str]]  # (segment, person_id, entered_on)
     segments: list[str] = field(default_factory=list)  # every published segment, members or not
+    events: list[tuple[str, str]] = field(default_factory=list)  # (person_id, recent events as a JSON array)
     sources: dict[str, int | None] = field(default_factory=dict)  # table -> Delta version read
 
     def meta(self, generation: int) -> dict:
@@ -79,6 +81,10 @@ class OnlineStore(ABC):
     @abstractmethod
     def members(self, segment: str, after: str | None, limit: int) -> tuple[dict, list[Member]]:
         """(metadata, up to `limit` members with person_id > `after`, in person_id order), from one snapshot."""
+
+    @abstractmethod
+    def events(self, key: str) -> tuple[dict, str | None, list[dict]]:
+        """(metadata, person_id or None, their recent events newest first: [] when none), from one snapshot."""
 
     def close(self) -> None:  # noqa: B027 - optional
         pass
@@ -126,8 +132,9 @@ CREATE TABLE IF NOT EXISTS people (gen INTEGER, person_id TEXT, doc TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS ids (gen INTEGER, key TEXT, person_id TEXT NOT NULL, PRIMARY KEY (gen, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS members (gen INTEGER, segment TEXT, person_id TEXT, entered_on TEXT,
                                     PRIMARY KEY (gen, segment, person_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (gen INTEGER, person_id TEXT, events TEXT NOT NULL, PRIMARY KEY (gen, person_id)) WITHOUT ROWID;
 """
-_TABLES = ("people", "ids", "members")
+_TABLES = ("people", "ids", "members", "events")
 
 
 class SqliteStore(OnlineStore):
@@ -184,6 +191,7 @@ class SqliteStore(OnlineStore):
                 con.executemany("INSERT INTO people VALUES (?, ?, ?)", ((gen, p, d) for p, d in snapshot.people))
                 con.executemany("INSERT INTO ids VALUES (?, ?, ?)", ((gen, k, p) for k, p in snapshot.ids))
                 con.executemany("INSERT INTO members VALUES (?, ?, ?, ?)", ((gen, s, p, e) for s, p, e in snapshot.members))
+                con.executemany("INSERT INTO events VALUES (?, ?, ?)", ((gen, p, e) for p, e in snapshot.events))
                 meta = snapshot.meta(gen)
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('current', ?)", (json.dumps(meta),))
                 con.execute("COMMIT")  # the swap: readers see the new generation from here on, all of it
@@ -227,6 +235,15 @@ class SqliteStore(OnlineStore):
 
         return self._read(fetch)
 
+    def events(self, key: str) -> tuple[dict, str | None, list[dict]]:
+        def fetch(con, gen):
+            row = con.execute("SELECT i.person_id, e.events FROM ids i LEFT JOIN events e ON e.gen = i.gen AND "
+                              "e.person_id = i.person_id WHERE i.gen = ? AND i.key = ?", (gen, key)).fetchone()
+            return (row[0], json.loads(row[1]) if row[1] else []) if row else (None, [])
+
+        meta, (person, events) = self._read(fetch)
+        return meta, person, events
+
     def reclaim(self) -> None:
         """VACUUM: rewrite the file without the free pages that still hold deleted rows, and truncate the
         WAL (a deleted generation's rows otherwise stay readable in both)."""
@@ -248,7 +265,7 @@ class SqliteStore(OnlineStore):
 
 # Keys (prefix P, generation G): P:gen (current G), P:meta (its metadata), P:G:people (hash person_id ->
 # doc), P:G:id (hash key -> person_id), P:G:seg:<segment> (hash person_id -> entered_on), P:G:segl:<segment>
-# (sorted set of person_ids, all score 0: lexicographic paging). The scripts read P:gen and the
+# (sorted set of person_ids, all score 0: lexicographic paging), P:G:events (hash person_id -> JSON array). The scripts read P:gen and the
 # generation's keys in one atomic step; they name keys built from P:gen, so they suit a single Redis
 # server (or a replica), not Redis Cluster.
 _LUA_PEOPLE = """
@@ -283,6 +300,15 @@ for i, pid in ipairs(ids) do
 end
 return out
 """
+_LUA_EVENTS = """
+local p = ARGV[1]
+local gen = redis.call('GET', p .. ':gen')
+if not gen then return false end
+local meta = redis.call('GET', p .. ':meta')
+local pid = redis.call('HGET', p .. ':' .. gen .. ':id', ARGV[2])
+if not pid then return {meta, false, false} end
+return {meta, pid, redis.call('HGET', p .. ':' .. gen .. ':events', pid)}
+"""
 _CHUNK = 5000
 
 
@@ -303,6 +329,7 @@ class RedisStore(OnlineStore):
         self._people = self._r.register_script(_LUA_PEOPLE)
         self._membership = self._r.register_script(_LUA_MEMBERSHIP)
         self._members = self._r.register_script(_LUA_MEMBERS)
+        self._events = self._r.register_script(_LUA_EVENTS)
 
     def _call(self, script, *args):
         try:
@@ -323,7 +350,7 @@ class RedisStore(OnlineStore):
         g = f"{p}:{gen}"
         self._unlink(f"{g}:*")  # a crashed publish's keys
         pipe = r.pipeline(transaction=False)
-        for rows, key in ((snapshot.people, f"{g}:people"), (snapshot.ids, f"{g}:id")):
+        for rows, key in ((snapshot.people, f"{g}:people"), (snapshot.ids, f"{g}:id"), (snapshot.events, f"{g}:events")):
             for i in range(0, len(rows), _CHUNK):
                 pipe.hset(key, mapping=dict(rows[i:i + _CHUNK]))
                 pipe.execute()
@@ -372,6 +399,10 @@ class RedisStore(OnlineStore):
     def members(self, segment: str, after: str | None, limit: int) -> tuple[dict, list[Member]]:
         meta, flat = self._call(self._members, segment, f"({after}" if after else "-", str(limit))
         return meta, [Member(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)]
+
+    def events(self, key: str) -> tuple[dict, str | None, list[dict]]:
+        meta, (person, events) = self._call(self._events, key)
+        return meta, person or None, json.loads(events) if events else []
 
     def close(self) -> None:
         self._r.close()

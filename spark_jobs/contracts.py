@@ -445,6 +445,19 @@ _TABLES += [
         doc="marketing consent per person and channel as of a date (spark_jobs/privacy/consent.py); no row is no consent",
     ),
     TableContract(
+        "gold_recent_events",
+        (
+            _c("person_id", nullable=False),
+            _c("events", nullable=False, doc='JSON array, newest first: {"time" (UTC, ISO 8601), "action" (event name '
+               'or order), "channel", "id" (event_id or order_id), "amount" (orders: decimal text, two places)}; ties by id'),
+            _c("events_count", "long", nullable=False, doc="entries in `events` (at most profiles.recent_events_limit)"),
+            _c("newest_at", "timestamp", nullable=False), _c("as_of", "date", nullable=False),
+        ),
+        partition_by=("as_of",), keys=("person_id",),
+        doc="each person's newest events and orders of the last profiles.recent_events_days days, for the "
+            "online API's /v1/profiles/{identifier}/events; people with none have no row",
+    ),
+    TableContract(
         "gold_tags",
         (
             _c("person_id", nullable=False), _c("tag", nullable=False), _c("value", nullable=False, doc="as text"),

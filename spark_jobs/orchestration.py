@@ -41,7 +41,7 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
     "ingest": (*(f"bronze_{c}" for c in CHANNELS), "bronze_quarantine", "ops_ingest_files"),
     "standardise": ("silver_events", "silver_orders", "silver_contacts", "silver_identifiers", "silver_id_links"),
     "identity": ("gold_id_map", "gold_id_dropped", "gold_id_decisions", "gold_id_changes"),
-    "profiles": ("gold_profiles", "gold_consent"),
+    "profiles": ("gold_profiles", "gold_consent", "gold_recent_events"),
     "score": ("gold_scores",),
     "tags": ("gold_tags", "gold_profile_tags"),
     "segments": ("gold_segment_members",),

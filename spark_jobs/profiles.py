@@ -1,7 +1,8 @@
 """Profiles: reads the attributed contacts, WeChat events and identifiers of an as-of date (spark_jobs.activity);
 writes gold_profiles, the golden record per person, each attribute chosen by its survivorship rule
-(conf/cdp.yaml `profiles`) with the source that won, and gold_consent, the latest marketing consent per person
-and channel (spark_jobs.privacy.consent)."""
+(conf/cdp.yaml `profiles`) with the source that won, gold_consent, the latest marketing consent per person
+and channel (spark_jobs.privacy.consent), and gold_recent_events, each person's newest events and orders
+for the online API."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from spark_jobs.activity import owned_when_seen, read_activity
+from spark_jobs.activity import Activity, owned_when_seen, read_activity
 from spark_jobs.config import CdpConfig, ProfilesConfig
 from spark_jobs.contracts import PROFILE_ATTRIBUTES
 from spark_jobs.privacy.consent import CONSENT_CHANNELS, build_consent, build_statements
@@ -115,6 +116,27 @@ def person_identifiers(identifiers: DataFrame, id_map: DataFrame) -> DataFrame:
     return owned_when_seen(identifiers.select("id_type", "id_value", "source", "records", "first_seen", "last_seen"), id_map)
 
 
+def build_recent_events(activity: Activity, as_of: dt.date, days: int, limit: int) -> DataFrame:
+    """gold_recent_events: per person, the newest `limit` events and orders dated in the `days` days up to
+    `as_of`, as one JSON array (newest first, ties by record id, so every engine writes the same text)."""
+    since = F.lit(as_of - dt.timedelta(days=days - 1))
+    # exact text with the ledger's two decimals: a JSON number's text differs by engine (312.8 / 312.80)
+    amount = F.col("amount").cast("decimal(18,2)").cast("string")
+    events = activity.events.where(F.col("date") >= since).select(
+        "person_id", "ts", F.col("event_name").alias("action"), "channel", F.col("event_id").alias("id"),
+        F.lit(None).cast("string").alias("amount"))
+    orders = activity.orders.where(F.col("date") >= since).select(
+        "person_id", "ts", F.lit("order").alias("action"), "channel", F.col("order_id").alias("id"), amount.alias("amount"))
+    newest = Window.partitionBy("person_id").orderBy(F.col("ts").desc(), F.col("id").desc())
+    top = events.unionByName(orders).withColumn("_n", F.row_number().over(newest)).where(F.col("_n") <= limit)
+    entry = F.to_json(F.struct(F.date_format("ts", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'").alias("time"), "action", "channel",
+                               "id", "amount"))
+    per = top.groupBy("person_id").agg(F.sort_array(F.collect_list(F.struct("_n", entry.alias("j")))).alias("_l"),
+                                       F.count(F.lit(1)).alias("events_count"), F.max("ts").alias("newest_at"))
+    return per.select("person_id", F.concat(F.lit("["), F.array_join(F.col("_l.j"), ","), F.lit("]")).alias("events"),
+                      "events_count", "newest_at", F.lit(as_of).alias("as_of"))
+
+
 def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
     """Build the golden records as of `as_of` from the One-ID snapshot of that date; write gold_profiles."""
     key = f"profiles/{as_of.isoformat()}"
@@ -129,6 +151,8 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
                            {"as_of": as_of})
         wechat = activity.events.where(F.col("channel") == "wechat")
         lh.write_partition("gold_consent", build_consent(build_statements(contacts, wechat), as_of), {"as_of": as_of})
+        recent = build_recent_events(activity, as_of, cfg.profiles.recent_events_days, cfg.profiles.recent_events_limit)
+        lh.write_partition("gold_recent_events", recent, {"as_of": as_of})
     finally:
         lh.unstage(key)
     written = lh.read("gold_profiles", {"as_of": as_of})
@@ -139,5 +163,7 @@ def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
     consent = {f"{r['channel']}_{r['status']}": r["n"] for r in lh.read("gold_consent", {"as_of": as_of})
                .groupBy("channel", "status").agg(F.count(F.lit(1)).alias("n")).collect()}
     consent = {f"{ch}_{st}": consent.get(f"{ch}_{st}", 0) for ch in CONSENT_CHANNELS for st in ("opt_in", "opt_out")}
-    return {"profiles": figures, "consent": consent,
-            "tables": {"gold_profiles": figures["people"], "gold_consent": sum(consent.values())}}
+    with_events = lh.read("gold_recent_events", {"as_of": as_of}).count()
+    return {"profiles": figures, "consent": consent, "people_with_recent_events": with_events,
+            "tables": {"gold_profiles": figures["people"], "gold_consent": sum(consent.values()),
+                       "gold_recent_events": with_events}}

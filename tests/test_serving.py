@@ -289,6 +289,35 @@ def test_audience_listing_pages_through_every_member_once(api, gold):
     assert {a["name"]: a["members"] for a in listing["audiences"] if a["members"]} == current.groupby("segment").size().to_dict()
 
 
+def test_recent_events_page_through_the_published_events(api, gold):
+    """/v1/profiles/{identifier}/events: the person's gold_recent_events, newest first, page by page."""
+    recent = read_pandas(gold["root"], "gold_recent_events", None, {"as_of": DAY2}).sort_values(["events_count", "person_id"])
+    row = recent.iloc[-1]  # the person with the most
+    want = json.loads(row["events"])
+    owned = gold["id_map"][gold["id_map"]["person_id"] == row["person_id"]].iloc[0]
+    path = f"/v1/profiles/{owned['id_type']}:{owned['id_value']}/events"
+    got, cursor, pages = [], None, 0
+    while True:
+        page = _get(api, path, who=PROFILES, limit=3, **({"cursor": cursor} if cursor else {})).json()
+        assert page["person_id"] == row["person_id"] and page["as_of"] == DAY2
+        got += page["events"]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(want) > 3 and pages == -(-len(want) // 3)
+    assert got == [{**e, "amount": e.get("amount")} for e in want]
+    assert [e["time"] for e in got] == sorted((e["time"] for e in got), reverse=True)
+    quiet = sorted(set(gold["profiles"]["person_id"]) - set(recent["person_id"]))
+    if quiet:  # a person with no event in the window: an empty page, not an error
+        empty = _get(api, f"/v1/profiles/person_id:{quiet[0]}/events").json()
+        assert empty["events"] == [] and empty["next_cursor"] is None
+    assert _get(api, "/v1/profiles/phone:13912345678/events").status_code == 404
+    assert _get(api, path, cursor="garbage!").status_code == 400
+    assert _get(api, path, who=AUDIENCES).status_code == 403
+    assert _get(api, path, limit=101).status_code == 422
+
+
 def test_tag_export_streams_the_gold_tag_tables(api, gold):
     """Parquet of the wide table (gold_profile_tags) and Arrow IPC of the long one (gold_tags) of day 1,
     row for row as the pipeline wrote them."""
@@ -384,7 +413,7 @@ def test_api_fuzzed_from_its_own_openapi_schema(api):
     checks = [schemathesis.checks.not_a_server_error, schemathesis.checks.response_schema_conformance,
               schemathesis.checks.content_type_conformance, schemathesis.checks.status_code_conformance]
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 9
+    assert len(operations) == 10
     for operation in operations:
         @given(case=operation.as_strategy())
         @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)

@@ -381,3 +381,45 @@ def test_attribution_takes_the_strongest_identifier_that_one_id_kept(sail):
                                   "id_type string, id_value string, person_id string")  # JUNK was blocklisted
     got = with_person_id(recs, build_set_persons(identifiers, id_map), ("device_id", "login_id"))
     assert {r.rid: r.person_id for r in got.collect()} == {"r1": "p2", "r2": "p1", "r3": None}
+
+
+def _recent_expected(data, days: int, limit: int) -> dict[str, list[dict]]:
+    """Each person's newest `limit` events and orders of the `days` days up to AS_OF, from the ground truth."""
+    _, events, orders = data
+    ev = events[(events["event_date"] <= AS_OF) & (events["_batch_date"] <= AS_OF)]
+    od = orders.assign(date=orders["paid_time"].dt.date)
+    od = od[(od["date"] <= AS_OF) & (od["_batch_date"] <= AS_OF)]
+    rows = pd.concat([
+        _window(ev.assign(date=ev["event_date"]), days).assign(ts=lambda d: d["event_time"], action=lambda d: d["event_name"],
+                                                              id=lambda d: d["event_id"], amount=None),
+        _window(od, days).assign(ts=lambda d: d["paid_time"], action="order", id=lambda d: d["order_id"]),
+    ])[["person_id", "ts", "action", "channel", "id", "amount"]]
+    rows = rows.sort_values(["person_id", "ts", "id"], ascending=[True, False, False])
+    out = {}
+    for pid, g in rows.groupby("person_id"):
+        out[pid] = [{"time": f"{pd.Timestamp(r.ts):%Y-%m-%dT%H:%M:%S.%f}Z", "action": r.action, "channel": r.channel,
+                     "id": r.id, **({"amount": f"{r.amount:.2f}"} if pd.notna(r.amount) else {})}
+                    for r in g.head(limit).itertuples()]
+    return out
+
+
+def test_recent_events_are_each_persons_newest_in_the_window(computed, data, sail):
+    """gold_recent_events (the profiles stage, for the API's /v1/profiles/{id}/events): newest first, ties by
+    id, only the window's days, point-in-time, at most the limit; people without any have no row."""
+    import json
+
+    from spark_jobs.activity import read_activity
+
+    lh, cfg, _, _ = computed
+    days = cfg.profiles.recent_events_days
+    table = read_pandas(lh.root, "gold_recent_events")
+    got = {p: json.loads(e) for p, e in zip(table["person_id"], table["events"], strict=True)}
+    assert got == _recent_expected(data, days, cfg.profiles.recent_events_limit)
+    assert (table["events_count"] == [len(got[p]) for p in table["person_id"]]).all() and (table["as_of"] == AS_OF).all()
+    assert any(e["action"] == "order" and "amount" in e for v in got.values() for e in v)
+    try:  # a limit below what people have: the newest 3 of each
+        capped = profiles.build_recent_events(read_activity(lh, AS_OF, cfg.standardise.timezone, "recent"), AS_OF, days, 3)
+        capped = {r["person_id"]: json.loads(r["events"]) for r in capped.collect()}
+    finally:
+        lh.unstage("recent")
+    assert capped == _recent_expected(data, days, 3) and max(map(len, got.values())) > 3

@@ -74,6 +74,9 @@ BY_TABLE: dict[str, dict[str, str]] = {
     "gold_id_dropped": {"detail": "free_text"},
     "gold_tags": {"value": "free_text"},  # an attribute tag copies a profile column (city, age band, ...)
     "gold_consent": {"status": "consent"},
+    # action, channel, record id, amount and time of each event: what a person did, never who they are
+    # (event properties, which may hold anything, are not copied)
+    "gold_recent_events": dict.fromkeys(("events", "events_count", "newest_at"), "none"),
     # Columns made from config ("*": any column not named above). A tag can copy a profile attribute (an
     # attribute tag over city or age band), so tag columns may hold anything; features are aggregates.
     "gold_profile_tags": {"*": "free_text"},
