@@ -279,14 +279,16 @@ for i = 2, #ARGV do
 end
 return out
 """
-_LUA_MEMBERSHIP = """
+# The person of identifier ARGV[3] and their field in the generation's hash ARGV[2] (seg:<segment>: the
+# day they entered it; events: their recent events).
+_LUA_PERSON_FIELD = """
 local p = ARGV[1]
 local gen = redis.call('GET', p .. ':gen')
 if not gen then return false end
 local meta = redis.call('GET', p .. ':meta')
 local pid = redis.call('HGET', p .. ':' .. gen .. ':id', ARGV[3])
 if not pid then return {meta, false, false} end
-return {meta, pid, redis.call('HGET', p .. ':' .. gen .. ':seg:' .. ARGV[2], pid)}
+return {meta, pid, redis.call('HGET', p .. ':' .. gen .. ':' .. ARGV[2], pid)}
 """
 _LUA_MEMBERS = """
 local p = ARGV[1]
@@ -299,15 +301,6 @@ for i, pid in ipairs(ids) do
   out[2 * i + 1] = redis.call('HGET', p .. ':' .. gen .. ':seg:' .. ARGV[2], pid)
 end
 return out
-"""
-_LUA_EVENTS = """
-local p = ARGV[1]
-local gen = redis.call('GET', p .. ':gen')
-if not gen then return false end
-local meta = redis.call('GET', p .. ':meta')
-local pid = redis.call('HGET', p .. ':' .. gen .. ':id', ARGV[2])
-if not pid then return {meta, false, false} end
-return {meta, pid, redis.call('HGET', p .. ':' .. gen .. ':events', pid)}
 """
 _CHUNK = 5000
 
@@ -327,9 +320,8 @@ class RedisStore(OnlineStore):
         except redis.RedisError as e:
             raise StoreError(f"cannot reach the online store {url}: {e} (is redis-server running?)") from e
         self._people = self._r.register_script(_LUA_PEOPLE)
-        self._membership = self._r.register_script(_LUA_MEMBERSHIP)
+        self._person_field = self._r.register_script(_LUA_PERSON_FIELD)
         self._members = self._r.register_script(_LUA_MEMBERS)
-        self._events = self._r.register_script(_LUA_EVENTS)
 
     def _call(self, script, *args):
         try:
@@ -393,7 +385,7 @@ class RedisStore(OnlineStore):
         return meta, [json.loads(d) if d else None for d in docs]
 
     def membership(self, segment: str, key: str) -> tuple[dict, str | None, str | None]:
-        meta, (person, entered) = self._call(self._membership, segment, key)
+        meta, (person, entered) = self._call(self._person_field, f"seg:{segment}", key)
         return meta, person or None, entered or None
 
     def members(self, segment: str, after: str | None, limit: int) -> tuple[dict, list[Member]]:
@@ -401,7 +393,7 @@ class RedisStore(OnlineStore):
         return meta, [Member(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)]
 
     def events(self, key: str) -> tuple[dict, str | None, list[dict]]:
-        meta, (person, events) = self._call(self._events, key)
+        meta, (person, events) = self._call(self._person_field, "events", key)
         return meta, person or None, json.loads(events) if events else []
 
     def close(self) -> None:
