@@ -138,7 +138,8 @@ def build_recent_events(activity: Activity, as_of: dt.date, days: int, limit: in
 
 
 def run(lh: Lakehouse, cfg: CdpConfig, as_of: dt.date) -> dict:
-    """Build the golden records as of `as_of` from the One-ID snapshot of that date; write gold_profiles."""
+    """Build the golden records as of `as_of` from the One-ID snapshot of that date; write gold_profiles,
+    gold_consent and gold_recent_events."""
     key = f"profiles/{as_of.isoformat()}"
     try:
         activity = read_activity(lh, as_of, cfg.standardise.timezone, key, cfg.identity.priority)

@@ -263,10 +263,10 @@ class Lakehouse:
 
     def write_partition(self, name: str, df: DataFrame, partition: Mapping[str, object],
                         key_proof: KeyProof | None = None) -> None:
-        """Replace exactly the rows of `partition` with `df` (idempotent per batch), after checking
-        `df` against the table's contract (a tuple value: each of those partitions). The write is one atomic commit: on any violation the table
-        is left as it was. `key_proof`: the writer's proof that `df` is unique on the key (the gate
-        checks its premise instead of the key)."""
+        """Replace exactly the rows of `partition` (a tuple value: each of those partitions) with `df`
+        (idempotent per batch), after checking `df` against the table's contract. The write is one
+        atomic commit: on any violation the table is left as it was. `key_proof`: the writer's proof
+        that `df` is unique on the key (the gate checks its premise instead of the key)."""
         c = contract(name)
         if not partition:
             raise ContractError(f"{name}: write_partition needs the partition values to replace")
