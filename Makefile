@@ -49,8 +49,13 @@ $(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed
 # A demo starts from empty demo folders: the pipeline refuses to run days out of order or over landing
 # files that changed since they were loaded, and a new demo world is both.
 DEMO_FOLDERS = landing lakehouse exports
+# The demo's token key (keyed tokens of identifiers in quality examples, suppressions): created once by
+# `cdp token-key`, owner-readable only, git-ignored; kept across demos (a new key orphans old tokens).
+TOKEN_KEY_FILE ?= $(CURDIR)/.secrets/token.key
+demo ml-demo: export CDP_TOKEN_KEY_FILE := $(TOKEN_KEY_FILE)
 demo: install $(AIRFLOW_HOME)/airflow.db
 	@echo "demo: starting from empty $(DEMO_FOLDERS) (the demo's own folders)"; rm -rf $(DEMO_FOLDERS)
+	$(BIN)/cdp token-key --file $(TOKEN_KEY_FILE)
 	$(BIN)/cdp generate --people $(PEOPLE) --days $(DAYS) --seed $(SEED) --start $(START) --format $(FORMAT) --population $(POPULATION)
 	@set -e; for d in $$($(BIN)/python -m spark_jobs.dates $(START) $(DAYS) --logical); do \
 	  echo "== airflow dags test cdp_daily $$d"; \
@@ -69,6 +74,7 @@ ML_PEOPLE ?= 5000
 ML_DAYS   ?= 36
 ml-demo: install
 	@echo "ml-demo: starting from empty $(DEMO_FOLDERS) (the demo's own folders)"; rm -rf $(DEMO_FOLDERS)
+	$(BIN)/cdp token-key --file $(TOKEN_KEY_FILE)
 	$(BIN)/cdp generate --people $(ML_PEOPLE) --days $(ML_DAYS) --seed $(SEED) --start $(START)
 	@set -e; for d in $$($(BIN)/python -m spark_jobs.dates $(START) $(ML_DAYS)); do \
 	  echo "== cdp run $$d"; \

@@ -800,6 +800,24 @@ def _erasure_summary(report: dict) -> None:
         typer.echo(f"  kept, shared with other people: {report['shared']} (erase those people to remove them)")
 
 
+@app.command("token-key")
+def token_key_cmd(
+    file: Path = typer.Option(None, "--file", help="where to keep it (default: $CDP_TOKEN_KEY_FILE, else .secrets/token.key)"),
+) -> None:
+    """Create the project's token key (HMAC key of the keyed tokens, suppressions and masked examples) in a
+    file only you can read, unless one is there; prints how to point the CDP at it."""
+    from spark_jobs.config import PROJECT_ROOT
+    from spark_jobs.privacy.suppression import KEY_ENV, create_key_file
+    from spark_jobs.privacy.tokens import TokenKeyError
+
+    path = file or Path(os.environ.get(f"{KEY_ENV}_FILE") or PROJECT_ROOT / ".secrets" / "token.key")
+    try:
+        created = create_key_file(path)
+    except (TokenKeyError, OSError) as e:
+        _fail(str(e))
+    typer.echo(f"{'created' if created else 'kept the existing'} token key {path}; use it with: export {KEY_ENV}_FILE={path}")
+
+
 @app.command()
 def erase(
     id_type: str = typer.Argument(None, help="identifier type: phone, email, member_id, device_id, login_id, openid, unionid"),

@@ -89,3 +89,24 @@ def test_column_versions_equal_the_python_ones(sail):
         for name, (fmt, alg, _) in PLATFORM_CASES.items():
             assert r[name] == platform_hash(normalise_phone(phone, fmt), alg), name
         assert r["email"] == platform_hash(normalise_email(email), "sha256")
+
+
+def test_cdp_token_key_creates_an_owner_only_key_once_and_token_key_reads_it(tmp_path):
+    import stat
+
+    from typer.testing import CliRunner
+
+    from spark_jobs.cli import app
+    from spark_jobs.privacy.suppression import token_key
+
+    path = tmp_path / "secrets" / "token.key"
+    first = CliRunner().invoke(app, ["token-key", "--file", str(path)])
+    assert first.exit_code == 0 and "created" in first.output and f"CDP_TOKEN_KEY_FILE={path}" in first.output
+    key = path.read_text().strip()
+    assert len(bytes.fromhex(key)) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = CliRunner().invoke(app, ["token-key", "--file", str(path)])
+    assert again.exit_code == 0 and "kept the existing" in again.output and path.read_text().strip() == key  # never rotated
+    assert token_key({"CDP_TOKEN_KEY_FILE": str(path)}) == key.encode()
+    path.write_text("short\n")  # a file that is not a usable key is refused, not kept silently
+    bad = CliRunner().invoke(app, ["token-key", "--file", str(path)])
+    assert bad.exit_code != 0 and "5 bytes" in bad.output

@@ -24,7 +24,7 @@ ALIASES = {"member_phone": "phone"}
 
 def token_key(env: dict[str, str] | None = None) -> bytes:
     """The project's token key: $CDP_TOKEN_KEY, else the file $CDP_TOKEN_KEY_FILE names (never committed;
-    `make demo` and the tests create one outside the repository's tracked files)."""
+    `cdp token-key` creates one: `make demo` makes .secrets/token.key, which git ignores)."""
     env = os.environ if env is None else env
     if env.get(KEY_ENV):
         return check_key(env[KEY_ENV])
@@ -35,6 +35,23 @@ def token_key(env: dict[str, str] | None = None) -> bytes:
         except FileNotFoundError:
             raise TokenKeyError(f"{KEY_ENV}_FILE names {path}, which does not exist") from None
     return check_key(None, f"{KEY_ENV} (or {KEY_ENV}_FILE)")
+
+
+def create_key_file(path: Path) -> bool:
+    """A new random token key (32 bytes, hex) in `path`, readable by its owner only; True when created.
+    An existing file is kept (a new key would orphan every token made with the old one) and checked."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        check_key(path.read_text().strip(), f"the file {path}")
+        return False
+    import secrets
+
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
+    return True
 
 
 def id_columns(columns: list[str]) -> dict[str, str]:
