@@ -226,15 +226,10 @@ class QualityGate:
         """Take the table's key check out of `suite` when `key_proof`'s premise holds (one aggregate
         over the premise frame); return it with the text its result records. Without a proof, with
         proving turned off (quality.prove_keys) or when the premise fails, the key is checked as usual."""
-        if key_proof is None or not self.cfg.quality.prove_keys:
+        if key_proof is None or not self.cfg.quality.prove_keys or suite.key not in suite.expectations:
             return []
         from pyspark.sql import functions as F
 
-        keys = list(contract(table).keys)
-        checks = [e for e in suite.expectations if not (e.meta or {}).get("check")
-                  and (e.configuration.kwargs.get("column_list") or [e.configuration.kwargs.get("column")]) == keys]
-        if not checks:
-            return []
         k = list(key_proof.premise_key)
         missing = F.lit(False)
         for col in k:
@@ -246,10 +241,8 @@ class QualityGate:
             log.warning("%s: key proof premise failed (%d rows, %d distinct on %s, %d with a NULL): checking the key itself",
                         table, rows, distinct, ",".join(k), nulls)
             return []
-        for e in checks:
-            suite.expectations.remove(e)
-        text = f"proved: {key_proof.reason} (premise checked: {rows} rows unique on {','.join(k)})"
-        return [(e, text) for e in checks]
+        suite.expectations.remove(suite.key)
+        return [(suite.key, f"proved: {key_proof.reason} (premise checked: {rows} rows unique on {','.join(k)})")]
 
     def _message(self, table: str, scope: str, failures: list[_Failure]) -> str:
         lines = [f"quality gate: {table} was not published (batch {self.batch_date}, {scope}); critical failures:"]

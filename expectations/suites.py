@@ -80,6 +80,7 @@ class Suite:
     name: str
     expectations: list = field(default_factory=list)
     prepare: Callable[[DataFrame], DataFrame] = lambda df: df
+    key: object | None = None  # the expectation of the contract's key (a KeyProof may stand in for it)
 
     def add(self, expectation, level: str, check: str | None = None) -> None:
         expectation.severity = level
@@ -116,10 +117,10 @@ def _common(s: Suite, table: str, ctx: SuiteContext) -> None:
     c = contract(table)
     for col in c.required():
         s.add(gxe.ExpectColumnValuesToNotBeNull(column=col), CRITICAL)
-    if len(c.keys) == 1:
-        s.add(gxe.ExpectColumnValuesToBeUnique(column=c.keys[0]), CRITICAL)
-    elif c.keys:
-        s.add(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(c.keys)), CRITICAL)
+    if c.keys:
+        s.key = (gxe.ExpectColumnValuesToBeUnique(column=c.keys[0]) if len(c.keys) == 1
+                 else gxe.ExpectCompoundColumnsToBeUnique(column_list=list(c.keys)))
+        s.add(s.key, CRITICAL)
     s.add(gxe.ExpectTableRowCountToBeBetween(min_value=0), INFO, "row_count")
     q = ctx.quality
     history = ctx.row_history[-q.volume_history:]
