@@ -331,7 +331,8 @@ def build_docs(cfg: CdpConfig, run_id: str | None = None) -> Path:
     ctx = gx.get_context(mode="file", project_root_dir=str(root))
     ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
     # The GX store keeps what earlier builds added: a run adds only its own results.
-    built: list = []
+    results: list = []
+    suites: dict[str, object] = {}  # one page per suite, however many results it has
     for folder in sorted((root / "results").glob(f"{_run_folder(run_id) if run_id else '*'}/*")):
         meta_file = folder / "meta.json"
         if not meta_file.exists():
@@ -348,7 +349,9 @@ def build_docs(cfg: CdpConfig, run_id: str | None = None) -> Path:
             batch_identifier=f"{meta['table']}-{folder.name}",
         )
         ctx.validation_results_store.set(key, result)
-        built += [key, ExpectationSuiteIdentifier(name=suite["name"])]
+        results.append(key)
+        suites.setdefault(suite["name"], ExpectationSuiteIdentifier(name=suite["name"]))
+    built = results + list(suites.values())
     # A run's build renders its own pages (and the index); earlier runs' pages are on the site already,
     # so the cost follows the run, not the history.
     started = time.time() - 1  # file times may be coarser than the clock
