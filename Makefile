@@ -88,6 +88,7 @@ ml-demo: install
 	@echo "MLflow UI on this store: make mlflow-ui"
 
 mlflow-ui: install
+	@echo "MLflow UI, model-training view: http://127.0.0.1:5000$$($(BIN)/python -c 'from ml.tracking import UI_PATH; print(UI_PATH)')"
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db} --port 5000
 
 # A JVM Spark Connect server with delta-spark (sc://127.0.0.1:15002), on local[2] or on a standalone

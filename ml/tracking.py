@@ -26,6 +26,11 @@ def artifact_root(cfg: MlConfig) -> str:
     return path.resolve().as_uri()
 
 
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+# `workflowType` in the UI's URL picks its sidebar (the choice is otherwise kept in the browser, GenAI first)
+UI_PATH = "/#/experiments?workflowType=machine_learning"
+
+
 def configure(cfg: MlConfig) -> str:
     """Point MLflow (tracking and registry) at the store and make sure the experiment exists; returns
     the experiment id."""
@@ -46,5 +51,8 @@ def configure(cfg: MlConfig) -> str:
         local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
         experiment_id = mlflow.create_experiment(
             cfg.experiment, artifact_location=f"{artifact_root(cfg)}/{cfg.experiment}" if local else None)
+    # The UI's experiment type: classic model training (runs, metrics, models), not the GenAI pages
+    # (traces, prompts) MLflow 3 opens on for an untyped experiment.
+    mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
