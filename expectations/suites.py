@@ -65,7 +65,7 @@ class SuiteContext:
     source_window: str = "daily"  # the source's declared batch window (bronze): daily | history
     record_key: tuple[str, ...] = ()  # the fields naming one record across batches (record_key())
     earlier_keys: DataFrame | None = None  # the record key of every row of earlier batches of the table
-    recent_events_limit: int = 50  # conf/cdp.yaml profiles.recent_events_limit (gold_recent_events)
+    recent_events_limit: int = 20  # conf/cdp.yaml profiles.recent_events_limit (gold_recent_events)
 
     def window(self) -> tuple[dt.datetime, dt.datetime]:
         """The batch's local day as naive UTC datetimes (Spark sessions here run in UTC)."""

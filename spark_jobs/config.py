@@ -276,7 +276,7 @@ class ProfilesConfig(_Strict):
     # gold_recent_events (served by /v1/profiles/{id}/events): each person's newest `recent_events_limit`
     # events and orders of the last `recent_events_days` days, newest first
     recent_events_days: int = Field(30, ge=1, le=366)
-    recent_events_limit: int = Field(50, ge=1, le=1000)
+    recent_events_limit: int = Field(20, ge=1, le=1000)
     survivorship: dict[str, Survivorship] = {
         "name": Survivorship(rule="most_recent"), "gender": Survivorship(rule="most_frequent"),
         "birthday": Survivorship(rule="most_frequent"), "city": Survivorship(rule="most_recent"),
