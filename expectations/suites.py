@@ -22,7 +22,14 @@ from great_expectations import expectations as gxe  # noqa: E402
 from pyspark.sql import DataFrame, Window  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from spark_jobs.config import ATTRIBUTE_SOURCES, CHANNELS, ID_TYPES, IdentityConfig, QualityConfig  # noqa: E402
+from spark_jobs.config import (  # noqa: E402
+    ATTRIBUTE_SOURCES,
+    CHANNELS,
+    ID_TYPES,
+    IdentityConfig,
+    ProfilesConfig,
+    QualityConfig,
+)
 from spark_jobs.contracts import (  # noqa: E402
     ALERT_SEVERITIES,
     EVENT_NAMES,
@@ -65,7 +72,7 @@ class SuiteContext:
     source_window: str = "daily"  # the source's declared batch window (bronze): daily | history
     record_key: tuple[str, ...] = ()  # the fields naming one record across batches (record_key())
     earlier_keys: DataFrame | None = None  # the record key of every row of earlier batches of the table
-    recent_events_limit: int = 20  # conf/cdp.yaml profiles.recent_events_limit (gold_recent_events)
+    recent_events_limit: int = ProfilesConfig.model_fields["recent_events_limit"].default  # gold_recent_events
 
     def window(self) -> tuple[dt.datetime, dt.datetime]:
         """The batch's local day as naive UTC datetimes (Spark sessions here run in UTC)."""
@@ -358,8 +365,8 @@ ANALYSIS_TABLES = ("gold_metrics_daily", "gold_funnels", "gold_retention", "gold
 GATED = tuple(t for t in (
     *(bronze_name(ch) for ch in CHANNELS), "bronze_quarantine", "ops_ingest_files", "silver_events", "silver_orders",
     "silver_contacts", "silver_identifiers", "silver_id_links", "gold_id_map", "gold_id_dropped", "gold_id_decisions",
-    "gold_id_changes", "gold_profiles", "gold_consent", "gold_recent_events", "gold_tags", "gold_profile_tags", "gold_segment_members",
-    "gold_scores", *ANALYSIS_TABLES,
+    "gold_id_changes", "gold_profiles", "gold_consent", "gold_recent_events", "gold_tags", "gold_profile_tags",
+    "gold_segment_members", "gold_scores", *ANALYSIS_TABLES,
 ))
 
 

@@ -182,10 +182,11 @@ def _cursor(as_of: str, after: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([as_of, after]).encode()).decode().rstrip("=")
 
 
-def _uncursor(text: str) -> tuple[str, str]:
+def _uncursor(text: str, offset: bool = False) -> tuple[str, str]:
+    """(as-of date, position) of a cursor `_cursor` made; `offset`: the position must be a page offset."""
     try:
         as_of, after = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        if isinstance(as_of, str) and isinstance(after, str):
+        if isinstance(as_of, str) and isinstance(after, str) and (after.isdigit() or not offset):
             return as_of, after
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         pass
@@ -292,9 +293,7 @@ def create_app(store: OnlineStore, keys: KeyRing, access_log: AccessLog, phone_r
         newest `profiles.recent_events_limit` of the last `profiles.recent_events_days` days), all pages
         from one as-of date."""
         key, masked_value = key_of(identifier)
-        since, after = _uncursor(cursor) if cursor else (None, "0")
-        if not after.isdigit():
-            raise HTTPException(400, "cursor is not one this API returned: pass next_cursor unchanged, or no cursor for the first page")
+        since, after = _uncursor(cursor, offset=True) if cursor else (None, "0")
         meta, person, events = store.events(key)
         if since is not None and since != meta["as_of"]:
             raise HTTPException(409, f"the profile was republished as of {meta['as_of']} after this cursor's {since}: "

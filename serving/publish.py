@@ -1,6 +1,6 @@
 """Publish: reads the gold marts of one as-of date (gold_profiles, gold_tags, gold_scores,
-gold_segment_members, gold_id_map, gold_recent_events, through delta-rs at the versions of the last complete run) and writes
-them to the online store as one snapshot."""
+gold_segment_members, gold_id_map, gold_recent_events, through delta-rs at the versions of the last
+complete run) and writes them to the online store as one snapshot."""
 
 from __future__ import annotations
 

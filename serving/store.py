@@ -265,8 +265,8 @@ class SqliteStore(OnlineStore):
 
 # Keys (prefix P, generation G): P:gen (current G), P:meta (its metadata), P:G:people (hash person_id ->
 # doc), P:G:id (hash key -> person_id), P:G:seg:<segment> (hash person_id -> entered_on), P:G:segl:<segment>
-# (sorted set of person_ids, all score 0: lexicographic paging), P:G:events (hash person_id -> JSON array). The scripts read P:gen and the
-# generation's keys in one atomic step; they name keys built from P:gen, so they suit a single Redis
+# (sorted set of person_ids, all score 0: lexicographic paging), P:G:events (hash person_id -> JSON
+# array of recent events). The scripts read P:gen and the generation's keys in one atomic step; they name keys built from P:gen, so they suit a single Redis
 # server (or a replica), not Redis Cluster.
 _LUA_PEOPLE = """
 local p = ARGV[1]

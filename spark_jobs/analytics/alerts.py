@@ -22,9 +22,9 @@ NO_FORECAST = "no forecast yet"
 
 
 def series_frame(history: pd.DataFrame, as_of: dt.date, cfg: AlertsConfig) -> pd.DataFrame:
-    """One row per (metric, dimension, dimension_value) series: its kind, the history before `as_of` (values
-    oldest first whatever the rows' order, a missing day of an additive metric as 0) and the observation on `as_of` (NaN: none,
-    0 for an additive metric seen before: a channel that sent nothing)."""
+    """One row per (metric, dimension, dimension_value) series: its kind, the history before `as_of`
+    (values oldest first whatever the rows' order, a missing day of an additive metric as 0) and the
+    observation on `as_of` (NaN: none, 0 for an additive metric seen before: a channel that sent nothing)."""
     start = as_of - dt.timedelta(days=cfg.history_days)
     h = history[(history["as_of"] >= start) & (history["as_of"] <= as_of)]
     out = []
