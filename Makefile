@@ -1,11 +1,12 @@
 # Two commands do all set-up on a fresh machine (Python 3.11; Java 17 for the JVM engine tests):
-#   make demo   - venv, install, sample data, the daily pipeline through Airflow, a summary
+#   make demo   - venv, install, sample data, history, model training and the daily pipeline through Airflow, a summary
 #   make test   - venv, install, Java 17, Maven and Chromium if missing, the pinned JVM JARs, the whole test suite (what CI runs)
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 PEOPLE ?= 20000
-DAYS   ?= 3
+DAYS   ?= 38
+AIRFLOW_DAYS ?= 2
 SEED   ?= 42
 START  ?= 2026-11-01
 # cdp generate --format: real (the channels as real systems export them, conf/sources.yaml) | default
@@ -18,7 +19,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := True
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install jars spark-connect spark-cluster spark-down system-deps demo ml-demo mlflow-ui test test-all test-fast lint bench-ingest bench-identity bench-tags bench-ml bench-serve clean
+.PHONY: install jars spark-connect spark-cluster spark-down system-deps demo mlflow-ui test test-all test-fast lint bench-ingest bench-identity bench-tags bench-ml bench-serve clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
@@ -52,12 +53,29 @@ DEMO_FOLDERS = landing lakehouse exports
 # The demo's token key (keyed tokens of identifiers in quality examples, suppressions): created once by
 # `cdp token-key`, owner-readable only, git-ignored; kept across demos (a new key orphans old tokens).
 TOKEN_KEY_FILE ?= $(CURDIR)/.secrets/token.key
-demo ml-demo: export CDP_TOKEN_KEY_FILE := $(TOKEN_KEY_FILE)
+demo: export CDP_TOKEN_KEY_FILE := $(TOKEN_KEY_FILE)
+# History for the models, then Airflow: DAYS days are generated; all but the last AIRFLOW_DAYS are
+# loaded by `cdp load-history --for-training` (in batches ending on the days the ml cutoff layout reads a
+# One-ID snapshot of: 36 days with conf's horizon 14 and 3 cutoffs), then `cdp_train` trains and promotes
+# the champions through Airflow, then the last AIRFLOW_DAYS days run through Airflow's cdp_daily and are
+# scored with them.
+demo: SHELL := /bin/bash
 demo: install $(AIRFLOW_HOME)/airflow.db
 	@echo "demo: starting from empty $(DEMO_FOLDERS) (the demo's own folders)"; rm -rf $(DEMO_FOLDERS)
 	$(BIN)/cdp token-key --file $(TOKEN_KEY_FILE)
 	$(BIN)/cdp generate --people $(PEOPLE) --days $(DAYS) --seed $(SEED) --start $(START) --format $(FORMAT) --population $(POPULATION)
-	@set -e; for d in $$($(BIN)/python -m spark_jobs.dates $(START) $(DAYS) --logical); do \
+	@set -eo pipefail; history=$$(expr $(DAYS) - $(AIRFLOW_DAYS)); mkdir -p lakehouse/_runs; \
+	last=$$($(BIN)/python -m spark_jobs.dates $(START) $$history | tr ' ' '\n' | tail -1); \
+	echo "== cdp load-history --from $(START) --to $$last --for-training (log: lakehouse/_runs/demo-history.log)"; \
+	$(BIN)/cdp load-history --from $(START) --to $$last --for-training 2>&1 | tee lakehouse/_runs/demo-history.log \
+	  | grep --line-buffered -E "^(load-history |ingest |[a-z]+ as of )" | sed -u 's/^/   /' \
+	  || { tail -40 lakehouse/_runs/demo-history.log; exit 1; }; \
+	train=$$($(BIN)/python -m spark_jobs.dates $(START) $$history --train); \
+	echo "== airflow dags test cdp_train $$train"; \
+	$(BIN)/airflow dags test cdp_train $$train > $(AIRFLOW_HOME)/dags-test-cdp_train.log 2>&1 \
+	  || { tail -60 $(AIRFLOW_HOME)/dags-test-cdp_train.log; exit 1; }; \
+	grep -oE "cdp_[a-z]+ v[0-9]+: (promoted|not promoted)[^[]*" $(AIRFLOW_HOME)/dags-test-cdp_train.log | sed 's/^/   /'; \
+	for d in $$($(BIN)/python -m spark_jobs.dates $(START) $(DAYS) --logical | tr ' ' '\n' | tail -n $(AIRFLOW_DAYS)); do \
 	  echo "== airflow dags test cdp_daily $$d"; \
 	  $(BIN)/airflow dags test cdp_daily $$d > $(AIRFLOW_HOME)/dags-test-$$d.log 2>&1 \
 	    || { tail -60 $(AIRFLOW_HOME)/dags-test-$$d.log; exit 1; }; \
@@ -65,27 +83,8 @@ demo: install $(AIRFLOW_HOME)/airflow.db
 	done
 	$(BIN)/cdp summary
 	@echo "Delta tables: lakehouse/<layer>/<table> (read them with Spark, delta-rs or DuckDB); bad lines: lakehouse/bronze/bronze_quarantine"
-	@echo "Airflow logs of each run: .airflow/dags-test-<date>.log"
+	@echo "Airflow logs of each run: .airflow/dags-test-<date>.log, .airflow/dags-test-cdp_train.log; the models: make mlflow-ui"
 	@echo "Scheduler + UI: AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags $(BIN)/airflow standalone (stop with Ctrl-C; README: Operations)"
-
-# Models need history: ML_DAYS days of data, then features -> train -> promote, then the last day's
-# score / tags / segments with the new champions. Runs the stages with `cdp run` (no Airflow) to be quick.
-ML_PEOPLE ?= 5000
-ML_DAYS   ?= 36
-ml-demo: install
-	@echo "ml-demo: starting from empty $(DEMO_FOLDERS) (the demo's own folders)"; rm -rf $(DEMO_FOLDERS)
-	$(BIN)/cdp token-key --file $(TOKEN_KEY_FILE)
-	$(BIN)/cdp generate --people $(ML_PEOPLE) --days $(ML_DAYS) --seed $(SEED) --start $(START)
-	@set -e; for d in $$($(BIN)/python -m spark_jobs.dates $(START) $(ML_DAYS)); do \
-	  echo "== cdp run $$d"; \
-	  mkdir -p lakehouse/_runs; $(BIN)/cdp run --date $$d > lakehouse/_runs/ml-demo-$$d.log 2>&1 \
-	    || { tail -40 lakehouse/_runs/ml-demo-$$d.log; exit 1; }; \
-	done
-	$(BIN)/cdp ml features
-	$(BIN)/cdp ml train
-	$(BIN)/cdp run --date $$($(BIN)/python -m spark_jobs.dates $(START) $(ML_DAYS) | tr ' ' '\n' | tail -1) \
-	  --stage score --stage tags --stage segments
-	@echo "MLflow UI on this store: make mlflow-ui"
 
 mlflow-ui: install
 	@echo "MLflow UI, model-training view: http://127.0.0.1:5000$$($(BIN)/python -c 'from ml.tracking import UI_PATH; print(UI_PATH)')"

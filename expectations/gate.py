@@ -19,6 +19,7 @@ from expectations.docs_assets import localise
 from expectations.suites import CRITICAL, GATED, SuiteContext, gx, gx_suite, label, record_key, suite_for
 from spark_jobs.config import PROJECT_ROOT, CdpConfig
 from spark_jobs.contracts import KeyProof, contract
+from spark_jobs.runs import is_history_run
 from spark_jobs.tables import Lakehouse, TableNotFoundError, partition_predicate, read_pandas
 
 log = logging.getLogger(__name__)
@@ -127,12 +128,15 @@ class QualityGate:
         return self._context
 
     def _history(self, table: str, scope: str) -> tuple[int, ...]:
-        """Row counts of earlier batches of `table` in the same scope (latest check per batch). The row
-        counts of every table are read once per gate, not once per check."""
+        """Row counts of earlier daily batches of `table` in the same scope (latest check per batch). A
+        history load (one batch of many days) is neither compared with them nor counted among them: its
+        size is that of many days. The row counts of every table are read once per gate, not once per check."""
+        if is_history_run(self.run_id):
+            return ()
         if self._row_counts is None:
             import pyarrow.compute as pc
 
-            columns = ["table_name", "batch_date", "scope", "observed_value", "checked_at"]
+            columns = ["run_id", "table_name", "batch_date", "scope", "observed_value", "checked_at"]
             try:
                 self._row_counts = read_pandas(
                     self.lh.root, DQ_TABLE, columns,
@@ -142,7 +146,7 @@ class QualityGate:
 
                 self._row_counts = pd.DataFrame(columns=columns)
         df = self._row_counts
-        df = df[(df["table_name"] == table) & (df["scope"] == scope)]
+        df = df[(df["table_name"] == table) & (df["scope"] == scope) & ~df["run_id"].map(is_history_run).astype(bool)]
         df = df.sort_values("checked_at").drop_duplicates("batch_date", keep="last")
         return tuple(int(v) for v in df.sort_values("batch_date")["observed_value"])
 

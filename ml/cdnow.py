@@ -73,11 +73,6 @@ def to_landing(tx: pd.DataFrame, landing: str | Path, source: str = "orders") ->
     return {"days": int(tx["date"].dt.date.nunique()), "rows": len(tx)}
 
 
-def snapshot_days(cutoffs: list[dt.date], horizon_days: int) -> list[dt.date]:
-    """The days a One-ID snapshot and profiles must exist for: every cutoff and every horizon's end."""
-    return sorted({*cutoffs, *(c + dt.timedelta(days=horizon_days) for c in cutoffs)})
-
-
 def config(base: Path, cfg: CdpConfig, horizon_days: int, cutoffs: int, step_days: int, holdouts: int) -> CdpConfig:
     """`cfg` with the lakehouse and landing under `base`, orders as the only source, and the CDNOW layout."""
     return cfg.model_copy(update={
@@ -95,7 +90,7 @@ def run(cfg: CdpConfig, base: str | Path, last_cutoff: dt.date, path: str | Path
     """Convert the log, load its history in chunks that end on each snapshot day, build gold_features for
     the cutoff layout ending at `last_cutoff`, train and promote. Returns the training figures."""
     from ml import features, train
-    from spark_jobs.pipeline import load_history
+    from spark_jobs.pipeline import load_history_ending_on
     from spark_jobs.session import spark_session
     from spark_jobs.tables import Lakehouse
 
@@ -104,19 +99,13 @@ def run(cfg: CdpConfig, base: str | Path, last_cutoff: dt.date, path: str | Path
     tx = read_transactions(path)
     landed = to_landing(tx, cfg.paths.landing)
     layout = features.cutoff_layout(last_cutoff, cfg.ml)
-    days = snapshot_days(layout, horizon_days)
+    days = features.snapshot_days(layout, horizon_days)
     first = tx["date"].min().date()
     if days[-1] > tx["date"].max().date():
         raise CdnowError(f"the last horizon ends {days[-1]}, after the log's last day {tx['date'].max().date()}: "
                          f"choose an earlier --last-cutoff")
     progress(f"landed {landed['rows']} orders on {landed['days']} days; cutoffs {layout}; snapshots on {len(days)} days")
-    start = first
-    for day in days:
-        if day < start:
-            continue
-        progress(f"load-history {start} .. {day}")
-        load_history(start, day, ["orders"], cfg)
-        start = day + dt.timedelta(days=1)
+    load_history_ending_on(first, days[-1], days, ["orders"], cfg, progress)
     with spark_session(cfg.engine) as spark:
         built = features.run(Lakehouse(spark, cfg.paths.lakehouse_uri()), cfg, layout)
     progress(f"gold_features: {built['cutoffs']}")

@@ -95,6 +95,17 @@ def cutoff_layout(last: dt.date, ml: MlConfig) -> list[dt.date]:
     return sorted(train + origins)
 
 
+def snapshot_days(cutoffs: list[dt.date], horizon_days: int) -> list[dt.date]:
+    """The days a One-ID snapshot and profiles must exist for: every cutoff and every horizon's end."""
+    return sorted({*cutoffs, *(c + dt.timedelta(days=horizon_days) for c in cutoffs)})
+
+
+def training_snapshot_days(newest: dt.date, ml: MlConfig) -> list[dt.date]:
+    """The snapshot days a training run on the newest snapshot `newest` reads (`default_cutoffs`'s
+    layout): what a history load must end its batches on (`cdp load-history --for-training`)."""
+    return snapshot_days(cutoff_layout(newest - dt.timedelta(days=ml.horizon_days), ml), ml.horizon_days)
+
+
 def default_cutoffs(lh: Lakehouse, cfg: CdpConfig, last: dt.date | None = None) -> list[dt.date]:
     """The cutoff layout (`cutoff_layout`) whose newest cutoff is `horizon_days` before the newest
     One-ID snapshot (or `last`), oldest first."""

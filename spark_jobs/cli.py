@@ -137,6 +137,9 @@ def load_history_cmd(
     first: str = typer.Option(..., "--from", help="first landing day to load, yyyy-mm-dd"),
     last: str = typer.Option(..., "--to", help="last landing day to load, yyyy-mm-dd: the batch date of the load"),
     source: list[str] = typer.Option(None, help="source(s) of conf/sources.yaml (default: conf's ingest sources)"),
+    for_training: bool = typer.Option(False, "--for-training", help="load in batches ending on each day a training "
+                                      "run on --to reads a One-ID snapshot of (conf ml: cutoffs, horizon), so "
+                                      "that cdp_train can run next"),
     allow_out_of_order: bool = _OUT_OF_ORDER,
     accept_changed_files: bool = _ACCEPT_CHANGED,
     wait: float = _WAIT,
@@ -144,16 +147,27 @@ def load_history_cmd(
     """Load many days of landing folders as one batch (a first load of history), then run every later
     stage once as of --to. Records keep their own dates: the marts equal those of daily loads, in one
     run instead of one per day."""
-    from spark_jobs.pipeline import load_history, render_summary, summarise
+    from spark_jobs.pipeline import load_history_ending_on, render_summary, summarise
 
     cfg = _config()
+    start, end = _date(first, "--from"), _date(last, "--to")
+    ends = []
+    if for_training:
+        from ml.features import training_snapshot_days
+
+        ends = training_snapshot_days(end, cfg.ml)
+    if ends and ends[0] < start:
+        _fail(f"--for-training: a training run on {end} reads One-ID snapshots from {ends[0]} on ({len(ends)} days: "
+              f"conf ml.horizon_days {cfg.ml.horizon_days}, ml.cutoffs {cfg.ml.cutoffs}, ml.cutoff_step_days "
+              f"{cfg.ml.cutoff_step_days}), before --from {start}: load more history")
     logging.basicConfig(level=logging.WARNING)
     try:
-        run_id = load_history(_date(first, "--from"), _date(last, "--to"), source or None, cfg, progress=typer.echo,
-                              allow_out_of_order=allow_out_of_order, accept_changed_files=accept_changed_files, wait=wait)
+        run_ids = load_history_ending_on(start, end, ends, source or None, cfg, progress=typer.echo,
+                                         allow_out_of_order=allow_out_of_order,
+                                         accept_changed_files=accept_changed_files, wait=wait)
     except _run_errors() as e:
         _fail(f"{type(e).__name__}: {e}")
-    typer.echo(render_summary(summarise(run_id, cfg)))
+    typer.echo(render_summary(summarise(run_ids[-1], cfg)))
 
 
 @app.command()

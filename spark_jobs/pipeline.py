@@ -181,9 +181,24 @@ def load_history(first: dt.date, last: dt.date, sources: list[str] | None = None
     if unknown:
         raise PipelineError(f"unknown source(s) {unknown}; declared in {cfg.paths.sources}: {sorted(cfg.sources.sources)}")
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-    run_id = f"history__{first.isoformat()}__{last.isoformat()}__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
+    run_id = runs.history_run_id(first, last)
     return _as_one_run(cfg, run_id, last, first, list(STAGES), names, days, allow_out_of_order, accept_changed_files,
                        wait, progress)
+
+
+def load_history_ending_on(first: dt.date, last: dt.date, ends: list[dt.date], sources: list[str] | None = None,
+                           cfg: CdpConfig | None = None, progress=lambda message: None, **options) -> list[str]:
+    """`load_history` of `first`..`last` as consecutive batches, one ending on each day of `ends` inside
+    the range and the last on `last`, so that One-ID and the marts hold a snapshot as of each of those
+    days (what training cutoffs read). `options` are load_history's. Returns the run ids, oldest first."""
+    if last < first:
+        raise PipelineError(f"--to {last} is before --from {first}")
+    run_ids, start = [], first
+    for end in sorted({d for d in ends if first <= d < last} | {last}):
+        progress(f"load-history {start} .. {end}")
+        run_ids.append(load_history(start, end, sources, cfg, progress, **options))
+        start = end + dt.timedelta(days=1)
+    return run_ids
 
 
 def summarise(run_id: str, cfg: CdpConfig | None = None) -> dict:

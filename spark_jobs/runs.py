@@ -20,6 +20,18 @@ CLAIM_FILE = "claim.json"
 RUNS_TABLE = "ops_runs"
 
 
+HISTORY_RUN_PREFIX = "history__"  # the run id of a history load: one batch of many landing days
+
+
+def history_run_id(first: dt.date, last: dt.date) -> str:
+    """The run id of a history load (`cdp load-history`) of the landing days first..last."""
+    return f"{HISTORY_RUN_PREFIX}{first.isoformat()}__{last.isoformat()}__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
+
+
+def is_history_run(run_id: str) -> bool:
+    return run_id.startswith(HISTORY_RUN_PREFIX)
+
+
 class RunConflictError(RuntimeError):
     """Another run is writing the lakehouse; the message names it and says what to do."""
 

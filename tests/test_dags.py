@@ -209,3 +209,20 @@ def test_cdp_privacy_erases_the_queue_and_waits_for_a_running_pipeline(dagbag):
     assert dag.max_active_runs == 1
     source = inspect.getsource(__import__("dags.cdp_privacy", fromlist=["x"]))
     assert "process_queue(load_config(), wait=" in source
+
+
+def test_the_demos_training_date_covers_the_last_history_day(dagbag):
+    """`python -m spark_jobs.dates … --train` (make demo): a manual cdp_train run on that logical date has
+    a data interval (cdp_train's own timetable) ending after the history's last day, and at most a week
+    after, so the newest snapshot its features read is that day's, whatever the weekday."""
+    import datetime as dt
+
+    import pendulum
+
+    from spark_jobs.dates import training_logical_date
+
+    timetable = dagbag.dags["cdp_train"].timetable
+    for last in (dt.date(2026, 12, 6) + dt.timedelta(days=k) for k in range(7)):
+        run_after = pendulum.instance(training_logical_date(last))
+        end = timetable.infer_manual_data_interval(run_after=run_after).end.date()
+        assert last < end <= last + dt.timedelta(days=7), (last, end)

@@ -4,7 +4,6 @@ transaction kept with its amount and day; bad logs refused with the line to fix.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 
 import pandas as pd
 import pytest
@@ -32,13 +31,6 @@ def test_to_landing_writes_every_transaction_in_the_orders_source_columns(tmp_pa
     per_day = got.groupby(got["paid_time"].str[:10]).size()
     expected = tx.groupby(tx["date"].dt.date.astype(str)).size()
     assert per_day.sort_index().tolist() == expected.sort_index().tolist()
-
-
-def test_snapshot_days_cover_every_cutoff_and_horizon_end():
-    cutoffs = [dt.date(1997, 7, 1), dt.date(1997, 10, 1)]
-    days = cdnow.snapshot_days(cutoffs, 90)
-    assert days == sorted(days) and set(cutoffs) <= set(days)
-    assert {c + dt.timedelta(days=90) for c in cutoffs} <= set(days)
 
 
 def test_read_transactions_names_the_first_bad_line(tmp_path):

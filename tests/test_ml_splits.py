@@ -104,3 +104,32 @@ def test_split_with_mixed_horizons_says_to_rebuild():
     frame.loc[frame.index[:5], "horizon_days"] = 7
     with pytest.raises(train.TrainError, match="mixes horizons"):
         train.split(frame, "purchase")
+
+
+def test_snapshot_days_cover_every_cutoff_and_horizon_end():
+    cutoffs = [dt.date(1997, 7, 1), dt.date(1997, 10, 1)]
+    days = features.snapshot_days(cutoffs, 90)
+    assert days == sorted(days) and set(cutoffs) <= set(days)
+    assert {c + dt.timedelta(days=90) for c in cutoffs} <= set(days)
+
+
+def test_a_training_run_reads_the_snapshots_of_its_default_cutoffs():
+    """The days `cdp load-history --for-training` ends its batches on are those default_cutoffs reads
+    for a run on the newest snapshot: the default layout (horizon 14, 3 cutoffs 7 days apart) needs five."""
+    newest = dt.date(2026, 12, 6)
+    ml = load_config().ml
+    days = features.training_snapshot_days(newest, ml)
+    layout = features.cutoff_layout(newest - dt.timedelta(days=ml.horizon_days), ml)
+    assert days[-1] == newest and set(layout) <= set(days)
+    assert {c + dt.timedelta(days=ml.horizon_days) for c in layout} <= set(days)
+    assert [(newest - d).days for d in days] == [35, 28, 21, 14, 0]
+
+
+def test_load_history_for_training_refuses_a_range_that_starts_after_the_first_snapshot_day():
+    from typer.testing import CliRunner
+
+    from spark_jobs.cli import app
+
+    out = CliRunner().invoke(app, ["load-history", "--from", "2026-11-10", "--to", "2026-12-06", "--for-training"])
+    assert out.exit_code != 0
+    assert "reads One-ID snapshots from 2026-11-01 on (5 days" in out.output and "load more history" in out.output

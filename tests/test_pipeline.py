@@ -17,7 +17,7 @@ from spark_jobs.config import CdpConfig, EngineConfig, PathsConfig, load_config
 from spark_jobs.contracts import CONTRACTS
 from spark_jobs.generate import generate
 from spark_jobs.orchestration import AUDIT_TABLES, PUBLISHES
-from spark_jobs.pipeline import render_summary
+from spark_jobs.pipeline import PipelineError, render_summary
 from tests.pipeline_world import START, world_changes  # the `world` fixture: tests/pipeline_world.py (shared)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -306,6 +306,35 @@ def test_load_history_of_many_days_in_one_batch_equals_the_daily_loads(world, tm
     assert sum(r["loaded"] for r in files) == sum(r["loaded"] for r in _rows(cfg, "ops_ingest_files"))
     warnings = [r for r in _rows(hist, "ops_dq_results") if r["level"] == "critical" and not r["success"]]
     assert warnings == []  # two days in one batch: the daily window check is not critical for a history load
+
+
+def test_history_for_training_is_loaded_in_batches_ending_on_each_snapshot_day(world, tmp_path):
+    """load_history_ending_on (`cdp load-history --for-training`): one batch per end inside the range
+    (ends outside it are ignored), so One-ID holds a snapshot as of each end, every file is loaded once in
+    the batch of its end, and the marts as of the last day equal those of the daily runs."""
+    from spark_jobs.pipeline import load_history_ending_on
+
+    _, cfg, _, _ = world
+    day2 = START + dt.timedelta(days=1)
+    hist = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={
+        "lakehouse": str(tmp_path / "lh"), "exports": str(tmp_path / "exports")})})
+    messages = []
+    ends = [START - dt.timedelta(days=1), START, day2 + dt.timedelta(days=30)]
+    run_ids = load_history_ending_on(START, day2, ends, cfg=hist, progress=messages.append)
+    assert len(run_ids) == 2 and all(r.startswith("history__") for r in run_ids)
+    assert [m for m in messages if m.startswith("load-history ")] == [
+        f"load-history {START} .. {START}", f"load-history {day2} .. {day2}"]
+    assert {str(r["as_of"]) for r in _rows(hist, "gold_id_map")} == {START.isoformat(), day2.isoformat()}
+    batches = sorted((r["file"], str(r["batch_date"]), r["loaded"]) for r in _rows(hist, "ops_ingest_files"))
+    assert batches == sorted((r["file"], str(r["batch_date"]), r["loaded"]) for r in _rows(cfg, "ops_ingest_files"))
+
+    def as_of(c, table):
+        return [r for r in _rows(c, table) if str(r["as_of"]) == day2.isoformat()]
+
+    got = _by_identifiers(as_of(hist, "gold_profiles"), as_of(hist, "gold_id_map"))
+    assert got == _by_identifiers(as_of(cfg, "gold_profiles"), as_of(cfg, "gold_id_map"))
+    with pytest.raises(PipelineError, match="before --from"):
+        load_history_ending_on(day2, START, [], cfg=hist)
 
 
 def _silver_rows(lh_root: str, table: str, drop: set[str]) -> list[tuple]:

@@ -174,6 +174,30 @@ def test_volume_is_checked_against_the_trailing_median(good, sail):
     assert next(r for r in gate.check("silver_events", events, {"_batch_date": DAY}) if r["expectation"] == "volume")["success"]
 
 
+def test_a_history_load_is_not_a_volume_baseline_and_has_none():
+    """After `cdp load-history` (one batch of many days), a daily batch's volume is compared with earlier
+    daily batches only: not with the history batch, which holds many days of rows. The history batch
+    itself has no volume check."""
+    import pandas as pd
+
+    from spark_jobs.config import load_config
+    from spark_jobs.runs import history_run_id
+
+    cfg = load_config()
+    history = history_run_id(DAY - dt.timedelta(days=40), DAY - dt.timedelta(days=5))
+    rows = [(history, DAY - dt.timedelta(days=5), 70_000)] + [
+        (f"manual__{d}", d, 10_000 + k) for k, d in enumerate(DAY - dt.timedelta(days=n) for n in (4, 3, 2, 1))]
+    counts = pd.DataFrame([{"run_id": r, "table_name": "silver_events", "batch_date": d, "scope": "",
+                            "observed_value": str(n), "checked_at": dt.datetime(2026, 1, 1) + dt.timedelta(days=i)}
+                           for i, (r, d, n) in enumerate(rows)])
+    daily = QualityGate(None, cfg, "manual__today", DAY)
+    daily._row_counts = counts
+    assert daily._history("silver_events", "") == (10_000, 10_001, 10_002, 10_003)
+    later = QualityGate(None, cfg, history_run_id(DAY, DAY + dt.timedelta(days=6)), DAY)
+    later._row_counts = counts
+    assert later._history("silver_events", "") == ()
+
+
 def test_a_bad_value_quarantines_its_record_but_a_bad_batch_stops_the_stage(good, tmp_path):
     """Row level: day 2's negative amount is quarantined by ingest, named as the expectation, and the
     day goes on (silver_orders is published). Table level: a day-3 delivery whose times are all a
