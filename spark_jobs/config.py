@@ -324,9 +324,10 @@ class MlConfig(_Strict):
         "tenure_days", "events_7d", "events_30d", "active_days_30d", "add_cart_7d", "view_item_30d", "orders_30d",
         "orders_90d", "spend_30d", "spend_90d", "avg_order_value_90d", "categories_90d", "stores_90d",
         "wechat_events_30d", "pos_orders_90d", "days_since_last_active", "days_since_last_order",
-        "days_since_first_order", "rfm_recency", "rfm_frequency", "rfm_monetary",
+        "days_since_first_order", "rfm_recency", "rfm_monetary",
         "orders_180d", "orders_365d", "orders_all", "order_days_all", "spend_all",  # lifetime counts (issue 17)
-    )
+    )  # not rfm_frequency: a quintile among each cutoff's buyers, so one value means other counts at other
+    # cutoffs, and most buyers tie at one order (CDNOW sample, churn, logistic: ROC-AUC 0.595 with it, 0.753 without)
     categorical: tuple[str, ...] = ("lifecycle_stage", "preferred_channel", "member_tier", "city_tier")
     models: dict[str, str] = {"churn": "cdp_churn", "purchase": "cdp_propensity"}  # target -> registered name
     seed: int = 42
